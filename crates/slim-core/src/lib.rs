@@ -1,0 +1,26 @@
+//! `slim-core`: the slimmable-network vocabulary shared by training, export, runtime and
+//! benchmark, with no native dependencies.
+//!
+//! - [`width`]: widths and the first-k channel rule;
+//! - [`arch`]: width-independent architecture descriptions of every backbone;
+//! - [`cost`]: MACs and parameters per width;
+//! - [`config`]: the model config stored in checkpoints;
+//! - [`checkpoint`]: safetensors checkpoints, written atomically;
+//! - [`manifest`]: the exported model folder's manifest.
+
+pub mod arch;
+pub mod checkpoint;
+pub mod config;
+pub mod cost;
+mod error;
+pub mod fsutil;
+pub mod init;
+pub mod manifest;
+pub mod width;
+
+pub use arch::{Activation, Backbone, ConvBn, Layer, Network};
+pub use checkpoint::{Checkpoint, Tensor};
+pub use config::ModelConfig;
+pub use cost::{Cost, cost};
+pub use error::Error;
+pub use manifest::{Manifest, WidthEntry};

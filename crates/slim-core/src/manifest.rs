@@ -1,0 +1,104 @@
+//! The manifest `manifest.json` that `slim-export` writes beside the per-width graphs and
+//! that the runtime and benchmark read: one entry per exported width with its cost.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::atomic_write;
+use crate::Error;
+
+pub const FILE_NAME: &str = "manifest.json";
+pub const FORMAT: &str = "slim-manifest/1";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub backbone: String,
+    pub in_channels: usize,
+    pub image_size: usize,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub class_names: Vec<String>,
+    /// SHA-256 of the checkpoint the graphs were exported from.
+    pub checkpoint_sha256: String,
+    /// Widest first.
+    pub widths: Vec<WidthEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WidthEntry {
+    pub width: f64,
+    /// The ONNX graph, relative to the manifest's folder.
+    pub file: String,
+    pub macs: u64,
+    pub params: u64,
+    pub embedding_dim: usize,
+    /// Measured top-1 accuracy in [0, 1], with what it was measured on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<Accuracy>,
+    /// Measured latencies, one per device/backend/batch they were measured with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<Latency>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    pub top1: f64,
+    pub top5: f64,
+    pub dataset: String,
+    pub samples: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub backend: String,
+    pub device: String,
+    pub batch: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json` and checks it.
+    pub fn load(dir: &Path) -> Result<Manifest, Error> {
+        let path = dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let fail = |msg: String| Error::Manifest {
+            path: path.clone(),
+            msg,
+        };
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| fail(format!("does not parse: {e}")))?;
+        if m.format != FORMAT {
+            return Err(fail(format!("format {:?} is not {FORMAT:?}", m.format)));
+        }
+        if m.widths.is_empty() {
+            return Err(fail("lists no widths".into()));
+        }
+        for w in &m.widths {
+            let p = Path::new(&w.file);
+            if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(fail(format!(
+                    "width {} names {:?}, which is outside the model folder",
+                    w.width, w.file
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Writes `dir/manifest.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf, Error> {
+        let path = dir.join(FILE_NAME);
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
+        atomic_write(&path, text.as_bytes())?;
+        Ok(path)
+    }
+
+    pub fn entry(&self, w: f64) -> Option<&WidthEntry> {
+        self.widths
+            .iter()
+            .find(|e| crate::width::tag(e.width) == crate::width::tag(w))
+    }
+}
