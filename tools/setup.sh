@@ -62,7 +62,6 @@ ort_lib="$site/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"
 cat >"$deps/env.sh" <<ENV
 # Written by tools/setup.sh; source it before cargo.
 export LIBTORCH="$libtorch"
-export LIBTORCH_BYPASS_VERSION_CHECK=0
 export ORT_DYLIB_PATH="$ort_lib"
 export ORT_DISABLE_TELEMETRY=1
 export LD_LIBRARY_PATH="$libtorch/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
