@@ -105,11 +105,7 @@ impl ConvBn {
 
     /// Shape of the full-width weight: [out, in / groups, k, k].
     pub fn weight_shape(&self) -> [usize; 4] {
-        let per_group = if self.depthwise {
-            1
-        } else {
-            self.in_channels
-        };
+        let per_group = if self.depthwise { 1 } else { self.in_channels };
         [self.out_channels, per_group, self.kernel, self.kernel]
     }
 
@@ -188,8 +184,16 @@ fn conv(
 }
 
 fn shortcut_if_needed(prefix: &str, cin: usize, cout: usize, stride: usize) -> Option<ConvBn> {
-    (stride != 1 || cin != cout)
-        .then(|| conv(format!("{prefix}.downsample"), cin, cout, 1, stride, Activation::None))
+    (stride != 1 || cin != cout).then(|| {
+        conv(
+            format!("{prefix}.downsample"),
+            cin,
+            cout,
+            1,
+            stride,
+            Activation::None,
+        )
+    })
 }
 
 /// CIFAR-style ResNet of basic blocks: 3x3 stem at the first stage's width, stride 1.
@@ -280,13 +284,34 @@ fn mobilenet_v2(in_channels: usize) -> Network {
             let p = format!("blocks.{index}");
             let mut body = Vec::new();
             if t != 1 {
-                body.push(conv(format!("{p}.expand"), cin, hidden, 1, 1, Activation::Relu6));
+                body.push(conv(
+                    format!("{p}.expand"),
+                    cin,
+                    hidden,
+                    1,
+                    1,
+                    Activation::Relu6,
+                ));
             }
             body.push(ConvBn {
                 depthwise: true,
-                ..conv(format!("{p}.depthwise"), hidden, hidden, 3, stride, Activation::Relu6)
+                ..conv(
+                    format!("{p}.depthwise"),
+                    hidden,
+                    hidden,
+                    3,
+                    stride,
+                    Activation::Relu6,
+                )
             });
-            body.push(conv(format!("{p}.project"), hidden, c, 1, 1, Activation::None));
+            body.push(conv(
+                format!("{p}.project"),
+                hidden,
+                c,
+                1,
+                1,
+                Activation::None,
+            ));
             if stride == 1 && cin == c {
                 layers.push(Layer::Residual {
                     body,
@@ -300,7 +325,14 @@ fn mobilenet_v2(in_channels: usize) -> Network {
             index += 1;
         }
     }
-    layers.push(Layer::ConvBn(conv("head", cin, 1280, 1, 1, Activation::Relu6)));
+    layers.push(Layer::ConvBn(conv(
+        "head",
+        cin,
+        1280,
+        1,
+        1,
+        Activation::Relu6,
+    )));
     Network {
         layers,
         features: 1280,

@@ -35,7 +35,11 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?}");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?}"
+        );
         Tensor { shape, data }
     }
 }
@@ -75,7 +79,10 @@ pub fn expected_tensors(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Serialises `tensors` with `config` to safetensors bytes.
-pub fn to_bytes(config: &ModelConfig, tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>, Error> {
+pub fn to_bytes(
+    config: &ModelConfig,
+    tensors: &BTreeMap<String, Tensor>,
+) -> Result<Vec<u8>, Error> {
     let config_json = serde_json::to_string(config).map_err(|e| Error::Config(e.to_string()))?;
     let metadata = HashMap::from([
         (CONFIG_KEY.to_string(), config_json),
@@ -94,7 +101,11 @@ pub fn to_bytes(config: &ModelConfig, tensors: &BTreeMap<String, Tensor>) -> Res
 }
 
 /// Validates and writes a checkpoint atomically (temporary file, fsync, rename).
-pub fn save(path: &Path, config: &ModelConfig, tensors: &BTreeMap<String, Tensor>) -> Result<(), Error> {
+pub fn save(
+    path: &Path,
+    config: &ModelConfig,
+    tensors: &BTreeMap<String, Tensor>,
+) -> Result<(), Error> {
     let config = config.clone().validated()?;
     check_tensors(&config, tensors).map_err(|msg| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -115,15 +126,25 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint, Error> {
         path: path.to_path_buf(),
         msg,
     };
-    let (_, meta) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| fail(format!("not a readable safetensors file ({e}); is it truncated?")))?;
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| fail(format!("not a readable safetensors file ({e}); is it truncated?")))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        fail(format!(
+            "not a readable safetensors file ({e}); is it truncated?"
+        ))
+    })?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        fail(format!(
+            "not a readable safetensors file ({e}); is it truncated?"
+        ))
+    })?;
     let meta = meta.metadata().clone().unwrap_or_default();
     match meta.get(FORMAT_KEY) {
         Some(f) if f == FORMAT => {}
         Some(f) => return Err(fail(format!("format {f:?} is not {FORMAT:?}"))),
-        None => return Err(fail(format!("no {FORMAT_KEY:?} metadata: not a slim checkpoint"))),
+        None => {
+            return Err(fail(format!(
+                "no {FORMAT_KEY:?} metadata: not a slim checkpoint"
+            )));
+        }
     }
     let config_json = meta
         .get(CONFIG_KEY)
@@ -134,7 +155,10 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint, Error> {
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(fail(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+            return Err(fail(format!(
+                "tensor {name} is {:?}, expected F32",
+                view.dtype()
+            )));
         }
         let data = view
             .data()
@@ -198,7 +222,10 @@ impl Checkpoint {
     pub fn width_index(&self, w: f64) -> Result<usize, Error> {
         width::find(&self.config.widths, w).ok_or_else(|| Error::Checkpoint {
             path: self.path.clone(),
-            msg: format!("holds no width {w}; its widths are {:?}", self.config.widths),
+            msg: format!(
+                "holds no width {w}; its widths are {:?}",
+                self.config.widths
+            ),
         })
     }
 }

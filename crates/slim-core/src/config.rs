@@ -69,7 +69,10 @@ impl ModelConfig {
             )));
         }
         if self.std.iter().any(|&s| !(s > 0.0)) {
-            return Err(Error::Config(format!("std {:?} must be positive", self.std)));
+            return Err(Error::Config(format!(
+                "std {:?} must be positive",
+                self.std
+            )));
         }
         if self.image_size < 8 {
             return Err(Error::Config(format!(

@@ -83,7 +83,11 @@ mod tests {
 
     fn assert_within(got: u64, want: f64, what: &str) {
         let rel = (got as f64 - want).abs() / want;
-        assert!(rel < 0.01, "{what}: got {got}, want {want} (off by {:.2}%)", rel * 100.0);
+        assert!(
+            rel < 0.01,
+            "{what}: got {got}, want {want} (off by {:.2}%)",
+            rel * 100.0
+        );
     }
 
     /// SlimCLR (arXiv 2209.15525), Table 1: slimmable ResNet-50, 1000 classes, 224x224.
@@ -122,6 +126,10 @@ mod tests {
             .iter()
             .map(|&w| cost(&net, w, 28, 10))
             .collect();
-        assert!(costs.windows(2).all(|p| p[0].macs > p[1].macs && p[0].params > p[1].params));
+        assert!(
+            costs
+                .windows(2)
+                .all(|p| p[0].macs > p[1].macs && p[0].params > p[1].params)
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::atomic_write;
 use crate::Error;
+use crate::fsutil::atomic_write;
 
 pub const FILE_NAME: &str = "manifest.json";
 pub const FORMAT: &str = "slim-manifest/1";
@@ -69,7 +69,8 @@ impl Manifest {
             path: path.clone(),
             msg,
         };
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| fail(format!("does not parse: {e}")))?;
+        let m: Manifest =
+            serde_json::from_str(&text).map_err(|e| fail(format!("does not parse: {e}")))?;
         if m.format != FORMAT {
             return Err(fail(format!("format {:?} is not {FORMAT:?}", m.format)));
         }
@@ -78,7 +79,10 @@ impl Manifest {
         }
         for w in &m.widths {
             let p = Path::new(&w.file);
-            if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
                 return Err(fail(format!(
                     "width {} names {:?}, which is outside the model folder",
                     w.width, w.file

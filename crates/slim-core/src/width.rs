@@ -37,7 +37,9 @@ pub fn validate(widths: &[f64]) -> Result<Vec<f64>, Error> {
     }
     sorted.sort_by(|a, b| b.total_cmp(a));
     if sorted.windows(2).any(|p| tag(p[0]) == tag(p[1])) {
-        return Err(Error::Config(format!("widths {widths:?} contain duplicates")));
+        return Err(Error::Config(format!(
+            "widths {widths:?} contain duplicates"
+        )));
     }
     if (sorted[0] - 1.0).abs() > 1e-9 {
         return Err(Error::Config(format!(

@@ -1,0 +1,188 @@
+//! CIFAR-10 and CIFAR-100 in their binary form, as downloaded (`cifar-10-binary.tar.gz`,
+//! `cifar-100-binary.tar.gz`) or extracted (`cifar-10-batches-bin/`, `cifar-100-binary/`).
+//! A record is the label byte(s) then 3 x 32 x 32 channel-planar pixels.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::{Dataset, Error, Image, Split};
+
+const PIXELS: usize = 3 * 32 * 32;
+
+pub struct CifarDataset {
+    path: PathBuf,
+    split: Split,
+    /// Interleaved HWC pixels of every image.
+    pixels: Vec<u8>,
+    labels: Vec<u16>,
+    classes: Vec<String>,
+}
+
+/// Whether `path` is a CIFAR binary archive or its extracted folder.
+pub fn looks_like(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    name.starts_with("cifar-10")
+        && (name.ends_with(".tar.gz") || name.ends_with(".tgz") || path.is_dir())
+}
+
+/// The files of one split: (name, bytes) pairs, wherever they are found.
+fn files(path: &Path) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let mut out = Vec::new();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+            let p = entry.map_err(|e| Error::io(path, e))?.path();
+            if p.is_file() {
+                let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+                out.push((p.file_name().unwrap().to_string_lossy().into_owned(), bytes));
+            }
+        }
+    } else {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let bad =
+            |e: std::io::Error| Error::at(path, format!("is not a readable .tar.gz archive: {e}"));
+        for entry in archive.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            let name = entry
+                .path()
+                .map_err(bad)?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            if let Some(name) = name.filter(|n| n.ends_with(".bin") || n.ends_with(".txt")) {
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes).map_err(bad)?;
+                out.push((name, bytes));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl CifarDataset {
+    pub fn open(path: &Path, split: Split) -> Result<CifarDataset, Error> {
+        let files = files(path)?;
+        let get = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+        let hundred = get("train.bin").is_some() || get("fine_label_names.txt").is_some();
+        let (label_bytes, wanted, names_file): (usize, Vec<String>, &str) = if hundred {
+            (
+                2,
+                vec![format!("{}.bin", split.name())],
+                "fine_label_names.txt",
+            )
+        } else {
+            let wanted = match split {
+                Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
+                Split::Test => vec!["test_batch.bin".to_string()],
+            };
+            (1, wanted, "batches.meta.txt")
+        };
+        let record = label_bytes + PIXELS;
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        for name in &wanted {
+            let bytes = get(name).ok_or_else(|| Error::at(path, format!("has no {name}")))?;
+            if bytes.len() % record != 0 {
+                return Err(Error::at(
+                    path,
+                    format!(
+                        "{name} is {} bytes, not a whole number of {record}-byte records: truncated?",
+                        bytes.len()
+                    ),
+                ));
+            }
+            for rec in bytes.chunks_exact(record) {
+                // CIFAR-100 stores (coarse, fine); the fine label is the class.
+                labels.push(rec[label_bytes - 1] as u16);
+                let planes = &rec[label_bytes..];
+                pixels.extend(
+                    (0..1024).flat_map(|p| [planes[p], planes[1024 + p], planes[2048 + p]]),
+                );
+            }
+        }
+        let classes: Vec<String> = get(names_file)
+            .map(|b| {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_else(|| {
+                (0..if hundred { 100 } else { 10 })
+                    .map(|i| i.to_string())
+                    .collect()
+            });
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes.len()) {
+            return Err(Error::at(
+                path,
+                format!("label {bad} is out of range for {} classes", classes.len()),
+            ));
+        }
+        Ok(CifarDataset {
+            path: path.to_path_buf(),
+            split,
+            pixels,
+            labels,
+            classes,
+        })
+    }
+}
+
+impl Dataset for CifarDataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+    fn class_names(&self) -> &[String] {
+        &self.classes
+    }
+    fn label(&self, i: usize) -> usize {
+        self.labels[i] as usize
+    }
+    fn image(&self, i: usize) -> Result<Image, Error> {
+        Ok(Image::new(
+            32,
+            32,
+            3,
+            self.pixels[i * PIXELS..(i + 1) * PIXELS].to_vec(),
+        ))
+    }
+    fn describe(&self) -> String {
+        format!(
+            "CIFAR binary {} ({} split, {} images)",
+            self.path.display(),
+            self.split.name(),
+            self.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_an_extracted_cifar10_folder_and_refuses_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cifar-10-batches-bin");
+        std::fs::create_dir(&root).unwrap();
+        let mut rec = vec![7u8];
+        rec.extend((0..PIXELS).map(|i| (i / 1024) as u8 * 100)); // R=0, G=100, B=200
+        std::fs::write(root.join("test_batch.bin"), [rec.clone(), rec].concat()).unwrap();
+        let names: String = (0..10).map(|i| format!("class{i}\n")).collect();
+        std::fs::write(root.join("batches.meta.txt"), names).unwrap();
+        assert!(looks_like(&root));
+        let ds = CifarDataset::open(&root, Split::Test).unwrap();
+        assert_eq!((ds.len(), ds.label(1)), (2, 7));
+        assert_eq!(ds.class_names()[7], "class7");
+        assert_eq!(&ds.image(0).unwrap().data[..3], &[0, 100, 200]);
+        let err = CifarDataset::open(&root, Split::Train).err().unwrap();
+        assert!(err.to_string().contains("data_batch_1.bin"), "{err}");
+        std::fs::write(root.join("test_batch.bin"), vec![0u8; 100]).unwrap();
+        let err = CifarDataset::open(&root, Split::Test).err().unwrap();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+}

@@ -1,0 +1,28 @@
+use std::path::{Path, PathBuf};
+
+/// A dataset problem, always naming the file or folder it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {msg}", path.display())]
+    At { path: PathBuf, msg: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn at(path: impl AsRef<Path>, msg: impl Into<String>) -> Error {
+        Error::At {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+}
