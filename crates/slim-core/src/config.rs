@@ -68,7 +68,7 @@ impl ModelConfig {
                 self.std.len()
             )));
         }
-        if self.std.iter().any(|&s| !(s > 0.0)) {
+        if self.std.iter().any(|&s| s.is_nan() || s <= 0.0) {
             return Err(Error::Config(format!(
                 "std {:?} must be positive",
                 self.std

@@ -40,13 +40,15 @@ fn index(paths: impl Iterator<Item = String>, prefix: &str) -> (Vec<String>, Vec
             continue;
         };
         let mut parts = rest.splitn(2, '/');
-        if let (Some(class), Some(file)) = (parts.next(), parts.next()) {
-            if !class.is_empty() && !class.starts_with('.') && is_image(file) {
-                by_class
-                    .entry(class.to_string())
-                    .or_default()
-                    .push(p.clone());
-            }
+        if let (Some(class), Some(file)) = (parts.next(), parts.next())
+            && !class.is_empty()
+            && !class.starts_with('.')
+            && is_image(file)
+        {
+            by_class
+                .entry(class.to_string())
+                .or_default()
+                .push(p.clone());
         }
     }
     let classes: Vec<String> = by_class.keys().cloned().collect();
