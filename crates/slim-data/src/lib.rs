@@ -4,7 +4,8 @@
 //! - [`idx`]: MNIST / Fashion-MNIST IDX files (raw or gzipped);
 //! - [`cifar`]: CIFAR-10/100 binary archives (`.tar.gz` as downloaded, or extracted);
 //! - [`folder`]: ImageFolder trees (`root/<class>/<image>`) and zip archives of them;
-//! - [`decode`]: bounded decoding of JPEG/PNG/WebP/BMP bytes to 8-bit pixels.
+//! - [`decode`]: bounded decoding of JPEG/PNG/WebP/BMP bytes to 8-bit pixels;
+//! - [`transform`]: the shared evaluation preprocessing (resize, crop, normalise).
 //!
 //! [`open`] picks the reader from what a path looks like.
 
@@ -13,6 +14,7 @@ pub mod decode;
 mod error;
 pub mod folder;
 pub mod idx;
+pub mod transform;
 
 use std::path::Path;
 

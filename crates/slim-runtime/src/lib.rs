@@ -1,1 +1,17 @@
+//! `slim-runtime`: run an exported slimmable model at the width you can afford.
+//!
+//! - [`model`]: open a folder that `slim-export` wrote, load widths lazily, run them;
+//! - [`engine`]: the tract engine and, with the `ort` feature, ONNX Runtime
+//!   ([`ort_engine`]) with CPU, CUDA or TensorRT execution providers;
+//! - [`graph`]: reading a graph safely and checking its metadata against the manifest.
 
+pub mod engine;
+mod error;
+pub mod graph;
+pub mod model;
+#[cfg(feature = "ort")]
+pub mod ort_engine;
+
+pub use engine::{Backend, Engine, Outputs, Provider};
+pub use error::Error;
+pub use model::SlimModel;

@@ -1,0 +1,91 @@
+//! The one evaluation-time preprocessing every consumer shares (training's evaluation,
+//! the runtime, the benchmark): convert channels, resize the shorter side to the model's
+//! input size (bilinear), centre-crop a square, scale to [0, 1] and normalise per channel,
+//! laid out channel-major (CHW) as the graphs expect.
+
+use image::imageops::{FilterType, resize};
+use image::{ImageBuffer, Luma, Rgb};
+
+use crate::Image;
+
+/// How to turn an image into a model input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalize {
+    pub size: usize,
+    pub channels: usize,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// Resizes the shorter side of `img` to `size` and centre-crops `size x size`.
+pub fn resize_center_crop(img: Image, size: usize) -> Image {
+    if img.height == size && img.width == size {
+        return img;
+    }
+    let scale = size as f64 / img.height.min(img.width) as f64;
+    let nh = ((img.height as f64 * scale).round() as usize).max(size);
+    let nw = ((img.width as f64 * scale).round() as usize).max(size);
+    let (h, w, c) = (img.height as u32, img.width as u32, img.channels);
+    let resized: Vec<u8> = match c {
+        1 => {
+            let buf: ImageBuffer<Luma<u8>, _> =
+                ImageBuffer::from_raw(w, h, img.data).expect("sized");
+            resize(&buf, nw as u32, nh as u32, FilterType::Triangle).into_raw()
+        }
+        _ => {
+            let buf: ImageBuffer<Rgb<u8>, _> =
+                ImageBuffer::from_raw(w, h, img.data).expect("sized");
+            resize(&buf, nw as u32, nh as u32, FilterType::Triangle).into_raw()
+        }
+    };
+    let (top, left) = ((nh - size) / 2, (nw - size) / 2);
+    let mut out = Vec::with_capacity(size * size * c);
+    for y in top..top + size {
+        let row = (y * nw + left) * c;
+        out.extend_from_slice(&resized[row..row + size * c]);
+    }
+    Image::new(size, size, c, out)
+}
+
+impl Normalize {
+    /// Appends the CHW float input of `img` to `out`.
+    pub fn apply(&self, img: Image, out: &mut Vec<f32>) {
+        let img = resize_center_crop(img.to_channels(self.channels), self.size);
+        let hw = self.size * self.size;
+        let c = self.channels;
+        for ch in 0..c {
+            let (m, s) = (self.mean[ch], self.std[ch]);
+            out.extend((0..hw).map(|p| (img.data[p * c + ch] as f32 / 255.0 - m) / s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_channel_major() {
+        let n = Normalize {
+            size: 1,
+            channels: 3,
+            mean: vec![0.0, 0.5, 1.0],
+            std: vec![1.0, 0.5, 0.25],
+        };
+        let mut out = Vec::new();
+        n.apply(Image::new(1, 1, 3, vec![255, 255, 0]), &mut out);
+        assert_eq!(out, vec![1.0, 1.0, -4.0]);
+    }
+
+    #[test]
+    fn resizes_shorter_side_and_crops_centre() {
+        // 4 x 8 image, left half 0, right half 200: the 2 x 2 centre crop of the 2 x 4
+        // resize straddles the edge.
+        let data = (0..4 * 8)
+            .map(|i| if i % 8 < 4 { 0 } else { 200 })
+            .collect();
+        let out = resize_center_crop(Image::new(4, 8, 1, data), 2);
+        assert_eq!((out.height, out.width), (2, 2));
+        assert!(out.data[0] < 100 && out.data[1] > 100, "{:?}", out.data);
+    }
+}

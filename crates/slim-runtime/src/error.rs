@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+
+/// Everything the runtime refuses or fails at, naming the file involved where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] slim_core::Error),
+    #[error("{}: {msg}", path.display())]
+    Graph { path: PathBuf, msg: String },
+    #[error("{backend} failed on {}: {msg}", path.display())]
+    Backend {
+        backend: &'static str,
+        path: PathBuf,
+        msg: String,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("model {}: holds no width {width}; it has {available:?}", dir.display())]
+    NoSuchWidth {
+        dir: PathBuf,
+        width: f64,
+        available: Vec<f64>,
+    },
+    #[error("input has {got} values, but a batch of {batch} images of {shape:?} needs {want}")]
+    InputSize {
+        got: usize,
+        batch: usize,
+        shape: [usize; 3],
+        want: usize,
+    },
+}
+
+impl Error {
+    pub(crate) fn graph(path: impl Into<PathBuf>, msg: impl Into<String>) -> Error {
+        Error::Graph {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}

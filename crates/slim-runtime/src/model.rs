@@ -1,0 +1,114 @@
+//! An exported model folder (manifest plus one graph per width) opened with one backend.
+//! Widths load lazily on first use and stay loaded; the model is `Send + Sync`, so one
+//! instance serves many threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use slim_core::{Manifest, WidthEntry};
+
+use crate::engine::{self, Backend, Engine, Outputs};
+use crate::{Error, graph};
+
+pub struct SlimModel {
+    dir: PathBuf,
+    manifest: Manifest,
+    backend: Backend,
+    engines: Vec<OnceLock<Box<dyn Engine>>>,
+}
+
+impl SlimModel {
+    /// Opens `dir/manifest.json`; checks that every listed graph exists. Graphs themselves
+    /// are read and checked when their width is first used (or by [`SlimModel::load_all`]).
+    pub fn open(dir: &Path, backend: Backend) -> Result<SlimModel, Error> {
+        let manifest = Manifest::load(dir)?;
+        for e in &manifest.widths {
+            let p = dir.join(&e.file);
+            if !p.is_file() {
+                return Err(Error::graph(
+                    p,
+                    format!(
+                        "is listed in the manifest for width {} but is missing",
+                        e.width
+                    ),
+                ));
+            }
+        }
+        let engines = manifest.widths.iter().map(|_| OnceLock::new()).collect();
+        Ok(SlimModel {
+            dir: dir.to_path_buf(),
+            manifest,
+            backend,
+            engines,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Widths widest first.
+    pub fn widths(&self) -> Vec<f64> {
+        self.manifest.widths.iter().map(|e| e.width).collect()
+    }
+
+    /// `[C, H, W]` of one input image.
+    pub fn input_chw(&self) -> [usize; 3] {
+        let m = &self.manifest;
+        [m.in_channels, m.image_size, m.image_size]
+    }
+
+    fn index(&self, width: f64) -> Result<usize, Error> {
+        slim_core::width::find(&self.widths(), width).ok_or_else(|| Error::NoSuchWidth {
+            dir: self.dir.clone(),
+            width,
+            available: self.widths(),
+        })
+    }
+
+    pub fn entry(&self, width: f64) -> Result<&WidthEntry, Error> {
+        Ok(&self.manifest.widths[self.index(width)?])
+    }
+
+    /// The engine of `width`, loading it on first use. Concurrent first uses may both
+    /// load; one result is kept.
+    pub fn engine(&self, width: f64) -> Result<&dyn Engine, Error> {
+        let i = self.index(width)?;
+        if let Some(e) = self.engines[i].get() {
+            return Ok(e.as_ref());
+        }
+        let entry = &self.manifest.widths[i];
+        let path = self.dir.join(&entry.file);
+        let g = graph::read(&path, &self.dir)?;
+        g.check_against(&path, entry, &self.manifest.checkpoint_sha256)?;
+        let loaded = engine::load(&self.backend, &path, g.proto, self.input_chw())?;
+        Ok(self.engines[i].get_or_init(|| loaded).as_ref())
+    }
+
+    /// Whether `width`'s graph is loaded already.
+    pub fn is_loaded(&self, width: f64) -> bool {
+        self.index(width)
+            .is_ok_and(|i| self.engines[i].get().is_some())
+    }
+
+    /// Loads every width now (e.g. before serving, so no request pays for it).
+    pub fn load_all(&self) -> Result<(), Error> {
+        for w in self.widths() {
+            self.engine(w)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `batch` preprocessed images through `width`'s graph.
+    pub fn run(&self, width: f64, image: &[f32], batch: usize) -> Result<Outputs, Error> {
+        self.engine(width)?.run(image, batch)
+    }
+}

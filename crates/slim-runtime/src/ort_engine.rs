@@ -1,0 +1,137 @@
+//! ONNX Runtime through `ort`, loaded dynamically from `ORT_DYLIB_PATH` (tools/setup.sh
+//! installs libonnxruntime and writes the variable). An execution provider that fails to
+//! register is an error unless fallback was asked for, and the provider in use is reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+#[cfg(any(feature = "ort-cuda", feature = "ort-tensorrt"))]
+use ort::ep;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use crate::Error;
+use crate::engine::{Engine, Outputs, Provider, check_input};
+
+static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment, loading the library on first use.
+fn environment() -> Result<&'static Environment, Error> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let path = std::env::var("ORT_DYLIB_PATH").map_err(|_| {
+                "ONNX Runtime is not configured: set ORT_DYLIB_PATH to libonnxruntime.so \
+                 (source .deps/env.sh after tools/setup.sh)"
+                    .to_string()
+            })?;
+            if !Path::new(&path).is_file() {
+                return Err(format!(
+                    "ORT_DYLIB_PATH={path}: no such file (run tools/setup.sh)"
+                ));
+            }
+            ort::init_from(&path)
+                .map_err(|e| format!("{path}: cannot load ONNX Runtime: {e}"))?
+                .with_name("slim-runtime")
+                .with_telemetry(false)
+                .build()
+                .map_err(|e| format!("{path}: cannot start ONNX Runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| Error::Unavailable(e.clone()))
+}
+
+pub struct OrtEngine {
+    path: PathBuf,
+    session: Mutex<Session>,
+    provider: String,
+    chw: [usize; 3],
+}
+
+impl OrtEngine {
+    pub fn load(
+        path: &Path,
+        provider: Provider,
+        fallback: bool,
+        chw: [usize; 3],
+    ) -> Result<OrtEngine, Error> {
+        let env = environment()?;
+        let fail = |msg: String| Error::Backend {
+            backend: "onnxruntime",
+            path: path.to_path_buf(),
+            msg,
+        };
+        let builder = Session::builder(env).map_err(|e| fail(e.to_string()))?;
+        let dispatch = match provider {
+            Provider::Cpu => None,
+            #[cfg(feature = "ort-cuda")]
+            Provider::Cuda => Some(ep::CUDA::default().build().error_on_failure()),
+            #[cfg(feature = "ort-tensorrt")]
+            Provider::TensorRt => Some(ep::TensorRT::default().build().error_on_failure()),
+            #[allow(unreachable_patterns)]
+            other => {
+                let feature = match other {
+                    Provider::Cuda => "ort-cuda",
+                    _ => "ort-tensorrt",
+                };
+                return Err(Error::Unavailable(format!(
+                    "execution provider {} is not in this build: rebuild slim-runtime with the cargo feature `{feature}`",
+                    other.name()
+                )));
+            }
+        };
+        let (mut builder, used) = match dispatch {
+            None => (builder, provider.name().to_string()),
+            Some(d) => match builder.with_execution_providers([d]) {
+                Ok(b) => (b, provider.name().to_string()),
+                Err(e) if fallback => (
+                    e.recover(),
+                    format!("CPU (fallback: {} failed to register)", provider.name()),
+                ),
+                Err(e) => {
+                    return Err(fail(format!(
+                        "execution provider {} failed to register: {e}",
+                        provider.name()
+                    )));
+                }
+            },
+        };
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(OrtEngine {
+            path: path.to_path_buf(),
+            session: Mutex::new(session),
+            provider: format!("ort/{used}"),
+            chw,
+        })
+    }
+}
+
+impl Engine for OrtEngine {
+    fn run(&self, image: &[f32], batch: usize) -> Result<Outputs, Error> {
+        check_input(image, batch, self.chw)?;
+        let fail = |e: ort::Error| Error::Backend {
+            backend: "onnxruntime",
+            path: self.path.clone(),
+            msg: e.to_string(),
+        };
+        let [c, h, w] = self.chw;
+        let input = Tensor::from_array(([batch, c, h, w], image.to_vec())).map_err(fail)?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let out = session.run(ort::inputs!["image" => input]).map_err(fail)?;
+        let take = |name: &str| -> Result<Vec<f32>, Error> {
+            let (_, data) = out[name].try_extract_tensor::<f32>().map_err(fail)?;
+            Ok(data.to_vec())
+        };
+        Ok(Outputs {
+            batch,
+            embedding: take("embedding")?,
+            logits: take("logits")?,
+        })
+    }
+
+    fn provider(&self) -> &str {
+        &self.provider
+    }
+}
