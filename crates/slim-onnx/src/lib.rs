@@ -1,1 +1,27 @@
+//! `slim-onnx`: exports slimmable-network checkpoints to ONNX without libtorch.
+//!
+//! Each width becomes its own graph ([`build_model`]): the width's channels sliced out of
+//! the shared weights with its BatchNorm folded in, pooled `embedding` and probe `logits`
+//! outputs, a dynamic batch dimension, and [`metadata`] describing cost and preprocessing.
+//! [`export()`] writes a model folder (graphs, ONNX test data from the checkpoint's reference
+//! outputs, `manifest.json`); the `slim-export` binary is its command line ([`cli`]).
+//!
+//! - [`graph`]: the graph of one width, derived from [`slim_core::Network`];
+//! - [`export`](mod@export): the model folder, atomic and all-or-nothing;
+//! - [`metadata`]: the `metadata_props` keys;
+//! - [`error`]: what can go wrong, as [`ExportError`];
+//! - [`cli`]: the `slim-export` arguments and summary table.
 
+pub mod cli;
+pub mod error;
+pub mod export;
+pub mod graph;
+pub mod metadata;
+mod proto;
+
+pub use error::ExportError;
+pub use export::{ExportReport, ExportedWidth, WidthSelection, export};
+pub use graph::build_model;
+
+/// Producer string written into every graph's metadata.
+pub const PRODUCER: &str = concat!("slim-onnx ", env!("CARGO_PKG_VERSION"));

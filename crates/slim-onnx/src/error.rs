@@ -1,0 +1,43 @@
+//! The exporter's errors. Every message names the file involved and what is wrong with it,
+//! so that `slim-export` can print it as is.
+
+use std::path::PathBuf;
+
+/// Everything that can make an export fail. An export that fails leaves no file behind
+/// that it created (see [`crate::export()`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The checkpoint file cannot be opened or read (missing, a folder, no permission).
+    #[error("cannot read checkpoint {}: {source}", path.display())]
+    ReadCheckpoint {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The checkpoint was read but is unusable: not a slim checkpoint, truncated, a config
+    /// that does not match its weights, or no such width. The message names the file.
+    #[error(transparent)]
+    Checkpoint(slim_core::Error),
+    /// The checkpoint passed `slim_core`'s checks but a tensor the exporter needs is
+    /// missing or malformed (e.g. reference outputs of the wrong shape).
+    #[error("checkpoint {}: {msg}", path.display())]
+    Tensors { path: PathBuf, msg: String },
+    /// The output folder cannot be created (e.g. a path below a regular file).
+    #[error("cannot create output folder {}: {source}", path.display())]
+    OutputDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Writing a graph, test tensor or the manifest failed; the inner error names the file.
+    #[error("cannot write the export: {0}")]
+    Write(slim_core::Error),
+}
+
+impl ExportError {
+    /// Classifies an error of `slim_core::checkpoint::load`.
+    pub(crate) fn from_load(e: slim_core::Error) -> ExportError {
+        match e {
+            slim_core::Error::Io { path, source } => ExportError::ReadCheckpoint { path, source },
+            other => ExportError::Checkpoint(other),
+        }
+    }
+}

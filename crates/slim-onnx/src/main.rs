@@ -1,0 +1,26 @@
+//! `slim-export --checkpoint C (--width W | --all) --out DIR`: see [`slim_onnx::cli::Args`].
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use slim_onnx::cli::{Args, table};
+
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slim-export: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let report = slim_onnx::export(&args.checkpoint, args.selection(), &args.out)?;
+    std::io::stdout()
+        .lock()
+        .write_all(table(&report).as_bytes())
+        .context("writing the summary to stdout")
+}

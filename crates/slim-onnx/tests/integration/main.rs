@@ -1,0 +1,10 @@
+//! Integration tests of `slim-onnx`, in one test binary so that tract is linked once.
+//!
+//! - `numerics`: exported graphs run in tract against an independent naive forward pass;
+//! - `folder`: the model folder (metadata, manifest, test data, merging, ONNX checker);
+//! - `errors`: bad inputs fail with messages naming the file, leaving no stray files.
+
+mod common;
+mod errors;
+mod folder;
+mod numerics;
