@@ -1,0 +1,106 @@
+//! A labelled evaluation set preprocessed once, as the model's manifest says, so that
+//! every width and backend is measured on exactly the same inputs.
+
+use std::path::Path;
+
+use slim_core::Manifest;
+use slim_data::{Dataset, Split, transform::Normalize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Data(#[from] slim_data::Error),
+    #[error(
+        "{path}: its classes {data:?} do not match the model's {model:?}",
+        path = path.display()
+    )]
+    Classes {
+        path: std::path::PathBuf,
+        data: Vec<String>,
+        model: Vec<String>,
+    },
+    #[error("{}: every image failed to decode ({skipped} skipped)", path.display())]
+    NothingDecoded {
+        path: std::path::PathBuf,
+        skipped: usize,
+    },
+}
+
+pub struct EvalSet {
+    /// `len * C * H * W` normalised inputs.
+    pub inputs: Vec<f32>,
+    pub labels: Vec<usize>,
+    /// Values per image.
+    pub stride: usize,
+    /// Images that failed to decode, with their errors (skipped, not fatal).
+    pub skipped: Vec<String>,
+    pub description: String,
+}
+
+impl EvalSet {
+    /// Reads `path`'s test split (at most `limit` images, evenly spaced over the set).
+    /// The dataset's class names must equal the model's.
+    pub fn load(path: &Path, manifest: &Manifest, limit: Option<usize>) -> Result<EvalSet, Error> {
+        let ds = slim_data::open(path, Split::Test)?;
+        Self::from_dataset(path, ds.as_ref(), manifest, limit)
+    }
+
+    pub fn from_dataset(
+        path: &Path,
+        ds: &dyn Dataset,
+        manifest: &Manifest,
+        limit: Option<usize>,
+    ) -> Result<EvalSet, Error> {
+        if ds.class_names() != manifest.class_names.as_slice() {
+            return Err(Error::Classes {
+                path: path.to_path_buf(),
+                data: ds.class_names().to_vec(),
+                model: manifest.class_names.clone(),
+            });
+        }
+        let norm = Normalize {
+            size: manifest.image_size,
+            channels: manifest.in_channels,
+            mean: manifest.mean.clone(),
+            std: manifest.std.clone(),
+        };
+        let n = limit.unwrap_or(ds.len()).min(ds.len());
+        let mut set = EvalSet {
+            inputs: Vec::new(),
+            labels: Vec::new(),
+            stride: manifest.in_channels * manifest.image_size * manifest.image_size,
+            skipped: Vec::new(),
+            description: ds.describe(),
+        };
+        for k in 0..n {
+            let i = k * ds.len() / n;
+            match ds.image(i) {
+                Ok(img) => {
+                    norm.apply(img, &mut set.inputs);
+                    set.labels.push(ds.label(i));
+                }
+                Err(e) => set.skipped.push(e.to_string()),
+            }
+        }
+        if set.labels.is_empty() {
+            return Err(Error::NothingDecoded {
+                path: path.to_path_buf(),
+                skipped: set.skipped.len(),
+            });
+        }
+        Ok(set)
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Inputs of images `start..start + n`.
+    pub fn batch(&self, start: usize, n: usize) -> &[f32] {
+        &self.inputs[start * self.stride..(start + n) * self.stride]
+    }
+}
