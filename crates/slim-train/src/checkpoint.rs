@@ -1,0 +1,126 @@
+//! The libtorch side of slim-core's checkpoint format ([`slim_core::checkpoint`]):
+//! [`save`] writes a [`SlimNet`]'s tensors together with reference outputs of its
+//! eval-mode forward pass (so that exporters can check themselves without libtorch), and
+//! [`load`] rebuilds a [`SlimNet`] in a fresh var store from a checkpoint file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use slim_core::{Checkpoint, ModelConfig, width};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::{Error, SlimNet};
+
+/// Images in `reference.image`.
+pub const REFERENCE_BATCH: usize = 2;
+const REFERENCE_SEED: u64 = 0x5EED_5113_C1A2;
+
+/// Copies a tensor to a slim-core tensor: float32, contiguous, on the CPU.
+pub fn to_core(t: &Tensor) -> Result<slim_core::Tensor, Error> {
+    let shape = t.size().iter().map(|&d| d as usize).collect();
+    let flat = t
+        .f_detach()?
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?
+        .f_flatten(0, -1)?;
+    let data = Vec::<f32>::try_from(&flat)?;
+    Ok(slim_core::Tensor::new(shape, data))
+}
+
+/// Copies a slim-core tensor to a float32 tensor on `device`.
+pub fn from_core(t: &slim_core::Tensor, device: Device) -> Result<Tensor, Error> {
+    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    Ok(Tensor::f_from_slice(&t.data)?
+        .f_reshape(shape)?
+        .f_to_device(device)?)
+}
+
+/// The fixed input of the reference outputs: `[REFERENCE_BATCH, C, S, S]` standard-normal
+/// values (the network's input is normalised pixels), drawn by a seeded generator of this
+/// crate's own so that it is the same on every device and leaves libtorch's random
+/// stream alone.
+pub fn reference_image(config: &ModelConfig) -> slim_core::Tensor {
+    let s = config.image_size;
+    let shape = vec![REFERENCE_BATCH, config.in_channels, s, s];
+    let mut rng = SplitMix64(REFERENCE_SEED);
+    let data = (0..shape.iter().product()).map(|_| rng.normal()).collect();
+    slim_core::Tensor::new(shape, data)
+}
+
+/// SplitMix64 with Box-Muller: small, seedable, the same everywhere.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1), never 0 (for the logarithm).
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+/// Writes `net` to `path` atomically as a slim-core checkpoint: every model tensor, the
+/// reference image with every width's eval-mode `reference.{tag}.{embedding,logits}`,
+/// and each of `train` (training state: heads, optimizer) as `train.{name}`.
+pub fn save(path: &Path, net: &SlimNet, train: &[(&str, &Tensor)]) -> Result<(), Error> {
+    let mut tensors = BTreeMap::new();
+    for (name, t) in net.named_tensors() {
+        tensors.insert(name, to_core(&t)?);
+    }
+    let image = reference_image(net.config());
+    let x = from_core(&image, net.device())?;
+    tensors.insert("reference.image".to_string(), image);
+    for &w in net.widths() {
+        let (embedding, logits) = tch::no_grad(|| net.forward_t(&x, w, false));
+        let t = width::tag(w);
+        tensors.insert(format!("reference.{t}.embedding"), to_core(&embedding)?);
+        tensors.insert(format!("reference.{t}.logits"), to_core(&logits)?);
+    }
+    for (name, t) in train {
+        tensors.insert(format!("train.{name}"), to_core(t)?);
+    }
+    slim_core::checkpoint::save(path, net.config(), &tensors)?;
+    Ok(())
+}
+
+/// Reads and validates the checkpoint at `path` (names and shapes, see
+/// [`slim_core::checkpoint::load`]) and copies its model tensors into a [`SlimNet`] in a
+/// fresh var store on `device`. The returned [`Checkpoint`] keeps every tensor of the
+/// file, `reference.*` and `train.*` included.
+pub fn load(path: &Path, device: Device) -> Result<(SlimNet, nn::VarStore, Checkpoint), Error> {
+    let checkpoint = slim_core::checkpoint::load(path)?;
+    let vs = nn::VarStore::new(device);
+    let net = SlimNet::new(&vs.root(), &checkpoint.config)?;
+    tch::no_grad(|| -> Result<(), Error> {
+        for (name, mut var) in net.named_tensors() {
+            var.f_copy_(&from_core(checkpoint.tensor(&name), device)?)?;
+        }
+        Ok(())
+    })?;
+    Ok((net, vs, checkpoint))
+}
+
+/// The training-state tensor saved as `train.{name}`, on `device`, if there is one.
+pub fn train_tensor(
+    checkpoint: &Checkpoint,
+    name: &str,
+    device: Device,
+) -> Result<Option<Tensor>, Error> {
+    checkpoint
+        .tensors
+        .get(&format!("train.{name}"))
+        .map(|t| from_core(t, device))
+        .transpose()
+}

@@ -1,0 +1,14 @@
+//! `slim-train`: the libtorch side of the slimmable-network toolchain (SlimCLR, arXiv
+//! 2209.15525).
+//!
+//! - [`model`]: [`SlimNet`], the slimmable network with switchable BatchNorm and probes,
+//!   interpreted from slim-core's architecture description;
+//! - [`checkpoint`]: saving a [`SlimNet`] as a slim-core checkpoint with reference
+//!   outputs, and loading one back into a fresh var store.
+
+pub mod checkpoint;
+mod error;
+pub mod model;
+
+pub use error::Error;
+pub use model::SlimNet;

@@ -1,0 +1,378 @@
+//! [`SlimNet`]: the slimmable network, built by interpreting slim-core's width-independent
+//! architecture description ([`slim_core::Network`]), so that training, the ONNX exporter
+//! and the cost model all read the same layer list.
+//!
+//! Every conv keeps one full-width weight; a forward pass at width `w` uses its leading
+//! block `W[..out(w), ..in(w)]` (a `narrow` view, so gradients reach the shared weight).
+//! BatchNorms and probes are switchable: one per width, each with its own affine
+//! parameters and running statistics. Variables are named exactly as in slim-core's
+//! checkpoint format (`{conv}.weight`, `{conv}.bn.{tag}.*`, `probe.{tag}.*`).
+
+use slim_core::{Activation, ConvBn, Layer, ModelConfig, Network, width};
+use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
+use tch::nn::{self, Init};
+use tch::{Device, Tensor};
+
+use crate::Error;
+
+/// PyTorch's BatchNorm momentum (weight of the new batch statistic).
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// torchvision's conv initialisation: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
+const CONV_INIT: Init = Init::Kaiming {
+    dist: NormalOrUniform::Normal,
+    fan: FanInOut::FanOut,
+    non_linearity: NonLinearity::ReLU,
+};
+
+/// The var-store path of a dotted tensor-name prefix: tch paths cannot contain '.', so
+/// `layer1.0.conv1` becomes the nested path `layer1` / `0` / `conv1`, whose variables tch
+/// names `layer1.0.conv1.{var}` again.
+fn sub_path<'a>(root: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
+    dotted.split('.').fold(root.clone(), |p, part| p.sub(part))
+}
+
+fn activate(x: Tensor, activation: Activation) -> Tensor {
+    match activation {
+        Activation::None => x,
+        Activation::Relu => x.relu(),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
+    }
+}
+
+/// One width's BatchNorm.
+struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+}
+
+/// A conv with its full-width weight and one BatchNorm per width.
+struct SlimConv {
+    spec: ConvBn,
+    weight: Tensor,
+    /// In the order of the config's widths.
+    bn: Vec<BatchNorm>,
+}
+
+impl SlimConv {
+    fn new(root: &nn::Path, spec: &ConvBn, widths: &[f64]) -> SlimConv {
+        let p = sub_path(root, &spec.name);
+        let shape = spec.weight_shape().map(|d| d as i64);
+        let weight = p.var("weight", &shape, CONV_INIT);
+        let bn = widths
+            .iter()
+            .map(|&w| {
+                let c = spec.channels_at(w).1 as i64;
+                let q = p.sub("bn").sub(width::tag(w));
+                BatchNorm {
+                    weight: q.ones("weight", &[c]),
+                    bias: q.zeros("bias", &[c]),
+                    running_mean: q.zeros_no_train("running_mean", &[c]),
+                    running_var: q.ones_no_train("running_var", &[c]),
+                }
+            })
+            .collect();
+        SlimConv {
+            spec: spec.clone(),
+            weight,
+            bn,
+        }
+    }
+
+    /// The leading block of the weight that width `w` uses (depthwise: output channels
+    /// only, the input dimension is 1 per group).
+    fn weight_at(&self, w: f64) -> Tensor {
+        let (cin, cout) = self.spec.channels_at(w);
+        let out = self.weight.narrow(0, 0, cout as i64);
+        if self.spec.depthwise {
+            out
+        } else {
+            out.narrow(1, 0, cin as i64)
+        }
+    }
+
+    fn forward(&self, x: &Tensor, at: At, train: bool, eps: f64) -> Tensor {
+        let s = &self.spec;
+        let y = x.conv2d(
+            &self.weight_at(at.width),
+            None::<Tensor>,
+            [s.stride as i64; 2],
+            [s.padding as i64; 2],
+            [1, 1],
+            s.groups_at(at.width) as i64,
+        );
+        let bn = &self.bn[at.index];
+        let y = y.batch_norm(
+            Some(&bn.weight),
+            Some(&bn.bias),
+            Some(&bn.running_mean),
+            Some(&bn.running_var),
+            train,
+            BN_MOMENTUM,
+            eps,
+            true,
+        );
+        activate(y, s.activation)
+    }
+
+    /// (name, tensor) of the weight and every width's BatchNorm tensors.
+    fn named_tensors(&self, widths: &[f64], out: &mut Vec<(String, Tensor)>) {
+        let name = &self.spec.name;
+        out.push((format!("{name}.weight"), self.weight.shallow_clone()));
+        for (&w, bn) in widths.iter().zip(&self.bn) {
+            let t = width::tag(w);
+            for (field, tensor) in [
+                ("weight", &bn.weight),
+                ("bias", &bn.bias),
+                ("running_mean", &bn.running_mean),
+                ("running_var", &bn.running_var),
+            ] {
+                out.push((format!("{name}.bn.{t}.{field}"), tensor.shallow_clone()));
+            }
+        }
+    }
+
+    fn parameters_at(&self, at: At, out: &mut Vec<Tensor>) {
+        let bn = &self.bn[at.index];
+        out.extend([
+            self.weight_at(at.width),
+            bn.weight.shallow_clone(),
+            bn.bias.shallow_clone(),
+        ]);
+    }
+}
+
+enum SlimLayer {
+    Conv(SlimConv),
+    MaxPool {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    },
+    Residual {
+        body: Vec<SlimConv>,
+        shortcut: Option<SlimConv>,
+        activation: Activation,
+    },
+}
+
+impl SlimLayer {
+    fn convs(&self) -> Vec<&SlimConv> {
+        match self {
+            SlimLayer::Conv(c) => vec![c],
+            SlimLayer::MaxPool { .. } => vec![],
+            SlimLayer::Residual { body, shortcut, .. } => body.iter().chain(shortcut).collect(),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, at: At, train: bool, eps: f64) -> Tensor {
+        match self {
+            SlimLayer::Conv(c) => c.forward(x, at, train, eps),
+            SlimLayer::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => x.max_pool2d([*kernel; 2], [*stride; 2], [*padding; 2], [1, 1], false),
+            SlimLayer::Residual {
+                body,
+                shortcut,
+                activation,
+            } => {
+                let mut y = x.shallow_clone();
+                for c in body {
+                    y = c.forward(&y, at, train, eps);
+                }
+                let s = match shortcut {
+                    Some(c) => c.forward(x, at, train, eps),
+                    None => x.shallow_clone(),
+                };
+                activate(y + s, *activation)
+            }
+        }
+    }
+}
+
+/// One width's linear probe.
+struct Probe {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+/// A width and its position in the config's width list (which selects BatchNorm and probe).
+#[derive(Clone, Copy)]
+struct At {
+    width: f64,
+    index: usize,
+}
+
+/// A slimmable network with switchable BatchNorm and a switchable linear probe.
+pub struct SlimNet {
+    config: ModelConfig,
+    network: Network,
+    layers: Vec<SlimLayer>,
+    /// In the order of the config's widths.
+    probes: Vec<Probe>,
+}
+
+impl SlimNet {
+    /// Creates the variables of `config`'s network under `vs`, initialised as torchvision
+    /// does: Kaiming-normal (fan-out, ReLU) convs, BatchNorm weight 1 and bias 0, and
+    /// PyTorch's default Linear initialisation (uniform in ±1/sqrt(in)) for the probes.
+    pub fn new(vs: &nn::Path, config: &ModelConfig) -> Result<SlimNet, Error> {
+        let config = config.clone().validated()?;
+        let network = config.network();
+        let widths = &config.widths;
+        let layers = network
+            .layers
+            .iter()
+            .map(|layer| match layer {
+                Layer::ConvBn(c) => SlimLayer::Conv(SlimConv::new(vs, c, widths)),
+                Layer::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => SlimLayer::MaxPool {
+                    kernel: *kernel as i64,
+                    stride: *stride as i64,
+                    padding: *padding as i64,
+                },
+                Layer::Residual {
+                    body,
+                    shortcut,
+                    activation,
+                } => SlimLayer::Residual {
+                    body: body.iter().map(|c| SlimConv::new(vs, c, widths)).collect(),
+                    shortcut: shortcut.as_ref().map(|c| SlimConv::new(vs, c, widths)),
+                    activation: *activation,
+                },
+            })
+            .collect();
+        let classes = config.num_classes() as i64;
+        let probes = widths
+            .iter()
+            .map(|&w| {
+                let features = network.features_at(w) as i64;
+                let bound = 1.0 / (features as f64).sqrt();
+                let init = Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                };
+                let p = vs.sub("probe").sub(width::tag(w));
+                Probe {
+                    weight: p.var("weight", &[classes, features], init),
+                    bias: p.var("bias", &[classes], init),
+                }
+            })
+            .collect();
+        Ok(SlimNet {
+            config,
+            network,
+            layers,
+            probes,
+        })
+    }
+
+    /// The validated config (widths sorted widest first).
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn widths(&self) -> &[f64] {
+        &self.config.widths
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> Device {
+        self.probes[0].weight.device()
+    }
+
+    /// The position of `w` in [`SlimNet::widths`], or an error naming the widths there are.
+    pub fn width_index(&self, w: f64) -> Result<usize, Error> {
+        width::find(&self.config.widths, w).ok_or_else(|| Error::Width {
+            width: w,
+            widths: self.config.widths.clone(),
+        })
+    }
+
+    fn at(&self, w: f64) -> At {
+        match self.width_index(w) {
+            Ok(index) => At { width: w, index },
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The embedding `[N, features_at(w)]` of images `x` `[N, C, H, W]` at width `w`:
+    /// the layers, then global average pooling. `train` selects BatchNorm's mode: batch
+    /// statistics (updating that width's running statistics) or running statistics.
+    ///
+    /// # Panics
+    /// If `w` is not one of the model's widths (check with [`SlimNet::width_index`]), or
+    /// on the shape errors libtorch reports for a wrong input.
+    pub fn forward(&self, x: &Tensor, w: f64, train: bool) -> Tensor {
+        let at = self.at(w);
+        let mut h = x.shallow_clone();
+        for layer in &self.layers {
+            h = layer.forward(&h, at, train, self.config.bn_eps);
+        }
+        h.mean_dim([2i64, 3].as_slice(), false, None)
+    }
+
+    /// The logits `[N, classes]` of width `w`'s probe for an embedding at width `w`.
+    ///
+    /// # Panics
+    /// If `w` is not one of the model's widths.
+    pub fn probe(&self, embedding: &Tensor, w: f64) -> Tensor {
+        let p = &self.probes[self.at(w).index];
+        embedding.linear(&p.weight, Some(&p.bias))
+    }
+
+    /// (embedding, logits) at width `w`; see [`SlimNet::forward`].
+    pub fn forward_t(&self, x: &Tensor, w: f64, train: bool) -> (Tensor, Tensor) {
+        let embedding = self.forward(x, w, train);
+        let logits = self.probe(&embedding, w);
+        (embedding, logits)
+    }
+
+    /// Every model tensor (conv weights, every width's BatchNorm parameters and running
+    /// statistics, every probe) under its checkpoint name, sharing storage with the
+    /// model's variables.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let widths = &self.config.widths;
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            for c in layer.convs() {
+                c.named_tensors(widths, &mut out);
+            }
+        }
+        for (&w, p) in widths.iter().zip(&self.probes) {
+            let t = width::tag(w);
+            out.push((format!("probe.{t}.weight"), p.weight.shallow_clone()));
+            out.push((format!("probe.{t}.bias"), p.bias.shallow_clone()));
+        }
+        out
+    }
+
+    /// The parameters a forward pass at width `w` reads, as used: the leading blocks of
+    /// the conv weights (views), that width's BatchNorm affine pairs and its probe.
+    ///
+    /// # Panics
+    /// If `w` is not one of the model's widths.
+    pub fn parameters_at(&self, w: f64) -> Vec<Tensor> {
+        let at = self.at(w);
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            for c in layer.convs() {
+                c.parameters_at(at, &mut out);
+            }
+        }
+        let p = &self.probes[at.index];
+        out.extend([p.weight.shallow_clone(), p.bias.shallow_clone()]);
+        out
+    }
+}

@@ -1,0 +1,306 @@
+//! Tests of `SlimNet` against slim-core's description of the network: tensor names and
+//! shapes, parameters used per width against the cost model, output shapes, first-k
+//! slicing and switchable BatchNorm.
+
+use std::collections::HashMap;
+
+use slim_core::checkpoint::expected_tensors;
+use slim_core::{Backbone, ModelConfig, cost, width};
+use slim_train::SlimNet;
+use tch::{Device, Kind, Tensor, nn};
+
+fn config(
+    backbone: Backbone,
+    in_channels: usize,
+    image_size: usize,
+    classes: usize,
+) -> ModelConfig {
+    ModelConfig::new(
+        backbone,
+        in_channels,
+        image_size,
+        (0..classes).map(|i| format!("class{i}")).collect(),
+        vec![0.5; in_channels],
+        vec![0.25; in_channels],
+    )
+}
+
+/// A small input size per backbone that keeps CPU forward passes cheap.
+fn small(backbone: Backbone) -> ModelConfig {
+    match backbone {
+        Backbone::Resnet20 => config(backbone, 1, 28, 10),
+        Backbone::Resnet18Cifar | Backbone::MobilenetV2 => config(backbone, 3, 32, 10),
+        Backbone::Resnet50 => config(backbone, 3, 64, 10),
+    }
+}
+
+fn build(config: &ModelConfig) -> (nn::VarStore, SlimNet) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = SlimNet::new(&vs.root(), config).unwrap();
+    (vs, net)
+}
+
+fn input(config: &ModelConfig, n: i64) -> Tensor {
+    let s = config.image_size as i64;
+    Tensor::randn(
+        [n, config.in_channels as i64, s, s],
+        (Kind::Float, Device::Cpu),
+    )
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.size() == b.size() && a.equal(b)
+}
+
+#[test]
+fn tensors_are_named_and_shaped_as_the_checkpoint_format_says() {
+    for backbone in Backbone::ALL {
+        let config = small(backbone);
+        let (vs, net) = build(&config);
+        let got: Vec<(String, Vec<usize>)> = net
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.size().iter().map(|&d| d as usize).collect()))
+            .collect();
+        let want = expected_tensors(&config);
+        assert_eq!(got, want, "{}", backbone.name());
+        // The var store's own names are the checkpoint names too.
+        let mut stored: Vec<String> = vs.variables().into_keys().collect();
+        let mut names: Vec<String> = want.into_iter().map(|(n, _)| n).collect();
+        stored.sort();
+        names.sort();
+        assert_eq!(stored, names, "{}", backbone.name());
+        // Running statistics are buffers, everything else trains.
+        let buffers = names.iter().filter(|n| n.contains(".running_")).count();
+        assert_eq!(vs.trainable_variables().len(), names.len() - buffers);
+    }
+}
+
+#[test]
+fn parameters_used_at_each_width_match_the_cost_model() {
+    for backbone in Backbone::ALL {
+        let config = match backbone {
+            Backbone::Resnet50 => config(backbone, 3, 224, 1000),
+            _ => small(backbone),
+        };
+        let (_vs, net) = build(&config);
+        for &w in &width::DEFAULT_WIDTHS {
+            let used: i64 = net
+                .parameters_at(w)
+                .iter()
+                .map(Tensor::numel)
+                .map(|n| n as i64)
+                .sum();
+            let want = cost(
+                &config.network(),
+                w,
+                config.image_size,
+                config.num_classes(),
+            );
+            assert_eq!(used as u64, want.params, "{} at width {w}", backbone.name());
+        }
+    }
+}
+
+#[test]
+fn forward_gives_the_embedding_and_logits_shapes_of_every_width() {
+    for backbone in Backbone::ALL {
+        let config = small(backbone);
+        let (_vs, net) = build(&config);
+        let x = input(&config, 2);
+        let network = config.network();
+        for &w in net.widths() {
+            for train in [false, true] {
+                let (emb, logits) = tch::no_grad(|| net.forward_t(&x, w, train));
+                let what = format!("{} at {w} (train {train})", backbone.name());
+                assert_eq!(emb.size(), [2, network.features_at(w) as i64], "{what}");
+                assert_eq!(logits.size(), [2, 10], "{what}");
+                assert!(bool::try_from(logits.isfinite().all()).unwrap(), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_widths_are_reported() {
+    let (_vs, net) = build(&small(Backbone::Resnet20));
+    let err = net.width_index(0.3).unwrap_err().to_string();
+    assert!(err.contains("0.3") && err.contains("0.25"), "{err}");
+    let x = input(net.config(), 1);
+    let panic =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| net.forward(&x, 0.3, false)));
+    assert!(panic.is_err());
+}
+
+/// Changing weights outside the leading blocks of width `w` (and other widths' BatchNorms
+/// and probes) leaves the outputs at `w` unchanged, in train and eval mode; changing the
+/// last output row, or the last input column, of a leading block changes them (so the
+/// blocks are neither too small nor too large). The edge checks use train mode: batch
+/// statistics keep activations normalised, where untrained running statistics can leave
+/// a channel all zero or saturated after ReLU6, and a change in it invisible.
+fn check_slicing(backbone: Backbone, w: f64, edge_convs: &[&str]) {
+    let config = small(backbone);
+    let (_vs, net) = build(&config);
+    let x = input(&config, 2);
+    let run = |w: f64, train: bool| tch::no_grad(|| net.forward_t(&x, w, train).1);
+    // Train mode first: it updates width w's running statistics, which eval mode reads.
+    let before_train = run(w, true);
+    let (before_eval, before_full) = (run(w, false), run(1.0, false));
+    let network = config.network();
+    let convs: HashMap<&str, &slim_core::ConvBn> = network
+        .convs()
+        .into_iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let tag = width::tag(w);
+    tch::no_grad(|| {
+        for (name, mut t) in net.named_tensors() {
+            let mut noise = t.randn_like().abs();
+            if let Some(conv) = name.strip_suffix(".weight").and_then(|n| convs.get(n)) {
+                let (cin, cout) = conv.channels_at(w);
+                let block = noise.narrow(0, 0, cout as i64);
+                let mut block = if conv.depthwise {
+                    block
+                } else {
+                    block.narrow(1, 0, cin as i64)
+                };
+                let _ = block.zero_();
+            } else if name.contains(&format!(".{tag}.")) {
+                let _ = noise.zero_();
+            }
+            t += noise;
+        }
+    });
+    let what = format!("{} at {w}", backbone.name());
+    assert!(
+        same(&run(w, false), &before_eval),
+        "{what}: eval output moved"
+    );
+    assert!(
+        same(&run(w, true), &before_train),
+        "{what}: train output moved"
+    );
+    assert!(
+        !same(&run(1.0, false), &before_full),
+        "the perturbation did nothing"
+    );
+
+    for edge_conv in edge_convs {
+        let conv = convs[*edge_conv];
+        let (cin, cout) = conv.channels_at(w);
+        let weight = net
+            .named_tensors()
+            .into_iter()
+            .find(|(n, _)| *n == format!("{edge_conv}.weight"))
+            .unwrap()
+            .1;
+        let block = weight.narrow(0, 0, cout as i64);
+        let block = if conv.depthwise {
+            block
+        } else {
+            block.narrow(1, 0, cin as i64)
+        };
+        let mut edges = vec![("last output channel", block.narrow(0, cout as i64 - 1, 1))];
+        if !conv.depthwise {
+            edges.push(("last input channel", block.narrow(1, cin as i64 - 1, 1)));
+        }
+        for (edge_name, mut edge) in edges {
+            let saved = edge.copy();
+            tch::no_grad(|| edge += edge.randn_like());
+            assert!(
+                !same(&run(w, true), &before_train),
+                "{what}: the {edge_name} of {edge_conv} is not read"
+            );
+            tch::no_grad(|| edge.copy_(&saved));
+            assert!(same(&run(w, true), &before_train));
+        }
+    }
+}
+
+#[test]
+fn a_width_reads_only_the_leading_blocks_of_the_weights() {
+    check_slicing(
+        Backbone::Resnet20,
+        0.5,
+        &["layer2.1.conv1", "layer3.0.downsample"],
+    );
+    check_slicing(
+        Backbone::MobilenetV2,
+        0.5,
+        &["blocks.3.depthwise", "blocks.3.project"],
+    );
+}
+
+#[test]
+fn batchnorm_statistics_are_switched_per_width() {
+    let config = small(Backbone::Resnet20);
+    let (vs, net) = build(&config);
+    let stats = || -> Vec<(String, Tensor)> {
+        let mut v: Vec<_> = vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| n.contains(".running_"))
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let x = input(&config, 4);
+    let initial = stats();
+    let _ = tch::no_grad(|| net.forward(&x, 0.5, false));
+    assert!(
+        initial
+            .iter()
+            .zip(stats())
+            .all(|((_, a), (_, b))| same(a, &b)),
+        "eval changed stats"
+    );
+
+    let _ = net.forward(&x, 0.5, true);
+    let mut changed = 0;
+    for ((name, before), (_, after)) in initial.iter().zip(stats()) {
+        if name.contains(".bn.w500.") {
+            assert!(!same(before, &after), "{name} was not updated by its width");
+            changed += 1;
+        } else {
+            assert!(same(before, &after), "{name} was updated by width 0.5");
+        }
+    }
+    assert_eq!(changed, 2 * config.network().convs().len());
+}
+
+#[test]
+fn gradients_reach_exactly_the_parameters_a_width_uses() {
+    let config = small(Backbone::MobilenetV2);
+    let (vs, net) = build(&config);
+    let w = 0.5;
+    let logits = net.forward_t(&input(&config, 4), w, true).1;
+    let labels = Tensor::from_slice(&[0i64, 3, 7, 9]);
+    logits.cross_entropy_for_logits(&labels).backward();
+    let variables = vs.variables();
+    let tag = width::tag(w);
+    for c in config.network().convs() {
+        let grad = variables[&format!("{}.weight", c.name)].grad();
+        let (cin, cout) = c.channels_at(w);
+        let outside = grad.copy();
+        let block = |t: &Tensor| {
+            let rows = t.narrow(0, 0, cout as i64);
+            if c.depthwise {
+                rows
+            } else {
+                rows.narrow(1, 0, cin as i64)
+            }
+        };
+        let inside = f64::try_from(block(&grad).abs().sum(Kind::Double)).unwrap();
+        let _ = block(&outside).zero_();
+        let outside = f64::try_from(outside.abs().sum(Kind::Double)).unwrap();
+        assert!(inside > 0.0, "{}: no gradient inside the block", c.name);
+        assert_eq!(outside, 0.0, "{}: gradient outside the block", c.name);
+    }
+    for (name, t) in &variables {
+        let own = name.contains(&format!(".{tag}.")) && !name.contains(".running_");
+        if name.contains(".bn.") || name.starts_with("probe.") {
+            assert_eq!(t.grad().defined(), own, "{name}");
+        }
+    }
+}
