@@ -4,16 +4,21 @@
 //! - [`idx`]: MNIST / Fashion-MNIST IDX files (raw or gzipped);
 //! - [`cifar`]: CIFAR-10/100 binary archives (`.tar.gz` as downloaded, or extracted);
 //! - [`folder`]: ImageFolder trees (`root/<class>/<image>`) and zip archives of them;
-//! - [`decode`]: bounded decoding of JPEG/PNG/WebP/BMP bytes to 8-bit pixels;
-//! - [`transform`]: the shared evaluation preprocessing (resize, crop, normalise).
+//! - [`decode`](mod@decode): bounded decoding of JPEG/PNG/WebP/BMP bytes to 8-bit pixels;
+//! - [`transform`]: the shared evaluation preprocessing (resize, crop, normalise);
+//! - [`augment`]: the SimCLR / MoCo v2 training augmentations, seedable;
+//! - [`loader`]: ordered, reproducible batches (one or two augmented views) decoded on
+//!   worker threads, skipping and reporting corrupt files.
 //!
 //! [`open`] picks the reader from what a path looks like.
 
+pub mod augment;
 pub mod cifar;
 pub mod decode;
 mod error;
 pub mod folder;
 pub mod idx;
+pub mod loader;
 pub mod transform;
 
 use std::path::Path;

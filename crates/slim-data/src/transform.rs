@@ -17,6 +17,28 @@ pub struct Normalize {
     pub std: Vec<f32>,
 }
 
+/// Resizes `img` to `height x width` (bilinear, antialiased when shrinking).
+pub(crate) fn resize_to(img: Image, height: usize, width: usize) -> Image {
+    if img.height == height && img.width == width {
+        return img;
+    }
+    let (h, w, c) = (img.height as u32, img.width as u32, img.channels);
+    let (nh, nw) = (height as u32, width as u32);
+    let data: Vec<u8> = match c {
+        1 => {
+            let buf: ImageBuffer<Luma<u8>, _> =
+                ImageBuffer::from_raw(w, h, img.data).expect("sized");
+            resize(&buf, nw, nh, FilterType::Triangle).into_raw()
+        }
+        _ => {
+            let buf: ImageBuffer<Rgb<u8>, _> =
+                ImageBuffer::from_raw(w, h, img.data).expect("sized");
+            resize(&buf, nw, nh, FilterType::Triangle).into_raw()
+        }
+    };
+    Image::new(height, width, c, data)
+}
+
 /// Resizes the shorter side of `img` to `size` and centre-crops `size x size`.
 pub fn resize_center_crop(img: Image, size: usize) -> Image {
     if img.height == size && img.width == size {
@@ -25,19 +47,8 @@ pub fn resize_center_crop(img: Image, size: usize) -> Image {
     let scale = size as f64 / img.height.min(img.width) as f64;
     let nh = ((img.height as f64 * scale).round() as usize).max(size);
     let nw = ((img.width as f64 * scale).round() as usize).max(size);
-    let (h, w, c) = (img.height as u32, img.width as u32, img.channels);
-    let resized: Vec<u8> = match c {
-        1 => {
-            let buf: ImageBuffer<Luma<u8>, _> =
-                ImageBuffer::from_raw(w, h, img.data).expect("sized");
-            resize(&buf, nw as u32, nh as u32, FilterType::Triangle).into_raw()
-        }
-        _ => {
-            let buf: ImageBuffer<Rgb<u8>, _> =
-                ImageBuffer::from_raw(w, h, img.data).expect("sized");
-            resize(&buf, nw as u32, nh as u32, FilterType::Triangle).into_raw()
-        }
-    };
+    let c = img.channels;
+    let resized = resize_to(img, nh, nw).data;
     let (top, left) = ((nh - size) / 2, (nw - size) / 2);
     let mut out = Vec::with_capacity(size * size * c);
     for y in top..top + size {

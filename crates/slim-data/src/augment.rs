@@ -1,0 +1,546 @@
+//! The SimCLR / MoCo v2 training augmentations, as torchvision implements them:
+//! random resized crop (10 attempts, then a centre crop), horizontal flip, colour
+//! jitter in random order, random grayscale and Gaussian blur. An [`Augment`] is a plain
+//! configuration; [`Augment::apply`] draws everything from the RNG it is given, so a
+//! seeded RNG reproduces the same view.
+//!
+//! Channels are preserved (a grayscale image gets brightness and contrast jitter only,
+//! and no random grayscale); converting to the model's channel count is the caller's
+//! step (the [`loader`](crate::loader) does it through [`Normalize`](crate::transform::Normalize)).
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+use crate::Image;
+use crate::transform::resize_to;
+
+/// Colour jitter strengths, as torchvision's `ColorJitter(brightness, contrast,
+/// saturation, hue)`: brightness, contrast and saturation factors are drawn from
+/// `[max(0, 1 - s), 1 + s]`, the hue shift from `[-hue, hue]` (`hue <= 0.5`). A zero
+/// strength leaves that adjustment out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColorJitter {
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+}
+
+impl ColorJitter {
+    /// SimCLR's jitter of strength `s`: `(0.8 s, 0.8 s, 0.8 s, 0.2 s)`; `s = 0.5` gives
+    /// the CIFAR / MoCo v2 values `(0.4, 0.4, 0.4, 0.1)`.
+    pub fn strength(s: f32) -> ColorJitter {
+        ColorJitter {
+            brightness: 0.8 * s,
+            contrast: 0.8 * s,
+            saturation: 0.8 * s,
+            hue: 0.2 * s,
+        }
+    }
+}
+
+/// A training augmentation: `size x size` output, probabilities in `[0, 1]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Augment {
+    /// Output side, in pixels.
+    pub size: usize,
+    /// Range of the crop's area as a fraction of the image's.
+    pub scale: (f32, f32),
+    /// Range of the crop's aspect ratio (width / height), sampled log-uniformly.
+    pub ratio: (f32, f32),
+    /// Probability of a horizontal flip.
+    pub flip_p: f32,
+    /// Probability of applying [`Augment::jitter`].
+    pub jitter_p: f32,
+    pub jitter: ColorJitter,
+    /// Probability of converting an RGB image to gray (kept as three equal channels).
+    pub grayscale_p: f32,
+    /// Probability of a Gaussian blur.
+    pub blur_p: f32,
+    /// Range of the blur's sigma, in pixels.
+    pub blur_sigma: (f32, f32),
+    /// Blur kernel side as a fraction of `size` (rounded to an odd number, at least 3).
+    pub blur_kernel: f32,
+}
+
+impl Augment {
+    /// SimCLR's augmentation: crop scale `0.08..1`, ratio `3/4..4/3`, flip 0.5, jitter
+    /// `(0.4, 0.4, 0.4, 0.1)` with p 0.8, grayscale 0.2, and Gaussian blur p 0.5 with
+    /// sigma `0.1..2` and a kernel of 10% of the side, but only for `size >= 64` (SimCLR
+    /// leaves blur out for CIFAR). For small inputs such as 28 x 28 Fashion-MNIST a
+    /// gentler crop (`scale.0 = 0.2`) is usually better.
+    pub fn simclr(size: usize) -> Augment {
+        Augment {
+            size,
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            flip_p: 0.5,
+            jitter_p: 0.8,
+            jitter: ColorJitter::strength(0.5),
+            grayscale_p: 0.2,
+            blur_p: if size >= 64 { 0.5 } else { 0.0 },
+            blur_sigma: (0.1, 2.0),
+            blur_kernel: 0.1,
+        }
+    }
+
+    /// MoCo v2's augmentation: as [`Augment::simclr`] with crop scale `0.2..1`.
+    pub fn moco_v2(size: usize) -> Augment {
+        Augment {
+            scale: (0.2, 1.0),
+            ..Augment::simclr(size)
+        }
+    }
+
+    /// Checks the configuration, describing the first problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let prob = |name: &str, p: f32| {
+            if (0.0..=1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(format!("{name} = {p} is not a probability"))
+            }
+        };
+        let range = |name: &str, (lo, hi): (f32, f32)| {
+            if lo > 0.0 && lo <= hi && hi.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("{name} = ({lo}, {hi}) is not a positive range"))
+            }
+        };
+        if self.size == 0 {
+            return Err("size is 0".into());
+        }
+        range("scale", self.scale)?;
+        range("ratio", self.ratio)?;
+        range("blur_sigma", self.blur_sigma)?;
+        prob("flip_p", self.flip_p)?;
+        prob("jitter_p", self.jitter_p)?;
+        prob("grayscale_p", self.grayscale_p)?;
+        prob("blur_p", self.blur_p)?;
+        let j = &self.jitter;
+        for (name, s) in [
+            ("brightness", j.brightness),
+            ("contrast", j.contrast),
+            ("saturation", j.saturation),
+        ] {
+            if !(s >= 0.0 && s.is_finite()) {
+                return Err(format!(
+                    "jitter {name} = {s} is not a non-negative strength"
+                ));
+            }
+        }
+        if !(0.0..=0.5).contains(&j.hue) {
+            return Err(format!("jitter hue = {} is outside [0, 0.5]", j.hue));
+        }
+        if !(self.blur_kernel >= 0.0 && self.blur_kernel.is_finite()) {
+            return Err(format!("blur_kernel = {} is negative", self.blur_kernel));
+        }
+        Ok(())
+    }
+
+    /// One random view of `img`: `size x size`, with `img`'s channels.
+    ///
+    /// # Panics
+    /// On an empty image or a configuration [`Augment::validate`] rejects.
+    pub fn apply<R: Rng + ?Sized>(&self, img: &Image, rng: &mut R) -> Image {
+        assert!(img.height > 0 && img.width > 0, "empty image");
+        let (top, left, h, w) = self.crop_box(img.height, img.width, rng);
+        let mut out = resize_to(crop(img, top, left, h, w), self.size, self.size);
+        if rng.random::<f32>() < self.flip_p {
+            flip_horizontal(&mut out);
+        }
+        let jitter = rng.random::<f32>() < self.jitter_p;
+        let gray = out.channels == 3 && rng.random::<f32>() < self.grayscale_p;
+        let blur = rng.random::<f32>() < self.blur_p;
+        if !(jitter || gray || blur) {
+            return out;
+        }
+        let c = out.channels;
+        let mut px: Vec<f32> = out.data.iter().map(|&v| v as f32 / 255.0).collect();
+        if jitter {
+            self.jitter.apply(&mut px, c, rng);
+        }
+        if gray {
+            for p in px.chunks_exact_mut(3) {
+                let l = luma(p);
+                p.fill(l);
+            }
+        }
+        if blur {
+            let sigma = rng.random_range(self.blur_sigma.0..=self.blur_sigma.1);
+            let k = ((self.blur_kernel * self.size as f32).round() as usize).max(3);
+            gaussian_blur(&mut px, self.size, self.size, c, k / 2, sigma);
+        }
+        for (o, v) in out.data.iter_mut().zip(px) {
+            *o = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+        }
+        out
+    }
+
+    /// torchvision's `RandomResizedCrop.get_params`: `(top, left, height, width)`.
+    fn crop_box<R: Rng + ?Sized>(
+        &self,
+        height: usize,
+        width: usize,
+        rng: &mut R,
+    ) -> (usize, usize, usize, usize) {
+        let area = (height * width) as f64;
+        let (r0, r1) = (self.ratio.0 as f64, self.ratio.1 as f64);
+        let (s0, s1) = (self.scale.0 as f64, self.scale.1 as f64);
+        for _ in 0..10 {
+            let target = area * rng.random_range(s0..=s1);
+            let aspect = rng.random_range(r0.ln()..=r1.ln()).exp();
+            let w = (target * aspect).sqrt().round() as usize;
+            let h = (target / aspect).sqrt().round() as usize;
+            if 0 < w && w <= width && 0 < h && h <= height {
+                let top = rng.random_range(0..=height - h);
+                let left = rng.random_range(0..=width - w);
+                return (top, left, h, w);
+            }
+        }
+        let in_ratio = width as f64 / height as f64;
+        let (h, w) = if in_ratio < r0 {
+            (
+                ((width as f64 / r0).round() as usize).clamp(1, height),
+                width,
+            )
+        } else if in_ratio > r1 {
+            (
+                height,
+                ((height as f64 * r1).round() as usize).clamp(1, width),
+            )
+        } else {
+            (height, width)
+        };
+        ((height - h) / 2, (width - w) / 2, h, w)
+    }
+}
+
+impl ColorJitter {
+    /// Applies the adjustments in a random order to `px` (HWC floats in `[0, 1]`); a
+    /// gray image (`c == 1`) gets brightness and contrast only.
+    fn apply<R: Rng + ?Sized>(&self, px: &mut [f32], c: usize, rng: &mut R) {
+        let mut order = [0, 1, 2, 3];
+        order.shuffle(rng);
+        let mut factor = |s: f32| (s > 0.0).then(|| rng.random_range((1.0 - s).max(0.0)..=1.0 + s));
+        let brightness = factor(self.brightness);
+        let contrast = factor(self.contrast);
+        let saturation = factor(self.saturation);
+        let hue = (self.hue > 0.0).then(|| rng.random_range(-self.hue..=self.hue));
+        for op in order {
+            match op {
+                0 => {
+                    if let Some(b) = brightness {
+                        px.iter_mut().for_each(|v| *v = (*v * b).clamp(0.0, 1.0));
+                    }
+                }
+                1 => {
+                    if let Some(f) = contrast {
+                        let mean = if c == 1 {
+                            px.iter().sum::<f32>() / px.len() as f32
+                        } else {
+                            px.chunks_exact(3).map(luma).sum::<f32>() / (px.len() / 3) as f32
+                        };
+                        px.iter_mut().for_each(|v| *v = blend(*v, mean, f));
+                    }
+                }
+                2 => {
+                    if let (Some(f), 3) = (saturation, c) {
+                        for p in px.chunks_exact_mut(3) {
+                            let l = luma(p);
+                            p.iter_mut().for_each(|v| *v = blend(*v, l, f));
+                        }
+                    }
+                }
+                _ => {
+                    if let (Some(h), 3) = (hue, c) {
+                        px.chunks_exact_mut(3).for_each(|p| shift_hue(p, h));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `f * v + (1 - f) * other`, clamped to `[0, 1]`.
+fn blend(v: f32, other: f32, f: f32) -> f32 {
+    (f * v + (1.0 - f) * other).clamp(0.0, 1.0)
+}
+
+/// Rec. 601 luma, as torchvision's `rgb_to_grayscale`.
+fn luma(p: &[f32]) -> f32 {
+    0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+}
+
+/// Rotates the hue of one RGB pixel by `shift` turns (through HSV).
+fn shift_hue(p: &mut [f32], shift: f32) {
+    let (r, g, b) = (p[0], p[1], p[2]);
+    let max = r.max(g).max(b);
+    let delta = max - r.min(g).min(b);
+    if delta <= 0.0 {
+        return; // gray: no hue
+    }
+    let s = delta / max;
+    let h = if max == r {
+        ((g - b) / delta).rem_euclid(6.0)
+    } else if max == g {
+        (b - r) / delta + 2.0
+    } else {
+        (r - g) / delta + 4.0
+    } / 6.0;
+    let h6 = (h + shift).rem_euclid(1.0) * 6.0;
+    let i = h6.floor();
+    let f = h6 - i;
+    let v = max;
+    let (pp, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
+    let rgb = match i as u32 % 6 {
+        0 => [v, t, pp],
+        1 => [q, v, pp],
+        2 => [pp, v, t],
+        3 => [pp, q, v],
+        4 => [t, pp, v],
+        _ => [v, pp, q],
+    };
+    p.copy_from_slice(&rgb);
+}
+
+fn crop(img: &Image, top: usize, left: usize, h: usize, w: usize) -> Image {
+    let c = img.channels;
+    let mut data = Vec::with_capacity(h * w * c);
+    for y in top..top + h {
+        let row = (y * img.width + left) * c;
+        data.extend_from_slice(&img.data[row..row + w * c]);
+    }
+    Image::new(h, w, c, data)
+}
+
+fn flip_horizontal(img: &mut Image) {
+    let c = img.channels;
+    for row in img.data.chunks_exact_mut(img.width * c) {
+        for x in 0..img.width / 2 {
+            let (a, b) = (x * c, (img.width - 1 - x) * c);
+            for k in 0..c {
+                row.swap(a + k, b + k);
+            }
+        }
+    }
+}
+
+/// Mirrors index `i` into `0..n` (reflect padding without repeating the edge).
+fn reflect(mut i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    loop {
+        if i < 0 {
+            i = -i;
+        } else if i >= n {
+            i = 2 * (n - 1) - i;
+        } else {
+            return i as usize;
+        }
+    }
+}
+
+/// Separable Gaussian blur of an HWC float image, kernel `2 radius + 1`, reflect padding
+/// (as torchvision's `gaussian_blur`).
+fn gaussian_blur(px: &mut [f32], h: usize, w: usize, c: usize, radius: usize, sigma: f32) {
+    let r = radius as isize;
+    let mut kernel: Vec<f32> = (-r..=r)
+        .map(|x| (-0.5 * (x as f32 / sigma).powi(2)).exp())
+        .collect();
+    let total: f32 = kernel.iter().sum();
+    kernel.iter_mut().for_each(|k| *k /= total);
+    let k = kernel.len();
+    // taps(n)[i * k + j]: the source of tap j for output i along an axis of length n.
+    let taps = |n: usize| -> Vec<usize> {
+        (0..n as isize)
+            .flat_map(|i| (-r..=r).map(move |d| reflect(i + d, n)))
+            .collect()
+    };
+    let (cols, rows) = (taps(w), taps(h));
+    let mut tmp = vec![0.0f32; px.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let src = &cols[x * k..(x + 1) * k];
+            for ch in 0..c {
+                tmp[(y * w + x) * c + ch] = (kernel.iter().zip(src))
+                    .map(|(wt, &sx)| wt * px[(y * w + sx) * c + ch])
+                    .sum();
+            }
+        }
+    }
+    for y in 0..h {
+        let src = &rows[y * k..(y + 1) * k];
+        for x in 0..w {
+            for ch in 0..c {
+                px[(y * w + x) * c + ch] = (kernel.iter().zip(src))
+                    .map(|(wt, &sy)| wt * tmp[(sy * w + x) * c + ch])
+                    .sum();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn noise(h: usize, w: usize, c: usize, seed: u64) -> Image {
+        let mut rng = StdRng::seed_from_u64(seed);
+        Image::new(h, w, c, (0..h * w * c).map(|_| rng.random()).collect())
+    }
+
+    /// Everything off, crop the whole (square) image.
+    fn plain(size: usize) -> Augment {
+        Augment {
+            scale: (1.0, 1.0),
+            ratio: (1.0, 1.0),
+            flip_p: 0.0,
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            blur_p: 0.0,
+            ..Augment::simclr(size)
+        }
+    }
+
+    #[test]
+    fn seeded_views_repeat_and_have_the_output_size() {
+        let img = noise(20, 24, 3, 1);
+        let aug = Augment::moco_v2(16);
+        let view = |seed| aug.apply(&img, &mut StdRng::seed_from_u64(seed));
+        assert_eq!(view(7), view(7));
+        assert_ne!(view(7), view(8));
+        let v = view(7);
+        assert_eq!((v.height, v.width, v.channels), (16, 16, 3));
+        let gray = Augment::simclr(64).apply(&noise(28, 28, 1, 2), &mut StdRng::seed_from_u64(3));
+        assert_eq!((gray.height, gray.width, gray.channels), (64, 64, 1));
+    }
+
+    #[test]
+    fn presets_follow_the_papers() {
+        assert!(Augment::simclr(32).validate().is_ok());
+        assert_eq!(Augment::simclr(32).blur_p, 0.0);
+        assert_eq!(Augment::simclr(224).blur_p, 0.5);
+        assert_eq!(Augment::moco_v2(224).scale, (0.2, 1.0));
+        assert_eq!(Augment::simclr(32).jitter, ColorJitter::strength(0.5));
+        let bad = Augment {
+            flip_p: 1.5,
+            ..Augment::simclr(32)
+        };
+        assert!(bad.validate().unwrap_err().contains("flip_p"));
+    }
+
+    #[test]
+    fn flip_mirrors_rows() {
+        let img = noise(8, 8, 3, 4);
+        let aug = Augment {
+            flip_p: 1.0,
+            ..plain(8)
+        };
+        let out = aug.apply(&img, &mut StdRng::seed_from_u64(0));
+        for y in 0..8 {
+            for x in 0..8 {
+                let a = (y * 8 + x) * 3;
+                let b = (y * 8 + 7 - x) * 3;
+                assert_eq!(out.data[a..a + 3], img.data[b..b + 3]);
+            }
+        }
+        assert_eq!(plain(8).apply(&img, &mut StdRng::seed_from_u64(0)), img);
+    }
+
+    #[test]
+    fn random_grayscale_equalises_channels() {
+        let aug = Augment {
+            grayscale_p: 1.0,
+            ..plain(8)
+        };
+        let out = aug.apply(&noise(8, 8, 3, 5), &mut StdRng::seed_from_u64(0));
+        assert_eq!(out.channels, 3);
+        assert!(
+            out.data
+                .chunks_exact(3)
+                .all(|p| p[0] == p[1] && p[1] == p[2])
+        );
+    }
+
+    #[test]
+    fn crops_respect_scale_and_ratio_or_fall_back_to_the_centre() {
+        let aug = Augment {
+            scale: (0.2, 0.5),
+            ..Augment::simclr(8)
+        };
+        let mut rng = StdRng::seed_from_u64(6);
+        let mut areas = Vec::new();
+        for _ in 0..2000 {
+            let (top, left, h, w) = aug.crop_box(100, 120, &mut rng);
+            assert!(top + h <= 100 && left + w <= 120);
+            let frac = (h * w) as f64 / 12000.0;
+            assert!((0.19..=0.51).contains(&frac), "{frac}");
+            let ratio = w as f64 / h as f64;
+            assert!((0.72..=1.36).contains(&ratio), "{ratio}");
+            areas.push(frac);
+        }
+        let mean = areas.iter().sum::<f64>() / areas.len() as f64;
+        assert!((mean - 0.35).abs() < 0.02, "{mean}");
+        // A 1:1 crop of the whole area never fits a 10 x 20 image: centre crop.
+        let (top, left, h, w) = plain(8).crop_box(10, 20, &mut rng);
+        assert_eq!((top, left, h, w), (0, 5, 10, 10));
+    }
+
+    #[test]
+    fn zero_strength_jitter_is_the_identity() {
+        let aug = Augment {
+            jitter_p: 1.0,
+            jitter: ColorJitter::strength(0.0),
+            ..plain(8)
+        };
+        for c in [1, 3] {
+            let img = noise(8, 8, c, 7);
+            assert_eq!(aug.apply(&img, &mut StdRng::seed_from_u64(1)), img);
+        }
+    }
+
+    #[test]
+    fn jitter_changes_colour_and_gray_keeps_one_channel() {
+        let aug = Augment {
+            jitter_p: 1.0,
+            jitter: ColorJitter::strength(2.0),
+            ..plain(8)
+        };
+        let img = noise(8, 8, 3, 8);
+        assert_ne!(aug.apply(&img, &mut StdRng::seed_from_u64(2)), img);
+        let gray = noise(8, 8, 1, 9);
+        let out = aug.apply(&gray, &mut StdRng::seed_from_u64(2));
+        assert_eq!(out.channels, 1);
+        assert_ne!(out, gray);
+        // A pure hue shift of a third of a turn maps red to green.
+        let mut p = [1.0, 0.0, 0.0];
+        shift_hue(&mut p, 1.0 / 3.0);
+        assert!(
+            (p[0] - 0.0).abs() < 1e-5 && (p[1] - 1.0).abs() < 1e-5,
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn blur_smooths() {
+        let data = (0..64 * 64).map(|i| if (i / 64 + i % 64) % 2 == 0 { 0 } else { 255 });
+        let img = Image::new(64, 64, 1, data.collect());
+        let aug = Augment {
+            blur_p: 1.0,
+            blur_sigma: (1.5, 2.0),
+            ..plain(64)
+        };
+        let out = aug.apply(&img, &mut StdRng::seed_from_u64(3));
+        assert!(
+            out.data.iter().all(|&v| (100..=155).contains(&v)),
+            "{:?}",
+            &out.data[..8]
+        );
+    }
+}
