@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 mod error;
+pub mod loss;
 pub mod model;
 
 pub use error::Error;
