@@ -25,6 +25,7 @@ use crate::{Error, width};
 const CONFIG_KEY: &str = "slim.config";
 const FORMAT_KEY: &str = "slim.format";
 const FORMAT: &str = "slim-checkpoint/1";
+const TRAIN_STATE_KEY: &str = "slim.train_state";
 
 /// A dense float32 tensor in row-major order.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +53,8 @@ pub struct Checkpoint {
     pub tensors: BTreeMap<String, Tensor>,
     /// Hex SHA-256 of the file's bytes.
     pub sha256: String,
+    /// The trainer's own state (JSON) when the checkpoint was written during training.
+    pub train_state: Option<String>,
 }
 
 /// The names and shapes of every model tensor `config` requires.
@@ -78,16 +81,21 @@ pub fn expected_tensors(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-/// Serialises `tensors` with `config` to safetensors bytes.
+/// Serialises `tensors` with `config` (and the trainer's state, if any) to safetensors
+/// bytes.
 pub fn to_bytes(
     config: &ModelConfig,
     tensors: &BTreeMap<String, Tensor>,
+    train_state: Option<&str>,
 ) -> Result<Vec<u8>, Error> {
     let config_json = serde_json::to_string(config).map_err(|e| Error::Config(e.to_string()))?;
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         (CONFIG_KEY.to_string(), config_json),
         (FORMAT_KEY.to_string(), FORMAT.to_string()),
     ]);
+    if let Some(state) = train_state {
+        metadata.insert(TRAIN_STATE_KEY.to_string(), state.to_string());
+    }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, t)| {
@@ -106,12 +114,22 @@ pub fn save(
     config: &ModelConfig,
     tensors: &BTreeMap<String, Tensor>,
 ) -> Result<(), Error> {
+    save_with_state(path, config, tensors, None)
+}
+
+/// [`save`], also storing the trainer's state (JSON) that a resumed run reads back.
+pub fn save_with_state(
+    path: &Path,
+    config: &ModelConfig,
+    tensors: &BTreeMap<String, Tensor>,
+    train_state: Option<&str>,
+) -> Result<(), Error> {
     let config = config.clone().validated()?;
     check_tensors(&config, tensors).map_err(|msg| Error::Checkpoint {
         path: path.to_path_buf(),
         msg,
     })?;
-    atomic_write(path, &to_bytes(&config, tensors)?)
+    atomic_write(path, &to_bytes(&config, tensors, train_state)?)
 }
 
 /// Reads and validates a checkpoint.
@@ -173,6 +191,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint, Error> {
         config,
         tensors,
         sha256: hex(&Sha256::digest(bytes)),
+        train_state: meta.get(TRAIN_STATE_KEY).cloned(),
     })
 }
 

@@ -97,3 +97,37 @@ pub fn open(path: &Path, split: Split) -> Result<Box<dyn Dataset>, Error> {
     }
     Ok(ds)
 }
+
+/// The first `n` of an evenly spaced selection over `inner` (all of it when `n >= len`):
+/// a quick, class-balanced-enough subset of a sorted or shuffled dataset.
+pub struct Subset {
+    inner: Box<dyn Dataset>,
+    indices: Vec<usize>,
+}
+
+impl Subset {
+    pub fn new(inner: Box<dyn Dataset>, n: usize) -> Subset {
+        let len = inner.len();
+        let n = n.min(len);
+        let indices = (0..n).map(|k| k * len / n.max(1)).collect();
+        Subset { inner, indices }
+    }
+}
+
+impl Dataset for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn class_names(&self) -> &[String] {
+        self.inner.class_names()
+    }
+    fn label(&self, i: usize) -> usize {
+        self.inner.label(self.indices[i])
+    }
+    fn image(&self, i: usize) -> Result<Image, Error> {
+        self.inner.image(self.indices[i])
+    }
+    fn describe(&self) -> String {
+        format!("{} images of {}", self.len(), self.inner.describe())
+    }
+}

@@ -100,3 +100,38 @@ mod tests {
         assert!(out.data[0] < 100 && out.data[1] > 100, "{:?}", out.data);
     }
 }
+
+/// Per-channel mean and standard deviation of pixels in [0, 1] over up to `n` images of
+/// `ds` (evenly spaced), after conversion to `channels` and resizing to `size`: the
+/// normalisation a model trained on `ds` should use. Undecodable images are passed over.
+pub fn channel_stats(
+    ds: &dyn crate::Dataset,
+    channels: usize,
+    size: usize,
+    n: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = n.min(ds.len()).max(1);
+    let (mut sum, mut sq, mut count) = (vec![0f64; channels], vec![0f64; channels], 0f64);
+    for k in 0..n {
+        let Ok(img) = ds.image(k * ds.len() / n) else {
+            continue;
+        };
+        let img = resize_center_crop(img.to_channels(channels), size);
+        for px in img.data.chunks_exact(channels) {
+            for (c, &v) in px.iter().enumerate() {
+                let v = v as f64 / 255.0;
+                sum[c] += v;
+                sq[c] += v * v;
+            }
+        }
+        count += (size * size) as f64;
+    }
+    let count = count.max(1.0);
+    let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, &m)| ((q / count - (m as f64).powi(2)).max(1e-6)).sqrt() as f32)
+        .collect();
+    (mean, std)
+}

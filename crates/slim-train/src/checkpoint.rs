@@ -75,6 +75,16 @@ impl SplitMix64 {
 /// reference image with every width's eval-mode `reference.{tag}.{embedding,logits}`,
 /// and each of `train` (training state: heads, optimizer) as `train.{name}`.
 pub fn save(path: &Path, net: &SlimNet, train: &[(&str, &Tensor)]) -> Result<(), Error> {
+    save_with_state(path, net, train, None)
+}
+
+/// [`save`], also storing the trainer's state (JSON) that `--resume` reads back.
+pub fn save_with_state(
+    path: &Path,
+    net: &SlimNet,
+    train: &[(&str, &Tensor)],
+    train_state: Option<&str>,
+) -> Result<(), Error> {
     let mut tensors = BTreeMap::new();
     for (name, t) in net.named_tensors() {
         tensors.insert(name, to_core(&t)?);
@@ -91,7 +101,7 @@ pub fn save(path: &Path, net: &SlimNet, train: &[(&str, &Tensor)]) -> Result<(),
     for (name, t) in train {
         tensors.insert(format!("train.{name}"), to_core(t)?);
     }
-    slim_core::checkpoint::save(path, net.config(), &tensors)?;
+    slim_core::checkpoint::save_with_state(path, net.config(), &tensors, train_state)?;
     Ok(())
 }
 

@@ -11,4 +11,30 @@ pub enum Error {
     /// A width that is not one of the model's trained widths.
     #[error("width {width} is not one of the model's widths {widths:?}")]
     Width { width: f64, widths: Vec<f64> },
+    /// Evaluation inputs that do not fit together (a feature set and a model, images and
+    /// the model's input channels).
+    #[error("evaluation: {0}")]
+    Eval(String),
+    #[error(transparent)]
+    Data(#[from] slim_data::Error),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A `--resume` that cannot continue the run in its folder.
+    #[error("cannot resume from {}: {msg}", path.display())]
+    Resume {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+    /// The loss stopped being a finite number; the last good checkpoint is kept.
+    #[error(
+        "the loss became NaN or infinite at step {step}; stopped without saving. The last good checkpoint is {} (if one was written); lower the learning rate and resume from it",
+        checkpoint.display()
+    )]
+    NonFinite {
+        step: usize,
+        checkpoint: std::path::PathBuf,
+    },
 }

@@ -7,9 +7,14 @@
 //!   outputs, and loading one back into a fresh var store.
 
 pub mod checkpoint;
+pub mod cli;
 mod error;
+pub mod eval;
+pub mod head;
 pub mod loss;
 pub mod model;
+pub mod optim;
+pub mod pretrain;
 
 pub use error::Error;
 pub use model::SlimNet;

@@ -144,7 +144,7 @@ fn load_errors_name_the_file() {
     };
     std::fs::write(
         &wrong,
-        slim_core::checkpoint::to_bytes(&config, &tensors).unwrap(),
+        slim_core::checkpoint::to_bytes(&config, &tensors, None).unwrap(),
     )
     .unwrap();
     let err = checkpoint::load(&wrong, Device::Cpu).err().unwrap();

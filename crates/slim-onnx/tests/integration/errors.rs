@@ -79,7 +79,11 @@ fn config_that_does_not_match_the_weights() {
     let mut dropped = tensors.clone();
     dropped.remove("layer2.0.conv1.bn.w500.running_var");
     let ckpt = dir.path().join("dropped.safetensors");
-    std::fs::write(&ckpt, checkpoint::to_bytes(&config, &dropped).unwrap()).unwrap();
+    std::fs::write(
+        &ckpt,
+        checkpoint::to_bytes(&config, &dropped, None).unwrap(),
+    )
+    .unwrap();
     expect_error(
         &ckpt,
         WidthSelection::All,
@@ -93,7 +97,7 @@ fn config_that_does_not_match_the_weights() {
     // The metadata edited to another backbone.
     let other = common::config(Backbone::Resnet18Cifar, 1, 16);
     let ckpt = dir.path().join("edited.safetensors");
-    std::fs::write(&ckpt, checkpoint::to_bytes(&other, &tensors).unwrap()).unwrap();
+    std::fs::write(&ckpt, checkpoint::to_bytes(&other, &tensors, None).unwrap()).unwrap();
     expect_error(
         &ckpt,
         WidthSelection::One(0.5),

@@ -1,0 +1,565 @@
+//! The `slim-train` command: `pretrain` (SlimCLR), `knn` and `linear` (evaluation per
+//! width). Argument structs shared by the subcommands are defined once here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use slim_core::{Backbone, ModelConfig};
+use slim_data::{Dataset, Split, Subset};
+use tch::Device;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use slim_data::transform::Normalize;
+use tch::Tensor;
+
+use crate::eval::{self, FeatureSet, LinearConfig};
+use crate::optim::{OptimizerConfig, OptimizerKind};
+use crate::pretrain::{Framework, PretrainConfig, Trainer};
+use crate::{SlimNet, checkpoint};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slim-train",
+    about = "Pretrain and evaluate slimmable networks (SlimCLR)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Contrastive self-supervised pretraining of every width at once.
+    Pretrain(PretrainArgs),
+    /// Weighted cosine kNN accuracy of each width's frozen features.
+    Knn(KnnArgs),
+    /// Train the switchable linear probe on frozen features and write it into the
+    /// checkpoint, so that slim-export puts it into each width's graph.
+    Linear(LinearArgs),
+}
+
+/// A checkpoint and the labelled data to evaluate it on (train split for the kNN memory
+/// or the probe, test split to score).
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Same forms as `pretrain --data`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// At most this many training images (evenly spaced).
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// At most this many test images (evenly spaced).
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KnnArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    #[arg(long, default_value_t = crate::eval::DEFAULT_KNN_K)]
+    pub k: usize,
+    #[arg(long, default_value_t = crate::eval::DEFAULT_KNN_TEMPERATURE)]
+    pub temperature: f64,
+    /// Also score a randomly initialised network of the same architecture (the baseline
+    /// pretraining must beat).
+    #[arg(long)]
+    pub compare_random: bool,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LinearArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Where the images come from.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// ImageFolder folder or .zip, CIFAR-10/100 binary archive, or a folder of IDX files
+    /// (e.g. /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Use at most this many images (evenly spaced over the split).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Decoding and augmentation threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+}
+
+impl DataArgs {
+    pub fn open(&self, split: Split) -> Result<Arc<dyn Dataset>> {
+        let ds = slim_data::open(&self.data, split)?;
+        Ok(match self.limit {
+            Some(n) => Arc::new(Subset::new(ds, n)),
+            None => Arc::from(ds),
+        })
+    }
+}
+
+/// Which device runs the network.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// cpu, cuda, or auto (CUDA when libtorch sees a GPU).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl DeviceArgs {
+    pub fn device(&self) -> Result<Device> {
+        Ok(match self.device.as_str() {
+            "cpu" => Device::Cpu,
+            "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
+            "cuda" => bail!("--device cuda: libtorch sees no CUDA device in this build"),
+            "auto" => Device::cuda_if_available(),
+            other => bail!("--device {other:?}: use cpu, cuda or auto"),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Output folder: checkpoint.safetensors, metrics.jsonl.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out exactly where its last checkpoint stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// resnet20, resnet18-cifar, resnet50 or mobilenet-v2.
+    #[arg(long, default_value = "resnet20")]
+    pub backbone: String,
+    /// Widths, comma-separated; must include 1.0.
+    #[arg(long, value_delimiter = ',', default_value = "1.0,0.75,0.5,0.25")]
+    pub widths: Vec<f64>,
+    /// Input side in pixels (default: the dataset's first image's shorter side).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    #[arg(long, value_enum, default_value = "simclr")]
+    pub framework: Framework,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Learning rate per 256 images (scaled linearly with the batch size).
+    #[arg(long, default_value_t = 0.5)]
+    pub lr: f64,
+    #[arg(long, value_enum, default_value = "sgd")]
+    pub optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 10)]
+    pub warmup_epochs: usize,
+    /// Contrastive temperature (SimCLR 0.5 on CIFAR; MoCo v2 0.2).
+    #[arg(long, default_value_t = 0.5)]
+    pub temperature: f64,
+    /// Epoch at which the sub-widths join (default: half of training).
+    #[arg(long, conflicts_with = "no_slow_start")]
+    pub slow_start_epoch: Option<usize>,
+    /// Train every width from the first step.
+    #[arg(long)]
+    pub no_slow_start: bool,
+    /// Turn off online distillation from the full width.
+    #[arg(long)]
+    pub no_distill: bool,
+    /// Turn off loss re-weighting by model size.
+    #[arg(long)]
+    pub no_reweight: bool,
+    /// Distillation temperatures, student and teacher.
+    #[arg(long, num_args = 2, value_names = ["STUDENT", "TEACHER"], default_values_t = [5.0, 5.0])]
+    pub distill_temperature: Vec<f64>,
+    /// Use smoothed InfoNCE with this final alpha (arXiv 2212.07158).
+    #[arg(long)]
+    pub smoothed_alpha: Option<f64>,
+    /// Negatives that share the smoothed alpha.
+    #[arg(long, default_value_t = 5)]
+    pub smoothed_top_k: usize,
+    /// Fraction of training over which alpha ramps up from 0.
+    #[arg(long, default_value_t = 0.5)]
+    pub smoothed_ramp: f64,
+    /// Projection head output size.
+    #[arg(long, default_value_t = 128)]
+    pub head_dim: usize,
+    #[arg(long, default_value_t = 4096)]
+    pub moco_queue: usize,
+    #[arg(long, default_value_t = 0.99)]
+    pub moco_momentum: f64,
+    /// Smallest random-resized-crop scale (SimCLR 0.08; 0.2 suits 28 px images).
+    #[arg(long, default_value_t = 0.08)]
+    pub crop_min_scale: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: usize,
+    /// Stop after this many steps (a resumed run continues from there).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The model config for `ds`: channels and size from its first decodable image, classes
+/// from its folder names, mean/std measured on up to 2000 of its images.
+pub fn model_config(
+    ds: &dyn Dataset,
+    backbone: &str,
+    widths: &[f64],
+    image_size: Option<usize>,
+) -> Result<ModelConfig> {
+    let backbone = Backbone::parse(backbone).with_context(|| {
+        let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
+        format!("unknown backbone {backbone:?}; known: {names:?}")
+    })?;
+    let first = (0..ds.len().min(50))
+        .find_map(|i| ds.image(i).ok())
+        .with_context(|| format!("{}: none of the first images decodes", ds.describe()))?;
+    let size = image_size.unwrap_or(first.height.min(first.width));
+    let channels = first.channels;
+    let (mean, std) = slim_data::transform::channel_stats(ds, channels, size, 2000);
+    let mut config = ModelConfig::new(
+        backbone,
+        channels,
+        size,
+        ds.class_names().to_vec(),
+        mean,
+        std,
+    );
+    config.widths = widths.to_vec();
+    Ok(config.validated()?)
+}
+
+pub fn pretrain(args: &PretrainArgs) -> Result<()> {
+    let ds = args.data.open(Split::Train)?;
+    eprintln!("data: {}", ds.describe());
+    let model = match args.resume {
+        // The stored config decides what a resumed run is.
+        true => slim_core::checkpoint::load(&crate::pretrain::checkpoint_path(&args.out))?.config,
+        false => model_config(ds.as_ref(), &args.backbone, &args.widths, args.image_size)?,
+    };
+    if args.resume && model.backbone.name() != args.backbone {
+        bail!(
+            "cannot resume from {}: it holds {}, not the requested {}",
+            crate::pretrain::checkpoint_path(&args.out).display(),
+            model.backbone.name(),
+            args.backbone
+        );
+    }
+    if ds.class_names() != model.class_names.as_slice() {
+        bail!(
+            "{}: its classes differ from the checkpoint's",
+            args.data.data.display()
+        );
+    }
+    let smoothed = args
+        .smoothed_alpha
+        .map(|a| (a, args.smoothed_top_k, args.smoothed_ramp));
+    let config = PretrainConfig {
+        framework: args.framework,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr * args.batch_size as f64 / 256.0,
+        warmup_epochs: args.warmup_epochs,
+        optimizer: OptimizerConfig {
+            kind: args.optimizer,
+            momentum: args.momentum,
+            weight_decay: args.weight_decay,
+            eta: 0.001,
+        },
+        temperature: args.temperature,
+        slow_start_epoch: if args.no_slow_start {
+            0
+        } else {
+            args.slow_start_epoch.unwrap_or(args.epochs / 2)
+        },
+        distill: !args.no_distill,
+        distill_t_student: args.distill_temperature[0],
+        distill_t_teacher: args.distill_temperature[1],
+        reweight: !args.no_reweight,
+        smoothed,
+        head_hidden: model.network().features,
+        head_out: args.head_dim,
+        moco_queue: args.moco_queue,
+        moco_momentum: args.moco_momentum,
+        crop_scale: (args.crop_min_scale, 1.0),
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+    };
+    let device = args.device.device()?;
+    let mut trainer = Trainer::new(
+        &model,
+        config,
+        ds,
+        &args.out,
+        args.resume,
+        device,
+        args.data.workers,
+    )?;
+    let s = trainer.state();
+    eprintln!(
+        "{} {} widths {:?} on {:?}: {} epochs from step {} (epoch {}, batch {})",
+        match s.config.framework {
+            Framework::Simclr => "SimCLR",
+            Framework::MocoV2 => "MoCo v2",
+        },
+        model.backbone.name(),
+        model.widths,
+        device,
+        s.config.epochs,
+        s.step,
+        s.epoch,
+        s.position
+    );
+    let path = trainer.run(args.max_steps, !args.quiet)?;
+    let s = trainer.state();
+    println!(
+        "step {} (epoch {}): checkpoint {}",
+        s.step,
+        s.epoch,
+        path.display()
+    );
+    if s.skipped > 0 {
+        println!("{} corrupt images were skipped", s.skipped);
+    }
+    Ok(())
+}
+
+/// Train and test features of every width of `net`.
+fn features(net: &SlimNet, a: &EvalArgs) -> Result<(FeatureSet, FeatureSet)> {
+    let c = net.config();
+    let normalize = Normalize {
+        size: c.image_size,
+        channels: c.in_channels,
+        mean: c.mean.clone(),
+        std: c.std.clone(),
+    };
+    let mut sets = Vec::new();
+    for (split, limit) in [(Split::Train, a.limit_train), (Split::Test, a.limit_test)] {
+        let ds: Arc<dyn Dataset> = Arc::from(slim_data::open(&a.data, split)?);
+        if ds.class_names() != c.class_names.as_slice() {
+            bail!(
+                "{}: its classes {:?} differ from the checkpoint's {:?}",
+                a.data.display(),
+                ds.class_names(),
+                c.class_names
+            );
+        }
+        let bar = ProgressBar::new(limit.unwrap_or(ds.len()).min(ds.len()) as u64);
+        bar.set_style(
+            ProgressStyle::with_template("features ({msg}) [{bar:30}] {pos}/{len} ({per_sec})")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(split.name());
+        let set = eval::extract_features(
+            net,
+            ds,
+            &normalize,
+            net.widths(),
+            a.batch_size,
+            limit,
+            a.workers,
+            Some(&bar),
+        )?;
+        bar.finish_and_clear();
+        for s in &set.skipped {
+            eprintln!("warning: skipped {s}");
+        }
+        sets.push(set);
+    }
+    let test = sets.pop().expect("two sets");
+    Ok((sets.pop().expect("two sets"), test))
+}
+
+#[derive(Debug, serde::Serialize)]
+struct KnnRow {
+    width: f64,
+    knn_top1: f64,
+    random_init_knn_top1: Option<f64>,
+}
+
+pub fn knn(a: &KnnArgs) -> Result<()> {
+    let device = a.eval.device.device()?;
+    let (net, _vs, _) = checkpoint::load(&a.eval.checkpoint, device)?;
+    let classes = net.config().num_classes();
+    let score = |net: &SlimNet| -> Result<Vec<f64>> {
+        let (train, test) = features(net, &a.eval)?;
+        Ok((0..net.widths().len())
+            .map(|i| {
+                eval::knn_accuracy(
+                    &train.per_width[i],
+                    &train.labels,
+                    &test.per_width[i],
+                    &test.labels,
+                    classes,
+                    a.k,
+                    a.temperature,
+                )
+            })
+            .collect())
+    };
+    let trained = score(&net)?;
+    let random = if a.compare_random {
+        tch::manual_seed(0);
+        let vs = tch::nn::VarStore::new(device);
+        let fresh = SlimNet::new(&vs.root(), net.config())?;
+        // A random network's BatchNorm statistics are meaningless (mean 0, var 1): use
+        // batch statistics of the training data, as the trained one was calibrated.
+        calibrate_batchnorm(&fresh, &a.eval)?;
+        Some(score(&fresh)?)
+    } else {
+        None
+    };
+    println!(
+        "kNN (k={}, T={}) on {}",
+        a.k,
+        a.temperature,
+        a.eval.data.display()
+    );
+    println!("{:>6} {:>10} {:>14}", "width", "pretrained", "random init");
+    let mut rows = Vec::new();
+    for (i, &w) in net.widths().iter().enumerate() {
+        let r = random.as_ref().map(|r| r[i]);
+        println!(
+            "{:>6} {:>9.2}% {:>14}",
+            w,
+            trained[i] * 100.0,
+            r.map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
+        );
+        rows.push(KnnRow {
+            width: w,
+            knn_top1: trained[i],
+            random_init_knn_top1: r,
+        });
+    }
+    if let Some(p) = &a.json {
+        slim_core::fsutil::atomic_write(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Sets every width's BatchNorm running statistics from training batches (train-mode
+/// forwards with cumulative averaging, no gradient).
+fn calibrate_batchnorm(net: &SlimNet, a: &EvalArgs) -> Result<()> {
+    let c = net.config();
+    let normalize = Normalize {
+        size: c.image_size,
+        channels: c.in_channels,
+        mean: c.mean.clone(),
+        std: c.std.clone(),
+    };
+    let loader = slim_data::loader::Loader::new(
+        Arc::from(slim_data::open(&a.data, Split::Train)?),
+        slim_data::loader::LoaderConfig {
+            batch_size: a.batch_size,
+            views: 1,
+            augment: None,
+            normalize,
+            workers: a.workers,
+            seed: 0,
+            shuffle: true,
+            drop_last: true,
+            prefetch: 2,
+        },
+    );
+    tch::no_grad(|| {
+        for batch in loader.epoch(0).take(20) {
+            let x = Tensor::from_slice(&batch.images[0])
+                .view([
+                    batch.len() as i64,
+                    c.in_channels as i64,
+                    c.image_size as i64,
+                    c.image_size as i64,
+                ])
+                .to_device(net.device());
+            for &w in net.widths() {
+                let _ = net.forward(&x, w, true);
+            }
+        }
+    });
+    Ok(())
+}
+
+pub fn linear(a: &LinearArgs) -> Result<()> {
+    let device = a.eval.device.device()?;
+    let (net, _vs, ckpt) = checkpoint::load(&a.eval.checkpoint, device)?;
+    let (train, test) = features(&net, &a.eval)?;
+    let config = LinearConfig {
+        epochs: a.epochs,
+        lr: a.lr,
+        seed: a.seed,
+        ..LinearConfig::default()
+    };
+    let bar = ProgressBar::new(a.epochs as u64);
+    bar.set_style(
+        ProgressStyle::with_template("probe [{bar:30}] {pos}/{len} epochs")
+            .expect("static template"),
+    );
+    let losses = eval::train_probe(&net, &train, &config, Some(&bar))?;
+    bar.finish_and_clear();
+    println!(
+        "switchable linear probe on {} ({} train / {} test images)",
+        a.eval.data.display(),
+        train.len(),
+        test.len()
+    );
+    println!(
+        "{:>6} {:>11} {:>8} {:>8}",
+        "width", "train loss", "top-1", "top-5"
+    );
+    for (i, &w) in net.widths().iter().enumerate() {
+        let (top1, top5) = eval::probe_accuracy(&net, &test, i);
+        println!(
+            "{:>6} {:>11.4} {:>7.2}% {:>7.2}%",
+            w,
+            losses[i],
+            top1 * 100.0,
+            top5 * 100.0
+        );
+    }
+    // Keep everything else the checkpoint held (training state included).
+    let kept: Vec<(String, Tensor)> = ckpt
+        .tensors
+        .iter()
+        .filter_map(|(n, t)| n.strip_prefix("train.").map(|n| (n, t)))
+        .map(|(n, t)| Ok((n.to_string(), checkpoint::from_core(t, device)?)))
+        .collect::<Result<_, crate::Error>>()?;
+    let refs: Vec<(&str, &Tensor)> = kept.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    checkpoint::save_with_state(&a.eval.checkpoint, &net, &refs, ckpt.train_state.as_deref())?;
+    println!("probe written into {}", a.eval.checkpoint.display());
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Pretrain(a) => pretrain(&a),
+        Command::Knn(a) => knn(&a),
+        Command::Linear(a) => linear(&a),
+    }
+}

@@ -1,0 +1,110 @@
+//! The slimmable projection head used only during pretraining (SimCLR's MLP): a Linear
+//! from the width's embedding to the width's hidden size (first-k slices of one shared
+//! weight, like every backbone layer), that width's own BatchNorm, ReLU, and a Linear to a
+//! fixed output size shared by all widths so their similarities are comparable.
+
+use slim_core::width::{scaled, tag};
+use tch::Tensor;
+use tch::nn::{self, Init};
+
+pub struct SlimHead {
+    fc1: Tensor,
+    bn: Vec<[Tensor; 4]>,
+    fc2: Tensor,
+    bias2: Tensor,
+    widths: Vec<f64>,
+    features: usize,
+    hidden: usize,
+    eps: f64,
+}
+
+impl SlimHead {
+    /// Variables under `vs` (named `fc1.weight`, `bn.{tag}.*`, `fc2.weight`, `fc2.bias`).
+    pub fn new(
+        vs: &nn::Path,
+        features: usize,
+        hidden: usize,
+        out: usize,
+        widths: &[f64],
+        eps: f64,
+    ) -> SlimHead {
+        let uniform = |fan_in: usize| {
+            let b = 1.0 / (fan_in as f64).sqrt();
+            Init::Uniform { lo: -b, up: b }
+        };
+        let bn_path = vs / "bn";
+        let bn = widths
+            .iter()
+            .map(|&w| {
+                let p = &bn_path / tag(w);
+                let c = scaled(hidden, w) as i64;
+                [
+                    p.var("weight", &[c], Init::Const(1.0)),
+                    p.var("bias", &[c], Init::Const(0.0)),
+                    p.zeros_no_train("running_mean", &[c]),
+                    p.ones_no_train("running_var", &[c]),
+                ]
+            })
+            .collect();
+        SlimHead {
+            fc1: (vs / "fc1").var(
+                "weight",
+                &[hidden as i64, features as i64],
+                uniform(features),
+            ),
+            bn,
+            fc2: (vs / "fc2").var("weight", &[out as i64, hidden as i64], uniform(hidden)),
+            bias2: (vs / "fc2").var("bias", &[out as i64], uniform(hidden)),
+            widths: widths.to_vec(),
+            features,
+            hidden,
+            eps,
+        }
+    }
+
+    /// Projects `[N, features_at(w)]` embeddings of width `w` (in train or eval mode).
+    pub fn forward(&self, embedding: &Tensor, w: f64, train: bool) -> Tensor {
+        let i = slim_core::width::find(&self.widths, w).expect("a width of the model");
+        let (f, h) = (
+            scaled(self.features, w) as i64,
+            scaled(self.hidden, w) as i64,
+        );
+        let fc1 = self.fc1.narrow(0, 0, h).narrow(1, 0, f);
+        let [g, b, m, v] = &self.bn[i];
+        let x = embedding.matmul(&fc1.transpose(0, 1));
+        let x = x
+            .batch_norm(
+                Some(g),
+                Some(b),
+                Some(m),
+                Some(v),
+                train,
+                0.1,
+                self.eps,
+                false,
+            )
+            .relu();
+        x.matmul(&self.fc2.narrow(1, 0, h).transpose(0, 1)) + &self.bias2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn every_width_projects_to_the_shared_output_size_through_leading_slices() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let head = SlimHead::new(&vs.root(), 8, 8, 4, &[1.0, 0.5], 1e-5);
+        let e = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        let out = head.forward(&e, 0.5, true);
+        assert_eq!(out.size(), [5, 4]);
+        // Changing fc1 outside the leading 4 x 4 block leaves width 0.5 unchanged.
+        tch::no_grad(|| {
+            let _ = head.fc1.narrow(0, 4, 4).fill_(9.0);
+        });
+        let again = head.forward(&e, 0.5, true);
+        assert!(out.allclose(&again, 1e-6, 1e-6, false));
+    }
+}

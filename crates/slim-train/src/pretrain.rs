@@ -1,0 +1,585 @@
+//! SlimCLR pretraining (arXiv 2209.15525): every width runs forward on the same batch,
+//! the losses are summed, one backward pass updates the shared weights.
+//!
+//! Frameworks: SimCLR (NT-Xent over the batch) and MoCo v2 (a full-width momentum key
+//! encoder and a queue of its keys). SlimCLR's three techniques, each switchable:
+//! - slow start: only the full width trains until `slow_start_epoch`, then the
+//!   sub-widths join and the learning rate re-peaks ([`Schedule`]);
+//! - online distillation: the full width's detached similarity logits over
+//!   [positive, negatives] teach each sub-width ([`loss::distillation`]);
+//! - loss re-weighting by model size ([`LossWeights`]).
+//!
+//! Smoothed InfoNCE (arXiv 2212.07158) can replace the contrastive term. A checkpoint is
+//! written atomically every `checkpoint_every` steps with everything `--resume` needs to
+//! continue exactly: weights, head, momentum buffers, key encoder, queue, and the data
+//! position (the loader's order and augmentations are functions of seed, epoch, index).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use slim_data::Dataset;
+use slim_data::augment::Augment;
+use slim_data::loader::{Batch, Loader, LoaderConfig};
+use slim_data::transform::Normalize;
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::head::SlimHead;
+use crate::loss::{self, LossWeights};
+use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+use crate::{Error, SlimNet, checkpoint};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Framework {
+    Simclr,
+    MocoV2,
+}
+
+/// Everything that defines a pretraining run; stored in every checkpoint it writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainConfig {
+    pub framework: Framework,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate (already scaled for the batch size).
+    pub lr: f64,
+    pub warmup_epochs: usize,
+    pub optimizer: OptimizerConfig,
+    pub temperature: f64,
+    /// Epoch at which the sub-widths join; 0 trains every width from the start.
+    pub slow_start_epoch: usize,
+    pub distill: bool,
+    pub distill_t_student: f64,
+    pub distill_t_teacher: f64,
+    pub reweight: bool,
+    /// Smoothed InfoNCE: (alpha_max, top_k, ramp_fraction); `None` for plain InfoNCE.
+    pub smoothed: Option<(f64, usize, f64)>,
+    pub head_hidden: usize,
+    pub head_out: usize,
+    pub moco_queue: usize,
+    pub moco_momentum: f64,
+    /// Random-resized-crop scale range.
+    pub crop_scale: (f32, f32),
+    pub seed: u64,
+    pub checkpoint_every: usize,
+}
+
+/// Where a run stands; saved as the checkpoint's train state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub config: PretrainConfig,
+    /// Optimiser steps taken.
+    pub step: usize,
+    pub epoch: usize,
+    /// Next batch position within `epoch`.
+    pub position: usize,
+    pub queue_ptr: usize,
+    /// Corrupt images skipped so far.
+    pub skipped: usize,
+}
+
+/// One logged step (a line of `metrics.jsonl`).
+#[derive(Debug, Serialize)]
+struct Metrics<'a> {
+    step: usize,
+    epoch: usize,
+    lr: f64,
+    loss: f64,
+    /// Per width (widest first): contrastive term, and distillation term for sub-widths.
+    contrastive: &'a [f64],
+    distillation: &'a [f64],
+    images_per_s: f64,
+    sub_widths_active: bool,
+}
+
+/// The full-width momentum key encoder and its queue (MoCo v2).
+struct Moco {
+    _vs: nn::VarStore,
+    net: SlimNet,
+    head: SlimHead,
+    /// (name, key-encoder variable, the query variable it follows), sorted by name.
+    pairs: Vec<(String, Tensor, Tensor)>,
+    /// `[K, D]` L2-normalised keys.
+    queue: Tensor,
+}
+
+pub struct Trainer {
+    vs: nn::VarStore,
+    net: SlimNet,
+    head: SlimHead,
+    moco: Option<Moco>,
+    optimizer: Optimizer,
+    schedule: Schedule,
+    loader: Loader,
+    state: TrainState,
+    out: PathBuf,
+    device: Device,
+}
+
+/// The checkpoint a run in `out` writes and resumes from.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("checkpoint.safetensors")
+}
+
+fn head_of(net: &SlimNet, vs: &nn::Path, c: &PretrainConfig) -> SlimHead {
+    let features = net.network().features;
+    SlimHead::new(
+        vs,
+        features,
+        c.head_hidden.max(1),
+        c.head_out,
+        net.widths(),
+        net.config().bn_eps,
+    )
+}
+
+impl Trainer {
+    /// A new run, or (with `resume`) the run whose checkpoint is in `out`. A resumed run
+    /// keeps its stored [`PretrainConfig`]; a checkpoint of another architecture is
+    /// refused.
+    pub fn new(
+        model: &slim_core::ModelConfig,
+        config: PretrainConfig,
+        dataset: Arc<dyn Dataset>,
+        out: &Path,
+        resume: bool,
+        device: Device,
+        workers: usize,
+    ) -> Result<Trainer, Error> {
+        std::fs::create_dir_all(out).map_err(|e| Error::Io {
+            path: out.to_path_buf(),
+            source: e,
+        })?;
+        let ckpt_path = checkpoint_path(out);
+        let resumed = if resume {
+            let c = slim_core::checkpoint::load(&ckpt_path)?;
+            if &c.config != model {
+                return Err(Error::Resume {
+                    path: ckpt_path,
+                    msg: format!(
+                        "it holds {} at widths {:?} ({} channels, {} px, {} classes), not the requested {} at {:?} ({} channels, {} px, {} classes)",
+                        c.config.backbone.name(),
+                        c.config.widths,
+                        c.config.in_channels,
+                        c.config.image_size,
+                        c.config.num_classes(),
+                        model.backbone.name(),
+                        model.widths,
+                        model.in_channels,
+                        model.image_size,
+                        model.num_classes()
+                    ),
+                });
+            }
+            let state: TrainState = c
+                .train_state
+                .as_deref()
+                .ok_or_else(|| Error::Resume {
+                    path: ckpt_path.clone(),
+                    msg: "it holds no training state (not written by slim-train pretrain)".into(),
+                })
+                .and_then(|s| {
+                    serde_json::from_str(s).map_err(|e| Error::Resume {
+                        path: ckpt_path.clone(),
+                        msg: format!("its training state does not parse: {e}"),
+                    })
+                })?;
+            Some((c, state))
+        } else {
+            if ckpt_path.exists() {
+                return Err(Error::Resume {
+                    path: ckpt_path,
+                    msg: "a checkpoint is already there: pass --resume to continue it, or choose another --out".into(),
+                });
+            }
+            None
+        };
+        let config = resumed.as_ref().map_or(config, |(_, s)| s.config.clone());
+        tch::manual_seed(config.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = SlimNet::new(&vs.root(), model)?;
+        let head = head_of(&net, &(vs.root() / "train" / "head"), &config);
+        let moco = (config.framework == Framework::MocoV2).then(|| {
+            let kvs = nn::VarStore::new(device);
+            let knet = SlimNet::new(&kvs.root(), model).expect("validated above");
+            let khead = head_of(&knet, &(kvs.root() / "train" / "head"), &config);
+            let (q, k) = (vs.variables(), kvs.variables());
+            let mut pairs: Vec<(String, Tensor, Tensor)> = k
+                .into_iter()
+                .map(|(name, kv)| {
+                    let qv = q[&name].shallow_clone();
+                    (name, kv, qv)
+                })
+                .collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            tch::no_grad(|| {
+                pairs
+                    .iter()
+                    .for_each(|(_, k, q)| k.shallow_clone().copy_(q))
+            });
+            let queue = loss::l2_normalize(&Tensor::randn(
+                [config.moco_queue as i64, config.head_out as i64],
+                (Kind::Float, device),
+            ));
+            Moco {
+                _vs: kvs,
+                net: knet,
+                head: khead,
+                pairs,
+                queue,
+            }
+        });
+        let mut params: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut optimizer = Optimizer::new(config.optimizer.clone(), params);
+        let channels = model.in_channels;
+        let loader = Loader::new(
+            dataset,
+            LoaderConfig {
+                batch_size: config.batch_size,
+                views: 2,
+                augment: Some(Augment {
+                    scale: config.crop_scale,
+                    ..if config.framework == Framework::MocoV2 {
+                        Augment::moco_v2(model.image_size)
+                    } else {
+                        Augment::simclr(model.image_size)
+                    }
+                }),
+                normalize: Normalize {
+                    size: model.image_size,
+                    channels,
+                    mean: model.mean.clone(),
+                    std: model.std.clone(),
+                },
+                workers,
+                seed: config.seed,
+                shuffle: true,
+                drop_last: true,
+                prefetch: 2 * workers.max(1),
+            },
+        );
+        let spe = loader.batches_per_epoch();
+        if spe == 0 {
+            return Err(Error::Data(slim_data::Error::at(
+                out,
+                format!(
+                    "the dataset holds fewer images than one batch of {}",
+                    config.batch_size
+                ),
+            )));
+        }
+        let schedule = Schedule {
+            base_lr: config.lr,
+            total_steps: config.epochs * spe,
+            warmup_steps: config.warmup_epochs * spe,
+            switch_step: (config.slow_start_epoch > 0 && config.slow_start_epoch < config.epochs)
+                .then_some(config.slow_start_epoch * spe),
+        };
+        let mut state = TrainState {
+            config: config.clone(),
+            step: 0,
+            epoch: 0,
+            position: 0,
+            queue_ptr: 0,
+            skipped: 0,
+        };
+        let mut trainer_moco = moco;
+        if let Some((c, s)) = resumed {
+            tch::no_grad(|| -> Result<(), Error> {
+                // Model tensors keep their names in the checkpoint; the head is under train.
+                for (name, mut var) in vs.variables() {
+                    let t = c.tensors.get(&name).ok_or_else(|| Error::Resume {
+                        path: ckpt_path.clone(),
+                        msg: format!("tensor {name} is missing"),
+                    })?;
+                    var.f_copy_(&checkpoint::from_core(t, device)?)?;
+                }
+                if let Some(m) = &mut trainer_moco {
+                    for (name, k, _) in &m.pairs {
+                        let t = c.tensors.get(&format!("train.key.{name}")).ok_or_else(|| {
+                            Error::Resume {
+                                path: ckpt_path.clone(),
+                                msg: format!("key-encoder tensor train.key.{name} is missing"),
+                            }
+                        })?;
+                        k.shallow_clone()
+                            .f_copy_(&checkpoint::from_core(t, device)?)?;
+                    }
+                    if let Some(q) = checkpoint::train_tensor(&c, "queue", device)? {
+                        m.queue = q;
+                    }
+                }
+                Ok(())
+            })?;
+            let restored = optimizer.restore(|name| {
+                checkpoint::train_tensor(&c, &format!("opt.{name}"), device)
+                    .ok()
+                    .flatten()
+            });
+            if restored == 0 && s.step > 0 {
+                return Err(Error::Resume {
+                    path: ckpt_path,
+                    msg: "it holds no optimiser state".into(),
+                });
+            }
+            state = s;
+        }
+        Ok(Trainer {
+            vs,
+            net,
+            head,
+            moco: trainer_moco,
+            optimizer,
+            schedule,
+            loader,
+            state,
+            out: out.to_path_buf(),
+            device,
+        })
+    }
+
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    pub fn net(&self) -> &SlimNet {
+        &self.net
+    }
+
+    fn sub_widths_active(&self) -> bool {
+        self.state.epoch >= self.state.config.slow_start_epoch
+    }
+
+    fn to_input(&self, data: &[f32], n: usize) -> Tensor {
+        let m = self.net.config();
+        Tensor::from_slice(data)
+            .view([
+                n as i64,
+                m.in_channels as i64,
+                m.image_size as i64,
+                m.image_size as i64,
+            ])
+            .to_device(self.device)
+    }
+
+    fn contrastive(&self, logits: &Tensor) -> Tensor {
+        match self.state.config.smoothed {
+            Some((alpha_max, top_k, ramp)) => {
+                let alpha =
+                    loss::alpha_at(self.state.step, self.schedule.total_steps, alpha_max, ramp);
+                loss::smoothed_infonce(logits, alpha, top_k)
+            }
+            None => loss::infonce(logits),
+        }
+    }
+
+    /// Similarity logits (positive in column 0) of width `w` for the two views.
+    fn logits(&self, x1: &Tensor, x2: &Tensor, keys: Option<&Tensor>, w: f64) -> Tensor {
+        let t = self.state.config.temperature;
+        let z1 = self.head.forward(&self.net.forward(x1, w, true), w, true);
+        match (&self.moco, keys) {
+            (Some(m), Some(k)) => loss::moco_logits(&z1, k, &m.queue, t),
+            _ => {
+                let z2 = self.head.forward(&self.net.forward(x2, w, true), w, true);
+                loss::nt_xent_logits(&z1, &z2, t).0
+            }
+        }
+    }
+
+    /// One slimmable step; returns (total, per-width contrastive, per-width distillation).
+    fn step(&mut self, batch: &Batch) -> Result<(f64, Vec<f64>, Vec<f64>), Error> {
+        let n = batch.len();
+        let x1 = self.to_input(&batch.images[0], n);
+        let x2 = self.to_input(&batch.images[1], n);
+        let c = self.state.config.clone();
+        let keys = self.moco.as_ref().map(|m| {
+            tch::no_grad(|| {
+                loss::l2_normalize(&m.head.forward(&m.net.forward(&x2, 1.0, true), 1.0, true))
+            })
+        });
+        let widths = self.net.widths().to_vec();
+        let active = if self.sub_widths_active() {
+            &widths[..]
+        } else {
+            &widths[..1]
+        };
+        let weights = if active.len() == 1 {
+            LossWeights::uniform(false)
+        } else if c.reweight {
+            LossWeights::reweighted(&widths, c.distill)
+        } else {
+            LossWeights::uniform(c.distill)
+        };
+        let full = self.logits(&x1, &x2, keys.as_ref(), 1.0);
+        let l_full = self.contrastive(&full);
+        let mut total = &l_full * weights.full;
+        let mut contrastive = vec![l_full.double_value(&[])];
+        let mut distillation = vec![0.0];
+        let teacher = full.detach();
+        for &w in &active[1..] {
+            let logits = self.logits(&x1, &x2, keys.as_ref(), w);
+            let l_c = self.contrastive(&logits);
+            total += &l_c * weights.sub_contrastive;
+            contrastive.push(l_c.double_value(&[]));
+            if c.distill {
+                let l_d =
+                    loss::distillation(&logits, &teacher, c.distill_t_student, c.distill_t_teacher);
+                total += &l_d * weights.sub_distillation;
+                distillation.push(l_d.double_value(&[]));
+            } else {
+                distillation.push(0.0);
+            }
+        }
+        let value = total.double_value(&[]);
+        if !value.is_finite() {
+            return Err(Error::NonFinite {
+                step: self.state.step,
+                checkpoint: checkpoint_path(&self.out),
+            });
+        }
+        self.optimizer.zero_grad();
+        total.backward();
+        self.optimizer.step(self.schedule.lr(self.state.step));
+        if let (Some(m), Some(k)) = (&mut self.moco, keys) {
+            tch::no_grad(|| {
+                for (_, kv, qv) in &m.pairs {
+                    let _ = kv
+                        .shallow_clone()
+                        .g_mul_scalar_(c.moco_momentum)
+                        .g_add_(&(qv * (1.0 - c.moco_momentum)));
+                }
+                let len = m.queue.size()[0];
+                let ptr = self.state.queue_ptr as i64;
+                let take = (k.size()[0]).min(len - ptr);
+                let mut slot = m.queue.narrow(0, ptr, take);
+                slot.copy_(&k.narrow(0, 0, take));
+                self.state.queue_ptr = ((ptr + take) % len) as usize;
+            });
+        }
+        Ok((value, contrastive, distillation))
+    }
+
+    /// Writes the checkpoint atomically with everything needed to resume.
+    pub fn save(&self) -> Result<PathBuf, Error> {
+        let path = checkpoint_path(&self.out);
+        let mut extra: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("train."))
+            .map(|(n, t)| (n.trim_start_matches("train.").to_string(), t))
+            .collect();
+        extra.extend(
+            self.optimizer
+                .state()
+                .into_iter()
+                .map(|(n, t)| (format!("opt.{n}"), t.shallow_clone())),
+        );
+        if let Some(m) = &self.moco {
+            extra.extend(
+                m.pairs
+                    .iter()
+                    .map(|(n, k, _)| (format!("key.{n}"), k.shallow_clone())),
+            );
+            extra.push(("queue".into(), m.queue.shallow_clone()));
+        }
+        let refs: Vec<(&str, &Tensor)> = extra.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let state = serde_json::to_string(&self.state).expect("plain data");
+        checkpoint::save_with_state(&path, &self.net, &refs, Some(&state))?;
+        Ok(path)
+    }
+
+    /// Trains to the end (or to `max_steps` more steps), writing checkpoints and
+    /// `metrics.jsonl`, with a progress bar.
+    pub fn run(&mut self, max_steps: Option<usize>, progress: bool) -> Result<PathBuf, Error> {
+        let spe = self.loader.batches_per_epoch();
+        let total = self.schedule.total_steps;
+        let bar = if progress {
+            ProgressBar::new(total as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps {elapsed_precise}<{eta_precise} {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar.set_position(self.state.step as u64);
+        let metrics_path = self.out.join("metrics.jsonl");
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| Error::Io {
+                path: metrics_path.clone(),
+                source: e,
+            })?;
+        let stop_at = max_steps.map_or(total, |m| (self.state.step + m).min(total));
+        let every = self.state.config.checkpoint_every.max(1);
+        while self.state.step < stop_at {
+            let epoch = self.state.epoch;
+            let mut batches = self.loader.epoch_from(epoch as u64, self.state.position);
+            let mut t = Instant::now();
+            let mut exhausted = true;
+            for batch in batches.by_ref() {
+                for s in &batch.skipped {
+                    bar.println(format!("warning: skipped {s}"));
+                }
+                self.state.skipped += batch.skipped.len();
+                let lr = self.schedule.lr(self.state.step);
+                let (loss, contrastive, distillation) = self.step(&batch)?;
+                let ips = (2 * batch.len()) as f64 / t.elapsed().as_secs_f64();
+                t = Instant::now();
+                self.state.step += 1;
+                self.state.position = batch.position + 1;
+                let line = Metrics {
+                    step: self.state.step,
+                    epoch,
+                    lr,
+                    loss,
+                    contrastive: &contrastive,
+                    distillation: &distillation,
+                    images_per_s: ips,
+                    sub_widths_active: self.sub_widths_active(),
+                };
+                writeln!(
+                    metrics,
+                    "{}",
+                    serde_json::to_string(&line).expect("plain data")
+                )
+                .map_err(|e| Error::Io {
+                    path: metrics_path.clone(),
+                    source: e,
+                })?;
+                bar.set_message(format!(
+                    "epoch {epoch} loss {loss:.3} lr {lr:.4} {ips:.0} img/s"
+                ));
+                bar.set_position(self.state.step as u64);
+                if self.state.step.is_multiple_of(every) {
+                    self.save()?;
+                }
+                if self.state.step >= stop_at && self.state.position < spe {
+                    exhausted = false;
+                    break;
+                }
+            }
+            if exhausted {
+                self.state.epoch += 1;
+                self.state.position = 0;
+            }
+        }
+        bar.finish_and_clear();
+        self.save()
+    }
+}
