@@ -1,0 +1,273 @@
+//! Pretraining mechanics on a few real Fashion-MNIST images (skipped when the Debian
+//! package is absent): exact resume, slow start, the NaN stop, refusing a checkpoint of
+//! another architecture, and MoCo v2's queue.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use slim_core::{Backbone, ModelConfig};
+use slim_data::{Dataset, Split, Subset};
+use slim_train::optim::{OptimizerConfig, OptimizerKind};
+use slim_train::pretrain::{Framework, PretrainConfig, Trainer, checkpoint_path};
+use slim_train::{Error, checkpoint};
+use tch::Device;
+
+const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+
+fn data(n: usize) -> Option<Arc<dyn Dataset>> {
+    if !Path::new(FASHION).exists() {
+        eprintln!("skipped: {FASHION} is not installed (tools/setup.sh installs it)");
+        return None;
+    }
+    Some(Arc::new(Subset::new(
+        slim_data::open(Path::new(FASHION), Split::Train).unwrap(),
+        n,
+    )))
+}
+
+fn model(ds: &dyn Dataset, backbone: Backbone) -> ModelConfig {
+    let mut m = ModelConfig::new(
+        backbone,
+        1,
+        16,
+        ds.class_names().to_vec(),
+        vec![0.29],
+        vec![0.35],
+    );
+    m.widths = vec![1.0, 0.5];
+    m
+}
+
+fn config(framework: Framework) -> PretrainConfig {
+    PretrainConfig {
+        framework,
+        epochs: 4,
+        batch_size: 8,
+        lr: 0.05,
+        warmup_epochs: 1,
+        optimizer: OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            eta: 0.001,
+        },
+        temperature: 0.5,
+        slow_start_epoch: 2,
+        distill: true,
+        distill_t_student: 5.0,
+        distill_t_teacher: 5.0,
+        reweight: true,
+        smoothed: None,
+        head_hidden: 64,
+        head_out: 16,
+        moco_queue: 32,
+        moco_momentum: 0.9,
+        crop_scale: (0.2, 1.0),
+        seed: 5,
+        checkpoint_every: 3,
+    }
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let c = slim_core::checkpoint::load(path).unwrap();
+    c.tensors
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("reference."))
+        .map(|(n, t)| (n, t.data))
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
+    let Some(ds) = data(32) else { return };
+    tch::set_num_threads(1);
+    let m = model(ds.as_ref(), Backbone::Resnet20);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut straight = Trainer::new(
+        &m,
+        config(Framework::Simclr),
+        ds.clone(),
+        &a,
+        false,
+        Device::Cpu,
+        2,
+    )
+    .unwrap();
+    straight.run(None, false).unwrap();
+    assert_eq!(straight.state().step, 16, "4 epochs of 4 batches");
+    // Stop mid-epoch after 6 steps, then resume in a new trainer (as after a kill).
+    let mut first = Trainer::new(
+        &m,
+        config(Framework::Simclr),
+        ds.clone(),
+        &b,
+        false,
+        Device::Cpu,
+        1,
+    )
+    .unwrap();
+    first.run(Some(6), false).unwrap();
+    drop(first);
+    let mut resumed =
+        Trainer::new(&m, config(Framework::Simclr), ds, &b, true, Device::Cpu, 3).unwrap();
+    assert_eq!(
+        (
+            resumed.state().step,
+            resumed.state().epoch,
+            resumed.state().position
+        ),
+        (6, 1, 2)
+    );
+    resumed.run(None, false).unwrap();
+    let (wa, wb) = (weights(&checkpoint_path(&a)), weights(&checkpoint_path(&b)));
+    assert_eq!(wa.len(), wb.len());
+    for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        let d = ta
+            .iter()
+            .zip(tb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-5, "{na} differs by {d} after resume");
+    }
+    // A second start without --resume refuses to overwrite the run.
+    let m2 = model(
+        &*slim_data::open(Path::new(FASHION), Split::Train).unwrap(),
+        Backbone::Resnet20,
+    );
+    let err = Trainer::new(
+        &m2,
+        config(Framework::Simclr),
+        data(32).unwrap(),
+        &b,
+        false,
+        Device::Cpu,
+        1,
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("--resume"), "{err}");
+}
+
+#[test]
+fn sub_widths_join_only_at_the_slow_start_epoch() {
+    let Some(ds) = data(32) else { return };
+    let m = model(ds.as_ref(), Backbone::Resnet20);
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(
+        &m,
+        config(Framework::Simclr),
+        ds,
+        dir.path(),
+        false,
+        Device::Cpu,
+        2,
+    )
+    .unwrap();
+    let bn = "stem.bn.w500.running_mean";
+    t.run(Some(8), false).unwrap(); // epochs 0 and 1: full width only
+    let before = slim_core::checkpoint::load(&checkpoint_path(dir.path())).unwrap();
+    assert!(
+        before.tensor(bn).data.iter().all(|&v| v == 0.0),
+        "width 0.5 trained before the switch"
+    );
+    assert!(
+        before
+            .tensor("stem.bn.w1000.running_mean")
+            .data
+            .iter()
+            .any(|&v| v != 0.0)
+    );
+    t.run(Some(1), false).unwrap();
+    let after = slim_core::checkpoint::load(&checkpoint_path(dir.path())).unwrap();
+    assert!(
+        after.tensor(bn).data.iter().any(|&v| v != 0.0),
+        "width 0.5 did not join"
+    );
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 9);
+    assert!(
+        metrics
+            .lines()
+            .last()
+            .unwrap()
+            .contains("\"sub_widths_active\":true")
+    );
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let Some(ds) = data(32) else { return };
+    let m = model(ds.as_ref(), Backbone::Resnet20);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(Framework::Simclr);
+    c.lr = 1e30;
+    c.warmup_epochs = 0;
+    let mut t = Trainer::new(&m, c, ds, dir.path(), false, Device::Cpu, 2).unwrap();
+    let err = t.run(None, false).unwrap_err();
+    assert!(matches!(err, Error::NonFinite { .. }), "{err}");
+    assert!(err.to_string().contains("NaN"), "{err}");
+    // Whatever checkpoint exists loads and holds finite weights.
+    if checkpoint_path(dir.path()).exists() {
+        let (net, _vs, _) = checkpoint::load(&checkpoint_path(dir.path()), Device::Cpu).unwrap();
+        assert!(
+            net.named_tensors()
+                .iter()
+                .all(|(_, t)| t.isfinite().all().int64_value(&[]) == 1)
+        );
+    }
+}
+
+#[test]
+fn resuming_with_another_architecture_is_refused() {
+    let Some(ds) = data(32) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(
+        &model(ds.as_ref(), Backbone::Resnet20),
+        config(Framework::Simclr),
+        ds.clone(),
+        dir.path(),
+        false,
+        Device::Cpu,
+        2,
+    )
+    .unwrap();
+    t.run(Some(1), false).unwrap();
+    let other = model(ds.as_ref(), Backbone::MobilenetV2);
+    let err = Trainer::new(
+        &other,
+        config(Framework::Simclr),
+        ds,
+        dir.path(),
+        true,
+        Device::Cpu,
+        2,
+    )
+    .err()
+    .unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("checkpoint.safetensors")
+            && msg.contains("resnet20")
+            && msg.contains("mobilenet-v2"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn moco_v2_fills_its_queue_and_resumes_it() {
+    let Some(ds) = data(32) else { return };
+    let m = model(ds.as_ref(), Backbone::Resnet20);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(Framework::MocoV2);
+    c.slow_start_epoch = 0;
+    let mut t = Trainer::new(&m, c.clone(), ds.clone(), dir.path(), false, Device::Cpu, 2).unwrap();
+    t.run(Some(5), false).unwrap();
+    assert_eq!(t.state().queue_ptr, (5 * 8) % 32);
+    let saved = slim_core::checkpoint::load(&checkpoint_path(dir.path())).unwrap();
+    assert_eq!(saved.tensors["train.queue"].shape, vec![32, 16]);
+    assert!(saved.tensors.keys().any(|k| k.starts_with("train.key.")));
+    let resumed = Trainer::new(&m, c, ds, dir.path(), true, Device::Cpu, 2).unwrap();
+    assert_eq!(resumed.state().queue_ptr, 8);
+}
