@@ -71,36 +71,6 @@ impl Normalize {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalises_channel_major() {
-        let n = Normalize {
-            size: 1,
-            channels: 3,
-            mean: vec![0.0, 0.5, 1.0],
-            std: vec![1.0, 0.5, 0.25],
-        };
-        let mut out = Vec::new();
-        n.apply(Image::new(1, 1, 3, vec![255, 255, 0]), &mut out);
-        assert_eq!(out, vec![1.0, 1.0, -4.0]);
-    }
-
-    #[test]
-    fn resizes_shorter_side_and_crops_centre() {
-        // 4 x 8 image, left half 0, right half 200: the 2 x 2 centre crop of the 2 x 4
-        // resize straddles the edge.
-        let data = (0..4 * 8)
-            .map(|i| if i % 8 < 4 { 0 } else { 200 })
-            .collect();
-        let out = resize_center_crop(Image::new(4, 8, 1, data), 2);
-        assert_eq!((out.height, out.width), (2, 2));
-        assert!(out.data[0] < 100 && out.data[1] > 100, "{:?}", out.data);
-    }
-}
-
 /// Per-channel mean and standard deviation of pixels in [0, 1] over up to `n` images of
 /// `ds` (evenly spaced), after conversion to `channels` and resizing to `size`: the
 /// normalisation a model trained on `ds` should use. Undecodable images are passed over.
@@ -134,4 +104,60 @@ pub fn channel_stats(
         .map(|(q, &m)| ((q / count - (m as f64).powi(2)).max(1e-6)).sqrt() as f32)
         .collect();
     (mean, std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_channel_major() {
+        let n = Normalize {
+            size: 1,
+            channels: 3,
+            mean: vec![0.0, 0.5, 1.0],
+            std: vec![1.0, 0.5, 0.25],
+        };
+        let mut out = Vec::new();
+        n.apply(Image::new(1, 1, 3, vec![255, 255, 0]), &mut out);
+        assert_eq!(out, vec![1.0, 1.0, -4.0]);
+    }
+
+    #[test]
+    fn channel_stats_of_a_two_tone_dataset() {
+        struct Two;
+        impl crate::Dataset for Two {
+            fn len(&self) -> usize {
+                2
+            }
+            fn class_names(&self) -> &[String] {
+                &[]
+            }
+            fn label(&self, _: usize) -> usize {
+                0
+            }
+            fn image(&self, i: usize) -> Result<Image, crate::Error> {
+                Ok(Image::new(2, 2, 1, vec![if i == 0 { 0 } else { 255 }; 4]))
+            }
+            fn describe(&self) -> String {
+                "two".into()
+            }
+        }
+        let (mean, std) = channel_stats(&Two, 3, 2, 10);
+        assert_eq!(mean.len(), 3);
+        assert!(mean.iter().all(|&m| (m - 0.5).abs() < 1e-6), "{mean:?}");
+        assert!(std.iter().all(|&s| (s - 0.5).abs() < 1e-6), "{std:?}");
+    }
+
+    #[test]
+    fn resizes_shorter_side_and_crops_centre() {
+        // 4 x 8 image, left half 0, right half 200: the 2 x 2 centre crop of the 2 x 4
+        // resize straddles the edge.
+        let data = (0..4 * 8)
+            .map(|i| if i % 8 < 4 { 0 } else { 200 })
+            .collect();
+        let out = resize_center_crop(Image::new(4, 8, 1, data), 2);
+        assert_eq!((out.height, out.width), (2, 2));
+        assert!(out.data[0] < 100 && out.data[1] > 100, "{:?}", out.data);
+    }
 }
