@@ -38,6 +38,9 @@ pub enum Command {
     /// Train the switchable linear probe on frozen features and write it into the
     /// checkpoint, so that slim-export puts it into each width's graph.
     Linear(LinearArgs),
+    /// Benchmark: images/s of one slimmable training step (every width) against one
+    /// full-width-only step on the same random batch, with the ideal (MACs) ratio.
+    BenchStep(crate::bench::BenchStepArgs),
 }
 
 /// A checkpoint and the labelled data to evaluate it on (train split for the kNN memory
@@ -561,5 +564,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pretrain(a) => pretrain(&a),
         Command::Knn(a) => knn(&a),
         Command::Linear(a) => linear(&a),
+        Command::BenchStep(a) => crate::bench::run(&a),
     }
 }

@@ -6,6 +6,7 @@
 //! - [`checkpoint`]: saving a [`SlimNet`] as a slim-core checkpoint with reference
 //!   outputs, and loading one back into a fresh var store.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 mod error;

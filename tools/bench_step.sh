@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Speed of one SlimCLR training step: `slim-train bench-step` (ours, tch) against the
+# PyTorch eager reference tools/bench_step_torch.py (same torch 2.11.0), run alternately
+# (ours, reference, ours, reference, ...) with the same arguments, then a summary:
+# slimmable and full-width-only images/s, their time ratio (ideal: the MACs ratio, 1.882
+# for ResNet-20 at widths 1/0.75/0.5/0.25) and ours / reference.
+#
+#   tools/bench_step.sh [--backbone resnet20] [--image-size 32] [--channels 3] [--batch 64]
+#                       [--warmup 2] [--steps 5] [--threads NPROC] [--rounds 2]
+#                       [--device cpu] [--out DIR]
+#
+# A benchmark, not a test: it asserts nothing about time. --out keeps every run's JSON.
+#
+# The project venv holds the torch wheel without its CUDA libraries (tch links only
+# libtorch_cpu), which is enough for libtorch but not for `import torch`. When
+# $SLIM_PYTHON cannot import torch, the libraries and Python modules the import needs
+# (torch's own pinned requirements, less triton) are installed once with pip into the
+# ignored folder .deps/bench-torch (about 2.5 GB) and put on PYTHONPATH / LD_LIBRARY_PATH
+# for the reference only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f .deps/env.sh ] || tools/setup.sh
+# shellcheck source=/dev/null
+source .deps/env.sh
+
+backbone=resnet20 image_size=32 channels=3 batch=64 warmup=2 steps=5
+threads=$(nproc) rounds=2 device=cpu out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --backbone) backbone=$2 ;;
+    --image-size) image_size=$2 ;;
+    --channels) channels=$2 ;;
+    --batch) batch=$2 ;;
+    --warmup) warmup=$2 ;;
+    --steps) steps=$2 ;;
+    --threads) threads=$2 ;;
+    --rounds) rounds=$2 ;;
+    --device) device=$2 ;;
+    --out) out=$2 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) echo "bench_step.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift 2
+done
+
+echo "== cargo build --release -p slim-train" >&2
+cargo build --release -p slim-train >&2
+ours="${CARGO_TARGET_DIR:-target}/release/slim-train"
+
+# The reference covers the CIFAR ResNets only.
+case "$backbone" in
+  resnet20 | resnet18-cifar) with_ref=1 ;;
+  *) with_ref=0; echo "bench_step.sh: no reference for $backbone; timing ours only" >&2 ;;
+esac
+
+ref_env=()
+if [ "$with_ref" = 1 ] && ! "$SLIM_PYTHON" -c 'import torch' 2>/dev/null; then
+  extra="$PWD/.deps/bench-torch"
+  ref_path() {
+    local libs
+    libs=$(find "$extra/nvidia" -mindepth 2 -maxdepth 2 -type d -name lib 2>/dev/null | sort | paste -sd: - || true)
+    ref_env=(env "PYTHONPATH=$extra" "LD_LIBRARY_PATH=$libs:$LD_LIBRARY_PATH")
+  }
+  ref_path
+  if ! "${ref_env[@]}" "$SLIM_PYTHON" -c 'import torch' 2>/dev/null; then
+    echo "== installing what \`import torch\` needs into .deps/bench-torch (once)" >&2
+    # torch's own pinned requirements (Linux, no extras), less triton (torch.compile only)
+    # and what the venv already has.
+    mapfile -t reqs < <("$SLIM_PYTHON" - <<'EOF'
+import importlib.metadata as md
+for r in md.requires("torch") or []:
+    spec, _, marker = r.partition(";")
+    name = spec.split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip().lower()
+    if "extra ==" in marker or name in ("triton", "setuptools", "typing-extensions", "cuda-bindings"):
+        continue
+    print(spec.strip().replace(" ", ""))
+EOF
+)
+    # (pip's complaints that torch's other requirements are not in --target are noise.)
+    "$SLIM_PYTHON" -m pip install --quiet --disable-pip-version-check --target "$extra" "${reqs[@]}" 2>&1 |
+      grep -v "requires\|dependency" >&2 || true
+    ref_path
+    "${ref_env[@]}" "$SLIM_PYTHON" -c 'import torch' || { echo "bench_step.sh: torch still does not import" >&2; exit 1; }
+  fi
+fi
+
+dir=${out:-$(mktemp -d)}
+mkdir -p "$dir"
+common=(--backbone "$backbone" --image-size "$image_size" --channels "$channels" --batch "$batch"
+  --warmup "$warmup" --steps "$steps" --threads "$threads" --device "$device")
+for r in $(seq 1 "$rounds"); do
+  echo "== round $r: ours" >&2
+  "$ours" bench-step "${common[@]}" --json "$dir/ours-$r.json"
+  if [ "$with_ref" = 1 ]; then
+    echo "== round $r: reference" >&2
+    "${ref_env[@]}" "$SLIM_PYTHON" tools/bench_step_torch.py "${common[@]}" --json "$dir/ref-$r.json" | sed '$d'
+  fi
+done
+
+"$SLIM_PYTHON" - "$dir" "$rounds" <<'EOF'
+import json, sys, os, platform, datetime
+d, rounds = sys.argv[1], int(sys.argv[2])
+def load(kind):
+    return [json.load(open(f"{d}/{kind}-{r}.json")) for r in range(1, rounds + 1) if os.path.exists(f"{d}/{kind}-{r}.json")]
+ours, ref = load("ours"), load("ref")
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+o = ours[0]
+print()
+print(f"== summary {datetime.date.today()}: {o['backbone']} {o['channels']}x{o['image_size']}x{o['image_size']}, "
+      f"batch {o['batch']} x 2 views, widths {o['widths']}, {o['device']}, {o['threads']} threads, "
+      f"{o['steps']} timed steps per round; {cpu}, {os.cpu_count()} cores")
+print(f"{'run':<22} {'slimmable img/s':>16} {'full img/s':>11} {'ratio':>7}")
+rows = []
+for r in range(rounds):
+    for name, runs in (("ours", ours), ("reference", ref)):
+        if r < len(runs):
+            x = runs[r]
+            print(f"{name + ' round ' + str(r + 1):<22} {x['slimmable']['images_per_s']:>16.1f} {x['full']['images_per_s']:>11.1f} {x['ratio']:>7.3f}")
+def mean(runs, key):
+    return sum(x[key]["images_per_s"] for x in runs) / len(runs)
+agg = {}
+for name, runs in (("ours", ours), ("reference", ref)):
+    if runs:
+        s, f = mean(runs, "slimmable"), mean(runs, "full")
+        agg[name] = (s, f)
+        print(f"{name + ' (mean)':<22} {s:>16.1f} {f:>11.1f} {f / s:>7.3f}")
+print(f"{'ideal ratio (MACs)':<22} {'':>16} {'':>11} {o['macs_ratio']:>7.3f}")
+if "reference" in agg:
+    (os_, of), (rs, rf) = agg["ours"], agg["reference"]
+    print(f"{'ours / reference':<22} {os_ / rs:>16.3f} {of / rf:>11.3f}   (images/s; > 1: ours faster)")
+EOF
+[ -n "$out" ] || rm -rf "$dir"
