@@ -140,7 +140,9 @@ fn head_of(net: &SlimNet, vs: &nn::Path, c: &PretrainConfig) -> SlimHead {
 impl Trainer {
     /// A new run, or (with `resume`) the run whose checkpoint is in `out`. A resumed run
     /// keeps its stored [`PretrainConfig`]; a checkpoint of another architecture is
-    /// refused.
+    /// refused. Initialisation draws from libtorch's process-wide generator, seeded here
+    /// with the config's seed: runs are reproducible when no other thread draws from it
+    /// meanwhile.
     pub fn new(
         model: &slim_core::ModelConfig,
         config: PretrainConfig,

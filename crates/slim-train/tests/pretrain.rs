@@ -14,6 +14,14 @@ use tch::Device;
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
+/// The trainer seeds libtorch's process-wide generator (model initialisation, MoCo's
+/// queue), so tests in this binary run one at a time to stay reproducible.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn data(n: usize) -> Option<Arc<dyn Dataset>> {
     if !Path::new(FASHION).exists() {
         eprintln!("skipped: {FASHION} is not installed (tools/setup.sh installs it)");
@@ -79,6 +87,7 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
+    let _serial = serial();
     let Some(ds) = data(32) else { return };
     tch::set_num_threads(1);
     let m = model(ds.as_ref(), Backbone::Resnet20);
@@ -152,6 +161,7 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
 
 #[test]
 fn sub_widths_join_only_at_the_slow_start_epoch() {
+    let _serial = serial();
     let Some(ds) = data(32) else { return };
     let m = model(ds.as_ref(), Backbone::Resnet20);
     let dir = tempfile::tempdir().unwrap();
@@ -198,6 +208,7 @@ fn sub_widths_join_only_at_the_slow_start_epoch() {
 
 #[test]
 fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let _serial = serial();
     let Some(ds) = data(32) else { return };
     let m = model(ds.as_ref(), Backbone::Resnet20);
     let dir = tempfile::tempdir().unwrap();
@@ -221,6 +232,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn resuming_with_another_architecture_is_refused() {
+    let _serial = serial();
     let Some(ds) = data(32) else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut t = Trainer::new(
@@ -257,6 +269,7 @@ fn resuming_with_another_architecture_is_refused() {
 
 #[test]
 fn moco_v2_fills_its_queue_and_resumes_it() {
+    let _serial = serial();
     let Some(ds) = data(32) else { return };
     let m = model(ds.as_ref(), Backbone::Resnet20);
     let dir = tempfile::tempdir().unwrap();
