@@ -6,7 +6,8 @@
 //! - [`cost`]: MACs and parameters per width;
 //! - [`config`]: the model config stored in checkpoints;
 //! - [`checkpoint`]: safetensors checkpoints, written atomically;
-//! - [`manifest`]: the exported model folder's manifest.
+//! - [`manifest`]: the exported model folder's manifest;
+//! - [`rng`]: a small seedable generator that is the same everywhere.
 
 pub mod arch;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ mod error;
 pub mod fsutil;
 pub mod init;
 pub mod manifest;
+pub mod rng;
 pub mod width;
 
 pub use arch::{Activation, Backbone, ConvBn, Layer, Network};

@@ -22,6 +22,7 @@ pub mod loader;
 pub mod transform;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use decode::{Image, decode};
 pub use error::Error;
@@ -98,18 +99,30 @@ pub fn open(path: &Path, split: Split) -> Result<Box<dyn Dataset>, Error> {
     Ok(ds)
 }
 
-/// The first `n` of an evenly spaced selection over `inner` (all of it when `n >= len`):
-/// a quick, class-balanced-enough subset of a sorted or shuffled dataset.
+/// `n` evenly spaced indices of `0..len`: `i * len / n` for `i` in `0..n` (all of `0..len`
+/// when `n >= len`). Deterministic, and for datasets stored class by class (ImageFolder,
+/// sorted IDX) it keeps the classes' proportions.
+pub fn evenly_spaced(len: usize, n: usize) -> Vec<usize> {
+    if n >= len {
+        return (0..len).collect();
+    }
+    (0..n).map(|i| i * len / n).collect()
+}
+
+/// Some of a dataset's samples, by index.
 pub struct Subset {
-    inner: Box<dyn Dataset>,
+    inner: Arc<dyn Dataset>,
     indices: Vec<usize>,
 }
 
 impl Subset {
-    pub fn new(inner: Box<dyn Dataset>, n: usize) -> Subset {
-        let len = inner.len();
-        let n = n.min(len);
-        let indices = (0..n).map(|k| k * len / n.max(1)).collect();
+    pub fn new(inner: Arc<dyn Dataset>, indices: Vec<usize>) -> Subset {
+        Subset { inner, indices }
+    }
+
+    /// `n` evenly spaced samples ([`evenly_spaced`]).
+    pub fn evenly(inner: Arc<dyn Dataset>, n: usize) -> Subset {
+        let indices = evenly_spaced(inner.len(), n);
         Subset { inner, indices }
     }
 }
@@ -129,5 +142,15 @@ impl Dataset for Subset {
     }
     fn describe(&self) -> String {
         format!("{} images of {}", self.len(), self.inner.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn evenly_spaced_indices() {
+        assert_eq!(super::evenly_spaced(10, 3), [0, 3, 6]);
+        assert_eq!(super::evenly_spaced(4, 9), [0, 1, 2, 3]);
+        assert_eq!(super::evenly_spaced(5, 0), Vec::<usize>::new());
     }
 }

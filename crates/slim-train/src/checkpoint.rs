@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use slim_core::rng::SplitMix64;
 use slim_core::{Checkpoint, ModelConfig, width};
 use tch::{Device, Kind, Tensor, nn};
 
@@ -46,29 +47,6 @@ pub fn reference_image(config: &ModelConfig) -> slim_core::Tensor {
     let mut rng = SplitMix64(REFERENCE_SEED);
     let data = (0..shape.iter().product()).map(|_| rng.normal()).collect();
     slim_core::Tensor::new(shape, data)
-}
-
-/// SplitMix64 with Box-Muller: small, seedable, the same everywhere.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1), never 0 (for the logarithm).
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f32 {
-        let (u, v) = (self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
 }
 
 /// Writes `net` to `path` atomically as a slim-core checkpoint: every model tensor, the

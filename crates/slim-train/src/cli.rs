@@ -114,7 +114,7 @@ impl DataArgs {
     pub fn open(&self, split: Split) -> Result<Arc<dyn Dataset>> {
         let ds = slim_data::open(&self.data, split)?;
         Ok(match self.limit {
-            Some(n) => Arc::new(Subset::new(ds, n)),
+            Some(n) => Arc::new(Subset::evenly(Arc::from(ds), n)),
             None => Arc::from(ds),
         })
     }

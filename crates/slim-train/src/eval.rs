@@ -20,11 +20,12 @@ use indicatif::ProgressBar;
 use slim_core::width;
 use slim_data::loader::{Loader, LoaderConfig};
 use slim_data::transform::Normalize;
-use slim_data::{Dataset, Image};
+use slim_data::{Dataset, Subset};
 use tch::{Device, Kind, Tensor};
 
 use crate::loss::{l2_normalize, soft_cross_entropy};
 use crate::{Error, SlimNet};
+use slim_core::rng::SplitMix64;
 
 /// The kNN monitor's neighbour count (Wu et al. 2018; MoCo / SimCLR reproductions).
 pub const DEFAULT_KNN_K: usize = 200;
@@ -67,52 +68,13 @@ impl FeatureSet {
     }
 }
 
-/// `n` evenly spaced indices of `0..len`: `i * len / n` for `i` in `0..n` (all of `0..len`
-/// when `n >= len`). Deterministic, and for datasets stored class by class (ImageFolder)
-/// it keeps the classes' proportions.
-pub fn evenly_spaced(len: usize, n: usize) -> Vec<usize> {
-    if n >= len {
-        return (0..len).collect();
-    }
-    (0..n).map(|i| i * len / n).collect()
-}
-
-/// A view of some of a dataset's samples.
-struct Subset {
-    inner: Arc<dyn Dataset>,
-    indices: Vec<usize>,
-}
-
-impl Dataset for Subset {
-    fn len(&self) -> usize {
-        self.indices.len()
-    }
-    fn class_names(&self) -> &[String] {
-        self.inner.class_names()
-    }
-    fn label(&self, i: usize) -> usize {
-        self.inner.label(self.indices[i])
-    }
-    fn image(&self, i: usize) -> Result<Image, slim_data::Error> {
-        self.inner.image(self.indices[i])
-    }
-    fn describe(&self) -> String {
-        format!(
-            "{} (an evenly spaced {} of {})",
-            self.inner.describe(),
-            self.indices.len(),
-            self.inner.len()
-        )
-    }
-}
-
 /// Embeds `dataset` at each of `widths` (model widths, in any order) in one eval-mode
 /// pass: every batch is decoded once ([`Normalize::apply`]: resize, centre crop,
 /// normalise; no augmentation, in dataset order) on `workers` threads, moved to
 /// `net.device()`, and run through `net.forward(x, w, false)` under no-grad for every
 /// width.
 ///
-/// `limit = Some(n)` embeds only [`evenly_spaced`]`(len, n)` samples. Samples that fail
+/// `limit = Some(n)` embeds only [`slim_data::evenly_spaced`]`(len, n)` samples. Samples that fail
 /// to decode are left out and listed in [`FeatureSet::skipped`], not fatal. `progress`,
 /// if given, is set to the number of samples and advanced per batch.
 #[allow(clippy::too_many_arguments)]
@@ -146,13 +108,7 @@ pub fn extract_features(
         )));
     }
     let dataset: Arc<dyn Dataset> = match limit {
-        Some(n) if n < dataset.len() => {
-            let indices = evenly_spaced(dataset.len(), n);
-            Arc::new(Subset {
-                inner: dataset,
-                indices,
-            })
-        }
+        Some(n) if n < dataset.len() => Arc::new(Subset::evenly(dataset, n)),
         _ => dataset,
     };
     let total = dataset.len();
@@ -609,39 +565,6 @@ pub fn probe_accuracy(net: &SlimNet, test: &FeatureSet, width_index: usize) -> (
     (top1 as f64 / n as f64, topk as f64 / n as f64)
 }
 
-/// SplitMix64 with Box-Muller: the probe's own seeded generator.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1), never 0.
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f32 {
-        let (u, v) = (self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-
-    /// A uniformly random permutation of `0..n` (Fisher-Yates).
-    fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut out: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            out.swap(i, j);
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,22 +580,5 @@ mod tests {
             assert!(all.equal(&blocked), "{rows} rows per block");
         }
         assert_eq!(all.size(), [23]);
-    }
-
-    #[test]
-    fn evenly_spaced_indices() {
-        assert_eq!(evenly_spaced(10, 3), [0, 3, 6]);
-        assert_eq!(evenly_spaced(4, 9), [0, 1, 2, 3]);
-        assert_eq!(evenly_spaced(5, 0), Vec::<usize>::new());
-    }
-
-    #[test]
-    fn permutations_are_seeded() {
-        let p = SplitMix64(3).permutation(50);
-        let mut sorted = p.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
-        assert_eq!(p, SplitMix64(3).permutation(50));
-        assert_ne!(p, SplitMix64(4).permutation(50));
     }
 }

@@ -12,7 +12,7 @@ use slim_data::transform::Normalize;
 use slim_data::{Dataset, Image, Split};
 use slim_train::SlimNet;
 use slim_train::eval::{
-    self, DEFAULT_KNN_K, DEFAULT_KNN_TEMPERATURE, FeatureSet, LinearConfig, extract_features,
+    DEFAULT_KNN_K, DEFAULT_KNN_TEMPERATURE, FeatureSet, LinearConfig, extract_features,
     knn_accuracy, knn_predict, probe_accuracy, probe_loss, train_probe,
 };
 use tch::{Device, Kind, Tensor, nn};
@@ -426,7 +426,7 @@ fn extraction_skips_corrupt_images_and_limits_evenly() {
         None,
     )
     .unwrap();
-    assert_eq!(eval::evenly_spaced(10, 4), [0, 2, 5, 7]);
+    assert_eq!(slim_data::evenly_spaced(10, 4), [0, 2, 5, 7]);
     assert_eq!(Vec::<i64>::try_from(&limited.labels).unwrap(), [0, 2, 2, 1]);
     let full =
         extract_features(&net, tiny(10, &[]), &normalize(), &[1.0], 10, None, 1, None).unwrap();

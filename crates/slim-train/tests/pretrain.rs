@@ -27,8 +27,8 @@ fn data(n: usize) -> Option<Arc<dyn Dataset>> {
         eprintln!("skipped: {FASHION} is not installed (tools/setup.sh installs it)");
         return None;
     }
-    Some(Arc::new(Subset::new(
-        slim_data::open(Path::new(FASHION), Split::Train).unwrap(),
+    Some(Arc::new(Subset::evenly(
+        Arc::from(slim_data::open(Path::new(FASHION), Split::Train).unwrap()),
         n,
     )))
 }
