@@ -1,0 +1,220 @@
+//! slim-runtime on the real model in models/fashion-mnist-resnet20: lazy loading,
+//! concurrent use, and every bad input refused with an error naming the file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prost::Message;
+use slim_runtime::{Backend, Error, SlimModel};
+use tract_onnx::pb::{ModelProto, StringStringEntryProto, tensor_proto::DataLocation};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
+}
+
+/// A copy of the fixture model folder that a test may damage.
+fn copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("model");
+    copy_dir(&fixture(), &dst);
+    (dir, dst)
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        let to = dst.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &to);
+        } else {
+            std::fs::copy(&p, &to).unwrap();
+        }
+    }
+}
+
+fn ramp(model: &SlimModel, batch: usize) -> Vec<f32> {
+    let n = batch * model.input_chw().iter().product::<usize>();
+    (0..n).map(|i| ((i % 97) as f32 / 48.0) - 1.0).collect()
+}
+
+#[test]
+fn widths_load_lazily_once_and_serve_many_threads() {
+    let model = Arc::new(SlimModel::open(&fixture(), Backend::Tract).unwrap());
+    assert_eq!(model.widths(), [1.0, 0.75, 0.5, 0.25]);
+    assert!(!model.is_loaded(0.5));
+    let input = Arc::new(ramp(&model, 2));
+    let first = model.run(0.5, &input, 2).unwrap();
+    assert!(model.is_loaded(0.5) && !model.is_loaded(1.0));
+    let engine = model.engine(0.5).unwrap() as *const _ as *const u8;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (m, x) = (model.clone(), input.clone());
+            std::thread::spawn(move || m.run(0.5, &x, 2).unwrap())
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(
+            t.join().unwrap(),
+            first,
+            "same input, same output on every thread"
+        );
+    }
+    let again = model.engine(0.5).unwrap() as *const _ as *const u8;
+    assert_eq!(engine, again, "switching back to a loaded width reuses it");
+    assert_eq!(first.logits.len(), 2 * 10);
+    assert_eq!(
+        first.embedding.len(),
+        2 * model.entry(0.5).unwrap().embedding_dim
+    );
+}
+
+#[test]
+fn unknown_widths_and_wrong_input_sizes_are_errors() {
+    let model = SlimModel::open(&fixture(), Backend::Tract).unwrap();
+    let err = model.run(0.3, &ramp(&model, 1), 1).unwrap_err();
+    assert!(matches!(err, Error::NoSuchWidth { .. }), "{err}");
+    assert!(err.to_string().contains("0.3"), "{err}");
+    let err = model.run(1.0, &[0.0; 10], 1).unwrap_err();
+    assert!(matches!(err, Error::InputSize { .. }), "{err}");
+}
+
+#[test]
+fn a_missing_manifest_or_graph_names_the_file() {
+    let (_d, dir) = copy();
+    std::fs::remove_file(dir.join("width-w500/model.onnx")).unwrap();
+    let err = SlimModel::open(&dir, Backend::Tract)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("width-w500/model.onnx") && err.contains("missing"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("manifest.json")).unwrap();
+    let err = SlimModel::open(&dir, Backend::Tract)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("manifest.json"), "{err}");
+}
+
+#[test]
+fn a_truncated_graph_is_refused_naming_the_file() {
+    let (_d, dir) = copy();
+    let p = dir.join("width-w250/model.onnx");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
+    let model = SlimModel::open(&dir, Backend::Tract).unwrap();
+    let err = model
+        .run(0.25, &ramp(&model, 1), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("width-w250/model.onnx"), "{err}");
+    // The other widths still work.
+    model.run(1.0, &ramp(&model, 1), 1).unwrap();
+}
+
+fn rewrite(path: &Path, edit: impl FnOnce(&mut ModelProto)) {
+    let mut proto = ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+    edit(&mut proto);
+    std::fs::write(path, proto.encode_to_vec()).unwrap();
+}
+
+#[test]
+fn metadata_that_disagrees_with_the_manifest_is_refused() {
+    let (_d, dir) = copy();
+    let p = dir.join("width-w750/model.onnx");
+    rewrite(&p, |m| {
+        for prop in &mut m.metadata_props {
+            if prop.key == "macs" {
+                prop.value = "12345".into();
+            }
+        }
+    });
+    let model = SlimModel::open(&dir, Backend::Tract).unwrap();
+    let err = model
+        .run(0.75, &ramp(&model, 1), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("width-w750/model.onnx") && err.contains("macs") && err.contains("disagrees"),
+        "{err}"
+    );
+}
+
+#[test]
+fn external_data_outside_the_model_folder_is_refused() {
+    let (_d, dir) = copy();
+    let p = dir.join("width-w1000/model.onnx");
+    rewrite(&p, |m| {
+        let t = &mut m.graph.as_mut().unwrap().initializer[0];
+        t.data_location = Some(DataLocation::External as i32);
+        t.external_data = vec![StringStringEntryProto {
+            key: "location".into(),
+            value: "../../../etc/passwd".into(),
+        }];
+    });
+    let model = SlimModel::open(&dir, Backend::Tract).unwrap();
+    let err = model.run(1.0, &ramp(&model, 1), 1).unwrap_err().to_string();
+    assert!(
+        err.contains("outside the model folder") && err.contains("etc/passwd"),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "ort")]
+#[test]
+fn tract_and_onnx_runtime_agree_on_the_trained_model() {
+    let ort = Backend::Ort {
+        provider: slim_runtime::Provider::Cpu,
+        fallback: false,
+    };
+    let (a, b) = (
+        SlimModel::open(&fixture(), Backend::Tract).unwrap(),
+        SlimModel::open(&fixture(), ort).unwrap(),
+    );
+    let x = ramp(&a, 4);
+    for w in a.widths() {
+        let (oa, ob) = (a.run(w, &x, 4).unwrap(), b.run(w, &x, 4).unwrap());
+        let d = oa
+            .logits
+            .iter()
+            .zip(&ob.logits)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-4, "width {w}: {d}");
+    }
+    assert_eq!(b.engine(1.0).unwrap().provider(), "ort/CPU");
+}
+
+/// The onnxruntime wheel that tools/setup.sh installs is CPU-only, so CUDA cannot
+/// register: an error unless fallback was asked for, and then the fallback is reported.
+#[cfg(feature = "ort-cuda")]
+#[test]
+fn a_provider_that_fails_to_register_is_an_error_or_a_reported_fallback() {
+    use slim_runtime::Provider;
+    let strict = SlimModel::open(
+        &fixture(),
+        Backend::Ort {
+            provider: Provider::Cuda,
+            fallback: false,
+        },
+    )
+    .unwrap();
+    let err = strict.engine(1.0).err().unwrap().to_string();
+    assert!(err.contains("CUDA") && err.contains("register"), "{err}");
+    let lenient = SlimModel::open(
+        &fixture(),
+        Backend::Ort {
+            provider: Provider::Cuda,
+            fallback: true,
+        },
+    )
+    .unwrap();
+    let used = lenient.engine(1.0).unwrap().provider().to_string();
+    assert!(
+        used.contains("CPU") && used.contains("fallback") && used.contains("CUDA"),
+        "{used}"
+    );
+}
