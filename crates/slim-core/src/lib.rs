@@ -3,10 +3,11 @@
 //!
 //! - [`width`]: widths and the first-k channel rule;
 //! - [`arch`]: width-independent architecture descriptions of every backbone;
-//! - [`cost`]: MACs and parameters per width;
+//! - [`cost`](mod@cost): MACs and parameters per width;
 //! - [`config`]: the model config stored in checkpoints;
 //! - [`checkpoint`]: safetensors checkpoints, written atomically;
 //! - [`manifest`]: the exported model folder's manifest;
+//! - [`metadata`]: the metadata keys of every exported graph;
 //! - [`rng`]: a small seedable generator that is the same everywhere.
 
 pub mod arch;
@@ -17,6 +18,7 @@ mod error;
 pub mod fsutil;
 pub mod init;
 pub mod manifest;
+pub mod metadata;
 pub mod rng;
 pub mod width;
 

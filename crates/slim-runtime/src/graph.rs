@@ -7,6 +7,7 @@ use std::path::{Component, Path};
 
 use prost::Message;
 use slim_core::WidthEntry;
+use slim_core::metadata as meta;
 use tract_onnx::pb::{ModelProto, TensorProto, tensor_proto::DataLocation};
 
 use crate::Error;
@@ -107,26 +108,26 @@ impl Graph {
                 format!("metadata {key} = {graph} disagrees with the manifest ({manifest})"),
             )
         };
-        let width: f64 = get("width")?
+        let width: f64 = get(meta::WIDTH)?
             .parse()
             .map_err(|_| Error::graph(path, "metadata width is not a number"))?;
         if slim_core::width::tag(width) != slim_core::width::tag(entry.width) {
             return Err(disagree(
-                "width",
+                meta::WIDTH,
                 &width.to_string(),
                 entry.width.to_string(),
             ));
         }
-        for (key, want) in [("macs", entry.macs), ("params", entry.params)] {
+        for (key, want) in [(meta::MACS, entry.macs), (meta::PARAMS, entry.params)] {
             let got = get(key)?;
             if got.parse::<u64>().ok() != Some(want) {
                 return Err(disagree(key, got, want.to_string()));
             }
         }
-        let sha = get("checkpoint_sha256")?;
+        let sha = get(meta::CHECKPOINT_SHA256)?;
         if sha != checkpoint_sha256 {
             return Err(disagree(
-                "checkpoint_sha256",
+                meta::CHECKPOINT_SHA256,
                 sha,
                 checkpoint_sha256.to_string(),
             ));

@@ -16,7 +16,7 @@
 //! change of machine load hits both alike), each timed with [`Instant`]. Reported per
 //! kind: median, min and max seconds per step and images/s (`2 views × batch / median`);
 //! then the time ratio slimmable / full, whose ideal is the MACs ratio
-//! `Σ_w cost(w) / cost(1.0)` of the backbone ([`slim_core::cost`]): 1.875 for convs
+//! `Σ_w cost(w) / cost(1.0)` of the backbone ([`slim_core::cost()`]): 1.875 for convs
 //! whose cost scales with `w²`, a little more for ResNet-20 (1.882 at 32 px), whose stem
 //! costs `w` times its full cost since the image channels are never sliced.
 //!
