@@ -3,7 +3,8 @@
 //! - [`model`]: open a folder that `slim-export` wrote, load widths lazily, run them;
 //! - [`engine`]: the tract engine and, with the `ort` feature, ONNX Runtime
 //!   ([`ort_engine`]) with CPU, CUDA or TensorRT execution providers;
-//! - [`graph`]: reading a graph safely and checking its metadata against the manifest.
+//! - [`graph`]: reading a graph safely and checking its metadata against the manifest;
+//! - [`select`](mod@select): the most accurate width within a compute budget.
 
 pub mod engine;
 mod error;
@@ -11,7 +12,9 @@ pub mod graph;
 pub mod model;
 #[cfg(feature = "ort")]
 pub mod ort_engine;
+pub mod select;
 
 pub use engine::{Backend, Engine, Outputs, Provider};
 pub use error::Error;
 pub use model::SlimModel;
+pub use select::{Budget, NoFit, Selection, select};

@@ -1,0 +1,241 @@
+//! Choosing a width from a compute budget: the most accurate width whose MACs, parameters,
+//! measured latency and accuracy all fit, or an error naming the nearest width and by how
+//! much it misses. Accuracy and latency are the measured figures in the manifest; without
+//! measured accuracy, wider counts as more accurate.
+
+use slim_core::manifest::{Manifest, WidthEntry};
+
+/// Limits a width must meet; `None` means no limit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Budget {
+    pub max_macs: Option<u64>,
+    pub max_params: Option<u64>,
+    /// Upper bound on the measured p50 latency, in ms, at `latency_batch`.
+    pub max_latency_ms: Option<f64>,
+    pub latency_batch: usize,
+    /// Lower bound on the measured top-1 accuracy, in [0, 1].
+    pub min_top1: Option<f64>,
+}
+
+/// The chosen width and why it was chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    pub width: f64,
+    pub reason: String,
+}
+
+/// No width meets the budget.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("no width fits the budget: the nearest, width {nearest}, misses it: {misses}")]
+pub struct NoFit {
+    pub nearest: f64,
+    pub misses: String,
+}
+
+/// How far `e` is from `budget`: a list of misses (empty when it fits) and their summed
+/// relative size, which ranks the near misses.
+fn misses(e: &WidthEntry, budget: &Budget) -> (Vec<String>, f64) {
+    let mut out = Vec::new();
+    let mut size = 0.0;
+    let mut over = |what: &str, got: f64, limit: f64, unit: &str| {
+        out.push(format!(
+            "{what} {got:.4}{unit} over the limit {limit:.4}{unit} by {:.1}%",
+            100.0 * (got / limit - 1.0)
+        ));
+        size += got / limit - 1.0;
+    };
+    if let Some(m) = budget.max_macs.filter(|&m| e.macs > m) {
+        over("MACs", e.macs as f64 / 1e6, m as f64 / 1e6, "M");
+    }
+    if let Some(p) = budget.max_params.filter(|&p| e.params > p) {
+        over("params", e.params as f64 / 1e6, p as f64 / 1e6, "M");
+    }
+    if let Some(limit) = budget.max_latency_ms {
+        match e
+            .latency
+            .iter()
+            .find(|l| l.batch == budget.latency_batch.max(1))
+        {
+            Some(l) if l.p50_ms > limit => over("p50 latency", l.p50_ms, limit, " ms"),
+            Some(_) => {}
+            None => {
+                out.push(format!(
+                    "no latency measured at batch {} (run slim-bench with --update-manifest)",
+                    budget.latency_batch.max(1)
+                ));
+                size += 1.0;
+            }
+        }
+    }
+    if let Some(min) = budget.min_top1 {
+        match &e.accuracy {
+            Some(a) if a.top1 < min => {
+                out.push(format!(
+                    "top-1 {:.2}% under the minimum {:.2}%",
+                    a.top1 * 100.0,
+                    min * 100.0
+                ));
+                size += min / a.top1.max(1e-9) - 1.0;
+            }
+            Some(_) => {}
+            None => {
+                out.push("no accuracy measured in the manifest".into());
+                size += 1.0;
+            }
+        }
+    }
+    (out, size)
+}
+
+/// The most accurate width of `manifest` within `budget`.
+pub fn select(manifest: &Manifest, budget: &Budget) -> Result<Selection, NoFit> {
+    let accuracy = |e: &WidthEntry| e.accuracy.as_ref().map_or(e.width, |a| a.top1);
+    let fitting = manifest
+        .widths
+        .iter()
+        .filter(|e| misses(e, budget).0.is_empty())
+        .max_by(|a, b| {
+            accuracy(a)
+                .total_cmp(&accuracy(b))
+                .then(a.width.total_cmp(&b.width))
+        });
+    if let Some(e) = fitting {
+        let acc = e
+            .accuracy
+            .as_ref()
+            .map_or("accuracy not measured: widest that fits".to_string(), |a| {
+                format!("top-1 {:.2}%", a.top1 * 100.0)
+            });
+        return Ok(Selection {
+            width: e.width,
+            reason: format!(
+                "{:.2} MMACs, {} params, {acc}; the most accurate width within the budget",
+                e.macs as f64 / 1e6,
+                e.params
+            ),
+        });
+    }
+    let (e, (m, _)) = manifest
+        .widths
+        .iter()
+        .map(|e| (e, misses(e, budget)))
+        .min_by(|a, b| a.1.1.total_cmp(&b.1.1))
+        .expect("a manifest lists widths");
+    Err(NoFit {
+        nearest: e.width,
+        misses: m.join("; "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slim_core::manifest::{Accuracy, FORMAT, Latency};
+
+    fn manifest() -> Manifest {
+        let entry = |w: f64, macs: u64, top1: Option<f64>, p50: f64| WidthEntry {
+            width: w,
+            file: format!("w{w}/model.onnx"),
+            macs,
+            params: macs / 100,
+            embedding_dim: 64,
+            accuracy: top1.map(|t| Accuracy {
+                top1: t,
+                top5: 0.99,
+                dataset: "test".into(),
+                samples: 100,
+            }),
+            latency: vec![Latency {
+                backend: "tract".into(),
+                device: "cpu".into(),
+                batch: 1,
+                p50_ms: p50,
+                p90_ms: p50,
+                p99_ms: p50,
+            }],
+        };
+        Manifest {
+            format: FORMAT.into(),
+            backbone: "resnet20".into(),
+            in_channels: 1,
+            image_size: 28,
+            mean: vec![0.3],
+            std: vec![0.3],
+            class_names: vec!["a".into(), "b".into()],
+            checkpoint_sha256: "x".into(),
+            widths: vec![
+                entry(1.0, 31_000_000, Some(0.81), 2.6),
+                entry(0.75, 17_000_000, Some(0.80), 2.0),
+                entry(0.5, 7_800_000, Some(0.79), 1.3),
+                entry(0.25, 2_000_000, Some(0.75), 0.8),
+            ],
+        }
+    }
+
+    #[test]
+    fn picks_the_most_accurate_width_that_fits() {
+        let m = manifest();
+        assert_eq!(select(&m, &Budget::default()).unwrap().width, 1.0);
+        let b = Budget {
+            max_macs: Some(20_000_000),
+            ..Budget::default()
+        };
+        assert_eq!(select(&m, &b).unwrap().width, 0.75);
+        let b = Budget {
+            max_latency_ms: Some(1.5),
+            latency_batch: 1,
+            ..Budget::default()
+        };
+        assert_eq!(select(&m, &b).unwrap().width, 0.5);
+        let b = Budget {
+            max_params: Some(100_000),
+            min_top1: Some(0.7),
+            ..Budget::default()
+        };
+        assert_eq!(select(&m, &b).unwrap().width, 0.5);
+    }
+
+    #[test]
+    fn accuracy_beats_width_when_measured() {
+        let mut m = manifest();
+        m.widths[0].accuracy.as_mut().unwrap().top1 = 0.70; // a badly trained full width
+        assert_eq!(select(&m, &Budget::default()).unwrap().width, 0.75);
+    }
+
+    #[test]
+    fn no_fit_names_the_nearest_width_and_the_miss() {
+        let m = manifest();
+        let b = Budget {
+            max_macs: Some(1_000_000),
+            ..Budget::default()
+        };
+        let err = select(&m, &b).unwrap_err();
+        assert_eq!(err.nearest, 0.25);
+        assert!(
+            err.misses
+                .contains("MACs 2.0000M over the limit 1.0000M by 100.0%"),
+            "{err}"
+        );
+        let b = Budget {
+            min_top1: Some(0.9),
+            ..Budget::default()
+        };
+        let err = select(&m, &b).unwrap_err();
+        assert_eq!(err.nearest, 1.0);
+        assert!(
+            err.to_string().contains("under the minimum 90.00%"),
+            "{err}"
+        );
+        let b = Budget {
+            max_latency_ms: Some(1.0),
+            latency_batch: 8,
+            ..Budget::default()
+        };
+        assert!(
+            select(&m, &b)
+                .unwrap_err()
+                .misses
+                .contains("no latency measured at batch 8")
+        );
+    }
+}
