@@ -166,12 +166,7 @@ impl Stepper {
             net.widths(),
             model.bn_eps,
         );
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = crate::optim::trainable_named(&vs);
         let optimizer = Optimizer::new(
             OptimizerConfig {
                 kind: OptimizerKind::Sgd,

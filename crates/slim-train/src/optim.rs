@@ -33,6 +33,18 @@ pub struct Optimizer {
     buffers: Vec<Tensor>,
 }
 
+/// The trainable variables of `vs` with their names, sorted by name so that the order (and
+/// so the checkpointed optimiser state) is the same in every process.
+pub fn trainable_named(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
 impl Optimizer {
     pub fn new(config: OptimizerConfig, params: Vec<(String, Tensor)>) -> Optimizer {
         let buffers = params.iter().map(|(_, p)| p.zeros_like()).collect();

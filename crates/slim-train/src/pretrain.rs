@@ -235,12 +235,7 @@ impl Trainer {
                 queue,
             }
         });
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = crate::optim::trainable_named(&vs);
         let mut optimizer = Optimizer::new(config.optimizer.clone(), params);
         let channels = model.in_channels;
         let loader = Loader::new(
