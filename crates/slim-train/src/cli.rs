@@ -11,7 +11,6 @@ use slim_data::{Dataset, Split, Subset};
 use tch::Device;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use slim_data::transform::Normalize;
 use tch::Tensor;
 
 use crate::eval::{self, FeatureSet, LinearConfig};
@@ -356,12 +355,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
 /// Train and test features of every width of `net`.
 fn features(net: &SlimNet, a: &EvalArgs) -> Result<(FeatureSet, FeatureSet)> {
     let c = net.config();
-    let normalize = Normalize {
-        size: c.image_size,
-        channels: c.in_channels,
-        mean: c.mean.clone(),
-        std: c.std.clone(),
-    };
+    let normalize = eval::normalize_of(c);
     let mut sets = Vec::new();
     for (split, limit) in [(Split::Train, a.limit_train), (Split::Test, a.limit_test)] {
         let ds: Arc<dyn Dataset> = Arc::from(slim_data::open(&a.data, split)?);
@@ -471,12 +465,7 @@ pub fn knn(a: &KnnArgs) -> Result<()> {
 /// forwards with cumulative averaging, no gradient).
 fn calibrate_batchnorm(net: &SlimNet, a: &EvalArgs) -> Result<()> {
     let c = net.config();
-    let normalize = Normalize {
-        size: c.image_size,
-        channels: c.in_channels,
-        mean: c.mean.clone(),
-        std: c.std.clone(),
-    };
+    let normalize = eval::normalize_of(c);
     let loader = slim_data::loader::Loader::new(
         Arc::from(slim_data::open(&a.data, Split::Train)?),
         slim_data::loader::LoaderConfig {

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use slim_data::Dataset;
 use slim_data::augment::Augment;
 use slim_data::loader::{Batch, Loader, LoaderConfig};
-use slim_data::transform::Normalize;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::head::SlimHead;
@@ -237,7 +236,6 @@ impl Trainer {
         });
         let params = crate::optim::trainable_named(&vs);
         let mut optimizer = Optimizer::new(config.optimizer.clone(), params);
-        let channels = model.in_channels;
         let loader = Loader::new(
             dataset,
             LoaderConfig {
@@ -251,12 +249,7 @@ impl Trainer {
                         Augment::simclr(model.image_size)
                     }
                 }),
-                normalize: Normalize {
-                    size: model.image_size,
-                    channels,
-                    mean: model.mean.clone(),
-                    std: model.std.clone(),
-                },
+                normalize: crate::eval::normalize_of(model),
                 workers,
                 seed: config.seed,
                 shuffle: true,
