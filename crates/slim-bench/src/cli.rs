@@ -1,30 +1,38 @@
-//! The `slim-bench` command: for each width of an exported model, load time, latency
-//! percentiles per batch size and, given a labelled set, top-1/top-5 accuracy; printed as
-//! a table and optionally written as JSON.
+//! The `slim-bench` command: for each width of an exported model, load time, peak memory,
+//! latency per batch size and, given a labelled set, top-1/top-5 accuracy. Printed as a
+//! table under a header that says how and where it was measured; with `--out`, also
+//! written as report.json, report.csv and the trade-off plot; with `--write-manifest`,
+//! stored in the model's manifest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 use slim_runtime::{Backend, SlimModel};
 
 use crate::evalset::EvalSet;
-use crate::measure::{self, Accuracy};
+use crate::machine::{self, Machine};
+use crate::memory::PeakTracker;
+use crate::plot::{self, Series};
+use crate::report::{self, EvalInfo, Header, Report, Source, Versions, WidthReport};
+use crate::stats::LatencySummary;
+use crate::{measure, writeback};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "slim-bench",
-    about = "Measure each width of an exported slimmable model"
+    about = "Measure each width of an exported slimmable model",
+    version
 )]
 pub struct Args {
     /// Folder written by slim-export (holds manifest.json).
     #[arg(long)]
     pub model: PathBuf,
     /// Labelled evaluation set (its test split): ImageFolder folder or zip, CIFAR binary
-    /// archive, or a folder of IDX files (Fashion-MNIST).
+    /// archive, or a folder of IDX files (Fashion-MNIST). Without it, accuracy comes from
+    /// the manifest when it has one.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// At most this many evaluation images, spread evenly over the set.
@@ -33,53 +41,203 @@ pub struct Args {
     /// tract, ort, ort-cuda or ort-tensorrt.
     #[arg(long, default_value = "tract")]
     pub backend: String,
+    /// With ort-cuda or ort-tensorrt: run on ONNX Runtime's CPU provider when the requested
+    /// one fails to register (the report names the provider used) instead of stopping.
+    #[arg(long)]
+    pub allow_fallback: bool,
     /// Batch sizes to time, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<usize>,
-    /// Untimed calls before timing.
+    /// Untimed calls before timing, per width and batch size.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
     /// Timed calls per width and batch size.
     #[arg(long, default_value_t = 30)]
     pub runs: usize,
-    /// Write the results as JSON here.
+    /// Write report.json, report.csv, plot.png and plot.svg into this folder.
     #[arg(long)]
-    pub json: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    /// Another report.json to draw beside this run (e.g. networks trained alone at each
+    /// width, or another backend), as FILE or FILE:LABEL; repeatable.
+    #[arg(long, value_name = "FILE[:LABEL]")]
+    pub compare: Vec<String>,
+    /// Legend label of this run in the plot [default: model folder and provider].
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Store the measured accuracy and latencies in the model's manifest.json.
+    #[arg(long, alias = "update-manifest")]
+    pub write_manifest: bool,
 }
 
-#[derive(Debug, Serialize)]
-pub struct WidthReport {
-    pub width: f64,
-    pub macs: u64,
-    pub params: u64,
-    pub provider: String,
-    pub load_ms: f64,
-    pub accuracy: Option<Accuracy>,
-    pub latency: Vec<LatencyReport>,
+/// `FILE` or `FILE:LABEL`: a path that exists is taken whole; otherwise the part after
+/// the last colon is the label. The default label is the report's model and provider.
+fn parse_compare(arg: &str) -> Result<(Report, String)> {
+    let (path, label) = match arg.rsplit_once(':') {
+        Some((p, l)) if !Path::new(arg).exists() && !l.is_empty() => (p, Some(l.to_string())),
+        _ => (arg, None),
+    };
+    let report = Report::load(Path::new(path))?;
+    let label = label.unwrap_or_else(|| default_label(&report));
+    Ok((report, label))
 }
 
-#[derive(Debug, Serialize)]
-pub struct LatencyReport {
-    pub batch: usize,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub min_ms: f64,
-    pub max_ms: f64,
-    pub images_per_s: f64,
+fn default_label(r: &Report) -> String {
+    let model = Path::new(&r.header.model)
+        .file_name()
+        .map_or(r.header.model.clone(), |n| n.to_string_lossy().into_owned());
+    format!("{model} ({})", r.header.provider)
 }
 
-pub fn run(args: &Args) -> Result<Vec<WidthReport>> {
-    let backend = Backend::parse(&args.backend).with_context(|| {
-        format!(
+fn bar(len: u64, unit: &str) -> ProgressBar {
+    ProgressBar::new(len).with_style(
+        ProgressStyle::with_template(&format!(
+            "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{per_sec}})"
+        ))
+        .expect("static template")
+        .progress_chars("=> "),
+    )
+}
+
+/// Intra-op threads of one graph, and where that figure comes from.
+fn intra_op_threads(backend_used: &str, m: &Machine) -> (Option<usize>, String) {
+    if backend_used == "tract" {
+        (
+            Some(1),
+            "tract runs each graph on the calling thread".into(),
+        )
+    } else {
+        (
+            Some(m.physical_cores.unwrap_or(m.logical_cores)),
+            "ONNX Runtime's default: one intra-op thread per physical core".into(),
+        )
+    }
+}
+
+#[cfg(feature = "ort")]
+fn onnxruntime_versions(backend_used: &str) -> (Option<String>, Option<String>) {
+    if backend_used.starts_with("ort") {
+        (
+            Some(env!("SLIM_BENCH_VERSION_ORT").to_string()),
+            Some(machine::onnxruntime_version(
+                ort::info(),
+                Path::new(&std::env::var_os("ORT_DYLIB_PATH").unwrap_or_default()),
+            )),
+        )
+    } else {
+        (None, None)
+    }
+}
+
+#[cfg(not(feature = "ort"))]
+fn onnxruntime_versions(_backend_used: &str) -> (Option<String>, Option<String>) {
+    (None, None)
+}
+
+/// Measures one width: load, accuracy on `set`, latency at every batch size.
+fn measure_width(
+    model: &SlimModel,
+    w: f64,
+    set: Option<&EvalSet>,
+    args: &Args,
+) -> Result<WidthReport> {
+    let entry = model.entry(w)?.clone();
+    let tracker = PeakTracker::start();
+    let t = Instant::now();
+    let engine = model.engine(w)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let provider = engine.provider().to_string();
+    let accuracy = match set {
+        Some(set) => {
+            let b = bar(set.len() as u64, "images");
+            b.set_message(format!("width {w}: accuracy"));
+            let acc = measure::accuracy(model, w, set, 64, |n| b.inc(n as u64))?;
+            b.finish_and_clear();
+            Some(report::Accuracy {
+                top1: acc.top1,
+                top5: acc.top5,
+                dataset: set.description.clone(),
+                samples: set.len(),
+                source: Source::Measured,
+            })
+        }
+        None => entry.accuracy.as_ref().map(|a| report::Accuracy {
+            top1: a.top1,
+            top5: a.top5,
+            dataset: a.dataset.clone(),
+            samples: a.samples,
+            source: Source::Manifest,
+        }),
+    };
+    let per_image: usize = model.input_chw().iter().product();
+    let b = bar(
+        (args.batch.len() * (args.warmup + args.runs)) as u64,
+        "calls",
+    );
+    b.set_message(format!("width {w}: latency"));
+    let mut latency = Vec::new();
+    for &batch in &args.batch {
+        // Real images when there are enough, else a fixed ramp: never zeros.
+        let input: Vec<f32> = match set {
+            Some(s) if s.len() >= batch => s.batch(0, batch).to_vec(),
+            _ => (0..batch * per_image)
+                .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+                .collect(),
+        };
+        let samples =
+            measure::latency_ms(model, w, &input, batch, (args.warmup, args.runs), || {
+                b.inc(1)
+            })?;
+        latency.push(LatencySummary::new(batch, &samples));
+    }
+    b.finish_and_clear();
+    let (memory, memory_note) = match tracker.and_then(|t| t.finish()) {
+        Ok(m) => (Some(m), None),
+        Err(why) => (None, Some(why)),
+    };
+    Ok(WidthReport {
+        width: w,
+        macs: entry.macs,
+        params: entry.params,
+        provider,
+        load_ms,
+        memory,
+        memory_note,
+        accuracy,
+        latency,
+    })
+}
+
+pub fn run(args: &Args) -> Result<Report> {
+    let backend = match Backend::parse(&args.backend) {
+        Some(Backend::Ort { provider, .. }) => Backend::Ort {
+            provider,
+            fallback: args.allow_fallback,
+        },
+        Some(b) => b,
+        None => bail!(
             "unknown backend {:?}: use tract, ort, ort-cuda or ort-tensorrt",
             args.backend
-        )
-    })?;
-    if args.batch.contains(&0) || args.runs == 0 {
+        ),
+    };
+    if args.batch.is_empty() || args.batch.contains(&0) || args.runs == 0 {
         bail!("--batch sizes and --runs must be positive");
     }
-    let model = SlimModel::open(&args.model, backend)?;
+    if args.limit == Some(0) {
+        bail!("--limit must be positive");
+    }
+    let compare = args
+        .compare
+        .iter()
+        .map(|c| parse_compare(c))
+        .collect::<Result<Vec<_>>>()?;
+    if !compare.is_empty() && args.out.is_none() {
+        bail!("--compare draws into the plot: give --out too");
+    }
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+    }
+    let model = SlimModel::open(&args.model, backend.clone())?;
     let set = match &args.data {
         Some(p) => {
             let set = EvalSet::load(p, model.manifest(), args.limit)?;
@@ -90,132 +248,98 @@ pub fn run(args: &Args) -> Result<Vec<WidthReport>> {
         }
         None => None,
     };
-    let per_image: usize = model.input_chw().iter().product();
-    let mut reports = Vec::new();
-    for entry in model.manifest().widths.clone() {
-        let w = entry.width;
-        let t = Instant::now();
-        let engine = model.engine(w)?;
-        let load_ms = t.elapsed().as_secs_f64() * 1e3;
-        let provider = engine.provider().to_string();
-        let accuracy = match &set {
-            Some(set) => {
-                let bar = ProgressBar::new(set.len() as u64).with_style(
-                    ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images ({per_sec})")
-                        .expect("static template")
-                        .progress_chars("=> "),
-                );
-                bar.set_message(format!("width {w}: accuracy"));
-                let acc = measure::accuracy(&model, w, set, 64, |n| bar.inc(n as u64))?;
-                bar.finish_and_clear();
-                Some(acc)
-            }
-            None => None,
-        };
-        let mut latency = Vec::new();
-        for &b in &args.batch {
-            // Real images when there are enough, else a fixed ramp: never zeros.
-            let input: Vec<f32> = match &set {
-                Some(s) if s.len() >= b => s.batch(0, b).to_vec(),
-                _ => (0..b * per_image)
-                    .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
-                    .collect(),
-            };
-            let samples = measure::latency_ms(&model, w, &input, b, args.warmup, args.runs)?;
-            let p50 = measure::percentile(&samples, 0.5);
-            latency.push(LatencyReport {
-                batch: b,
-                p50_ms: p50,
-                p90_ms: measure::percentile(&samples, 0.9),
-                p99_ms: measure::percentile(&samples, 0.99),
-                min_ms: measure::percentile(&samples, 0.0),
-                max_ms: measure::percentile(&samples, 1.0),
-                images_per_s: b as f64 / (p50 / 1e3),
-            });
-        }
-        reports.push(WidthReport {
-            width: w,
-            macs: entry.macs,
-            params: entry.params,
-            provider,
-            load_ms,
-            accuracy,
-            latency,
-        });
-    }
-    print_table(&reports, set.as_ref());
-    if let Some(p) = &args.json {
-        let text = serde_json::to_string_pretty(&reports)?;
-        slim_core::fsutil::atomic_write(p, text.as_bytes())?;
-        println!("wrote {}", p.display());
-    }
-    Ok(reports)
-}
 
-fn print_table(reports: &[WidthReport], set: Option<&EvalSet>) {
-    if let Some(s) = set {
+    let widths = model
+        .widths()
+        .into_iter()
+        .map(|w| measure_width(&model, w, set.as_ref(), args))
+        .collect::<Result<Vec<_>>>()?;
+
+    let machine = Machine::detect();
+    let provider = widths[0].provider.clone();
+    let used = machine::backend_used(&provider);
+    let (intra_op_threads, threads_note) = intra_op_threads(&used, &machine);
+    let (ort, onnxruntime) = onnxruntime_versions(&used);
+    let report = Report {
+        header: Header {
+            tool: format!("slim-bench {}", env!("CARGO_PKG_VERSION")),
+            date_utc: machine::now_utc(),
+            model: args.model.display().to_string(),
+            machine,
+            backend: backend.name(),
+            provider,
+            intra_op_threads,
+            threads_note,
+            process_threads: machine::process_threads(),
+            versions: Versions {
+                slim_bench: env!("CARGO_PKG_VERSION").into(),
+                tract_onnx: env!("SLIM_BENCH_VERSION_TRACT_ONNX").into(),
+                ort,
+                onnxruntime,
+            },
+            warmup: args.warmup,
+            runs: args.runs,
+            evalset: set.as_ref().map(|s| EvalInfo {
+                description: s.description.clone(),
+                images: s.len(),
+                skipped: s.skipped.len(),
+            }),
+        },
+        widths,
+    };
+    print!("{}", report.to_table());
+
+    if let Some(out) = &args.out {
+        write_outputs(out, &report, &compare, args)?;
+    }
+    if args.write_manifest {
+        let mut manifest = model.manifest().clone();
+        let device = report.header.machine.device(&report.header.provider);
+        let changed = writeback::apply(&mut manifest, &report, &used, &device);
+        let path = manifest.save(&args.model)?;
         println!(
-            "evaluation set: {} ({} images used, {} skipped)",
-            s.description,
-            s.len(),
-            s.skipped.len()
+            "wrote {} ({changed} widths updated: backend {used}, device {device})",
+            path.display()
         );
     }
-    println!(
-        "{:>6} {:>10} {:>10} {:>7} {:>7} {:>6} {:>9} {:>9} {:>9} {:>9}  provider",
-        "width",
-        "MMACs",
-        "params",
-        "top-1",
-        "top-5",
-        "batch",
-        "p50 ms",
-        "p90 ms",
-        "img/s",
-        "load ms"
-    );
-    for r in reports {
-        let pct = |a: Option<f64>| a.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0));
-        for (i, l) in r.latency.iter().enumerate() {
-            let first = i == 0;
+    Ok(report)
+}
+
+fn write_outputs(
+    out: &Path,
+    report: &Report,
+    compare: &[(Report, String)],
+    args: &Args,
+) -> Result<()> {
+    let json = out.join("report.json");
+    slim_core::fsutil::atomic_write(&json, report.to_json().as_bytes())?;
+    let csv = out.join("report.csv");
+    slim_core::fsutil::atomic_write(&csv, report.to_csv().as_bytes())?;
+    println!("wrote {} and {}", json.display(), csv.display());
+    let batch = *args.batch.iter().min().expect("batch sizes checked");
+    let label = args.label.clone().unwrap_or_else(|| default_label(report));
+    let Some(main) = Series::from_report(report, label, batch) else {
+        println!(
+            "no plot: no width has an accuracy (give --data, or store one in the manifest \
+             with --data ... --write-manifest)"
+        );
+        return Ok(());
+    };
+    let mut series = vec![main];
+    for (r, label) in compare {
+        match Series::from_report(r, label.clone(), batch) {
+            Some(s) => series.push(s),
+            None => println!("--compare {label}: no width has an accuracy; not drawn"),
+        }
+        if r.widths.iter().all(|w| w.at_batch(batch).is_none()) {
             println!(
-                "{:>6} {:>10} {:>10} {:>7} {:>7} {:>6} {:>9.3} {:>9.3} {:>9.1} {:>9}  {}",
-                if first {
-                    r.width.to_string()
-                } else {
-                    String::new()
-                },
-                if first {
-                    format!("{:.2}", r.macs as f64 / 1e6)
-                } else {
-                    String::new()
-                },
-                if first {
-                    r.params.to_string()
-                } else {
-                    String::new()
-                },
-                if first {
-                    pct(r.accuracy.map(|a| a.top1))
-                } else {
-                    String::new()
-                },
-                if first {
-                    pct(r.accuracy.map(|a| a.top5))
-                } else {
-                    String::new()
-                },
-                l.batch,
-                l.p50_ms,
-                l.p90_ms,
-                l.images_per_s,
-                if first {
-                    format!("{:.1}", r.load_ms)
-                } else {
-                    String::new()
-                },
-                r.provider,
+                "--compare {label}: no latency at batch {batch}; left out of the latency panel"
             );
         }
     }
+    let files = plot::write(out, &series, batch)?;
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
 }

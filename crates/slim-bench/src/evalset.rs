@@ -6,25 +6,7 @@ use std::path::Path;
 use slim_core::Manifest;
 use slim_data::{Dataset, Split, transform::Normalize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Data(#[from] slim_data::Error),
-    #[error(
-        "{path}: its classes {data:?} do not match the model's {model:?}",
-        path = path.display()
-    )]
-    Classes {
-        path: std::path::PathBuf,
-        data: Vec<String>,
-        model: Vec<String>,
-    },
-    #[error("{}: every image failed to decode ({skipped} skipped)", path.display())]
-    NothingDecoded {
-        path: std::path::PathBuf,
-        skipped: usize,
-    },
-}
+use crate::Error;
 
 pub struct EvalSet {
     /// `len * C * H * W` normalised inputs.
@@ -64,7 +46,6 @@ impl EvalSet {
             mean: manifest.mean.clone(),
             std: manifest.std.clone(),
         };
-        let n = limit.unwrap_or(ds.len()).min(ds.len());
         let mut set = EvalSet {
             inputs: Vec::new(),
             labels: Vec::new(),
@@ -72,8 +53,7 @@ impl EvalSet {
             skipped: Vec::new(),
             description: ds.describe(),
         };
-        for k in 0..n {
-            let i = k * ds.len() / n;
+        for i in slim_data::evenly_spaced(ds.len(), limit.unwrap_or(ds.len())) {
             match ds.image(i) {
                 Ok(img) => {
                     norm.apply(img, &mut set.inputs);

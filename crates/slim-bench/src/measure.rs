@@ -1,5 +1,5 @@
 //! The measurements: top-1/top-5 accuracy through a width's probe, and latency samples
-//! with warmup excluded, summarised as percentiles.
+//! with warmup excluded.
 
 use std::time::Instant;
 
@@ -53,35 +53,28 @@ pub fn accuracy(
 }
 
 /// Latency samples in milliseconds of `runs` calls at `batch`, after `warmup` calls that
-/// are not recorded. `input` must hold one batch.
+/// are not recorded. `input` must hold one batch; `progress` is told of every call.
 pub fn latency_ms(
     model: &SlimModel,
     width: f64,
     input: &[f32],
     batch: usize,
-    warmup: usize,
-    runs: usize,
+    (warmup, runs): (usize, usize),
+    mut progress: impl FnMut(),
 ) -> Result<Vec<f64>, Error> {
     for _ in 0..warmup {
         model.run(width, input, batch)?;
+        progress();
     }
     (0..runs)
         .map(|_| {
             let t = Instant::now();
             model.run(width, input, batch)?;
-            Ok(t.elapsed().as_secs_f64() * 1e3)
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            progress();
+            Ok(ms)
         })
         .collect()
-}
-
-/// The `q`-quantile (0..=1) of `samples` by linear interpolation between order statistics.
-pub fn percentile(samples: &[f64], q: f64) -> f64 {
-    assert!(!samples.is_empty(), "percentile of no samples");
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
 }
 
 #[cfg(test)]
@@ -99,15 +92,5 @@ mod tests {
         );
         assert!(in_top_k(&logits, 2, 3));
         assert!(!in_top_k(&logits, 0, 3));
-    }
-
-    #[test]
-    fn percentiles_interpolate() {
-        let s = [4.0, 1.0, 3.0, 2.0, 5.0];
-        assert_eq!(percentile(&s, 0.5), 3.0);
-        assert_eq!(percentile(&s, 0.0), 1.0);
-        assert_eq!(percentile(&s, 1.0), 5.0);
-        assert!((percentile(&s, 0.9) - 4.6).abs() < 1e-12);
-        assert_eq!(percentile(&[7.0], 0.99), 7.0);
     }
 }

@@ -1,0 +1,330 @@
+//! The trade-off plot: top-1 accuracy against MACs and against measured p50 latency, one
+//! point per width labelled with the width, each series' Pareto front drawn as a line
+//! (filled points are on it, hollow ones are dominated). Written as `plot.png` and
+//! `plot.svg`, two panels side by side, [`SIZE`] pixels. Text is set in a DejaVu Sans
+//! subset compiled into the binary, so the PNG looks the same on machines without fonts.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use image::ImageEncoder;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::Error;
+use crate::report::Report;
+
+/// Width and height of both files, in pixels.
+pub const SIZE: (u32, u32) = (1200, 520);
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
+const COLOURS: [RGBColor; 5] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+];
+
+/// One width of one series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    pub width: f64,
+    pub mmacs: f64,
+    /// p50 at the plotted batch size, if measured.
+    pub latency_ms: Option<f64>,
+    /// Top-1 accuracy in [0, 1].
+    pub top1: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub label: String,
+    pub points: Vec<Point>,
+}
+
+impl Series {
+    /// The widths of `report` that have an accuracy, with their p50 latency at `batch`;
+    /// `None` when no width has an accuracy.
+    pub fn from_report(report: &Report, label: String, batch: usize) -> Option<Series> {
+        let points: Vec<Point> = report
+            .widths
+            .iter()
+            .filter_map(|w| {
+                Some(Point {
+                    width: w.width,
+                    mmacs: w.macs as f64 / 1e6,
+                    latency_ms: w.at_batch(batch).map(|l| l.p50_ms),
+                    top1: w.accuracy.as_ref()?.top1,
+                })
+            })
+            .collect();
+        (!points.is_empty()).then_some(Series { label, points })
+    }
+}
+
+/// Indices of the points on the Pareto front of (cost, accuracy) pairs, cheapest first: a
+/// point is on it unless another is at most as costly and at least as accurate, and
+/// strictly better in one of the two.
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
+    let dominated = |i: usize| {
+        let (c, a) = points[i];
+        points
+            .iter()
+            .any(|&(c2, a2)| c2 <= c && a2 >= a && (c2 < c || a2 > a))
+    };
+    let mut front: Vec<usize> = (0..points.len()).filter(|&i| !dominated(i)).collect();
+    front.sort_by(|&i, &j| points[i].0.total_cmp(&points[j].0));
+    front
+}
+
+/// A tick label: three significant digits at most, no trailing zeros.
+fn tick(v: f64) -> String {
+    let decimals = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Tick positions for a log axis over `lo..hi`: 1-2-5 steps, or finer ones when those give
+/// fewer than four ticks.
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let mut ticks = Vec::new();
+    for steps in [
+        &[1.0, 2.0, 5.0][..],
+        &[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0],
+    ] {
+        ticks = (d0..=d1)
+            .flat_map(|d| steps.iter().map(move |m| m * 10f64.powi(d)))
+            .filter(|&t| t >= lo && t <= hi)
+            .collect();
+        if ticks.len() >= 4 {
+            break;
+        }
+    }
+    ticks
+}
+
+/// Which cost a panel puts on the x axis.
+#[derive(Clone, Copy)]
+enum Cost {
+    Macs,
+    Latency,
+}
+
+impl Cost {
+    fn of(self, p: &Point) -> Option<f64> {
+        match self {
+            Cost::Macs => Some(p.mmacs),
+            Cost::Latency => p.latency_ms,
+        }
+    }
+}
+
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    series: &[Series],
+    cost: Cost,
+    batch: usize,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let points = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter_map(|p| Some((cost.of(p)?, p.top1 * 100.0)))
+    };
+    let (title, x_desc) = match cost {
+        Cost::Macs => (
+            "top-1 accuracy vs MACs".to_string(),
+            "MACs per image (millions, log scale)".to_string(),
+        ),
+        Cost::Latency => (
+            format!("top-1 accuracy vs p50 latency, batch {batch}"),
+            format!("p50 latency per call, batch {batch} (ms, log scale)"),
+        ),
+    };
+    if points().next().is_none() {
+        area.draw(&Text::new(
+            "no latency measured at this batch size",
+            (60, 60),
+            ("sans-serif", 16),
+        ))
+        .map_err(err)?;
+        return Ok(());
+    }
+    let (x_lo, x_hi) = points().fold((f64::MAX, f64::MIN), |(lo, hi), (x, _)| {
+        (lo.min(x), hi.max(x))
+    });
+    let (y_lo, y_hi) = points().fold((f64::MAX, f64::MIN), |(lo, hi), (_, y)| {
+        (lo.min(y), hi.max(y))
+    });
+    let y_pad = ((y_hi - y_lo) * 0.12).max(1.0);
+    let mut chart = ChartBuilder::on(area)
+        .margin(14)
+        .caption(title, ("sans-serif", 20))
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(
+            (x_lo / 1.3..x_hi * 1.3)
+                .log_scale()
+                .with_key_points(log_ticks(x_lo / 1.3, x_hi * 1.3)),
+            (y_lo - y_pad).max(0.0)..(y_hi + y_pad).min(100.0),
+        )
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("top-1 accuracy (%)")
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .axis_desc_style(("sans-serif", 15))
+        .label_style(("sans-serif", 13))
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(err)?;
+    for (k, s) in series.iter().enumerate() {
+        let colour = COLOURS[k % COLOURS.len()];
+        let pts: Vec<(f64, f64, f64)> = s
+            .points
+            .iter()
+            .filter_map(|p| Some((cost.of(p)?, p.top1 * 100.0, p.width)))
+            .collect();
+        let pairs: Vec<(f64, f64)> = pts.iter().map(|&(x, y, _)| (x, y)).collect();
+        let front = pareto_front(&pairs);
+        chart
+            .draw_series(LineSeries::new(
+                front.iter().map(|&i| pairs[i]),
+                colour.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(format!("{}: line = Pareto front", s.label))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().enumerate().map(|(i, &(x, y, w))| {
+                let style = if front.contains(&i) {
+                    colour.filled()
+                } else {
+                    colour.stroke_width(2)
+                };
+                EmptyElement::at((x, y))
+                    + Circle::new((0, 0), 5, style)
+                    + Text::new(format!("{w}"), (-10, -22), ("sans-serif", 13))
+            }))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    series: &[Series],
+    batch: usize,
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (left, right) = root.split_horizontally(SIZE.0 / 2);
+    panel(&left, series, Cost::Macs, batch)?;
+    panel(&right, series, Cost::Latency, batch)?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Registers the bundled font as plotters' `sans-serif`, once.
+fn register_font() -> Result<(), String> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
+    });
+    ok.then_some(())
+        .ok_or_else(|| "the bundled font does not parse".to_string())
+}
+
+/// Writes `dir/plot.png` and `dir/plot.svg` for `series` (the first is this run), with
+/// latency at `batch`; returns the two paths.
+pub fn write(dir: &Path, series: &[Series], batch: usize) -> Result<Vec<PathBuf>, Error> {
+    let (png_path, svg_path) = (dir.join("plot.png"), dir.join("plot.svg"));
+    let fail = |path: &Path, msg: String| Error::Plot {
+        path: path.to_path_buf(),
+        msg,
+    };
+    register_font().map_err(|m| fail(&png_path, m))?;
+    let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    draw(
+        BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area(),
+        series,
+        batch,
+    )
+    .map_err(|m| fail(&png_path, m))?;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, SIZE.0, SIZE.1, image::ExtendedColorType::Rgb8)
+        .map_err(|e| fail(&png_path, e.to_string()))?;
+    slim_core::fsutil::atomic_write(&png_path, &png)?;
+    let mut svg = String::new();
+    draw(
+        SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(),
+        series,
+        batch,
+    )
+    .map_err(|m| fail(&svg_path, m))?;
+    slim_core::fsutil::atomic_write(&svg_path, svg.as_bytes())?;
+    Ok(vec![png_path, svg_path])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_front_keeps_only_undominated_points() {
+        // (cost, accuracy): 1 is dominated by 0 (cheaper and more accurate); 3 ties 2 on
+        // cost but is less accurate; 4 is the most accurate and the most costly.
+        let pts = [
+            (2.0, 80.0),
+            (3.0, 79.0),
+            (5.0, 81.0),
+            (5.0, 80.5),
+            (9.0, 82.0),
+        ];
+        assert_eq!(pareto_front(&pts), vec![0, 2, 4]);
+        assert_eq!(pareto_front(&[(1.0, 50.0)]), vec![0]);
+        // Equal points do not dominate each other.
+        assert_eq!(pareto_front(&[(1.0, 50.0), (1.0, 50.0)]), vec![0, 1]);
+    }
+
+    #[test]
+    fn ticks_are_short() {
+        assert_eq!(tick(31.0), "31");
+        assert_eq!(tick(1.96), "1.96");
+        assert_eq!(tick(0.5), "0.5");
+        assert_eq!(tick(250.0), "250");
+        assert_eq!(tick(12.34), "12.3");
+    }
+
+    #[test]
+    fn log_ticks_fall_inside_the_range() {
+        assert_eq!(log_ticks(1.5, 40.0), vec![2.0, 5.0, 10.0, 20.0]);
+        let fine = log_ticks(1.1, 5.5);
+        assert_eq!(fine.len(), 5, "{fine:?}");
+        assert!(fine.iter().all(|&t| (1.1..=5.5).contains(&t)));
+    }
+}
