@@ -1,11 +1,13 @@
 //! The libtorch side of slim-core's checkpoint format ([`slim_core::checkpoint`]):
 //! [`save`] writes a [`SlimNet`]'s tensors together with reference outputs of its
-//! eval-mode forward pass (so that exporters can check themselves without libtorch), and
+//! eval-mode forward pass (so that exporters can check themselves without libtorch),
+//! [`save_snapshot`] writes a lighter trajectory checkpoint, and
 //! [`load`] rebuilds a [`SlimNet`] in a fresh var store from a checkpoint file.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use slim_core::checkpoint::Precision;
 use slim_core::rng::SplitMix64;
 use slim_core::{Checkpoint, ModelConfig, width};
 use tch::{Device, Kind, Tensor, nn};
@@ -63,10 +65,7 @@ pub fn save_with_state(
     train: &[(&str, &Tensor)],
     train_state: Option<&str>,
 ) -> Result<(), Error> {
-    let mut tensors = BTreeMap::new();
-    for (name, t) in net.named_tensors() {
-        tensors.insert(name, to_core(&t)?);
-    }
+    let mut tensors = core_tensors(net, train)?;
     let image = reference_image(net.config());
     let x = from_core(&image, net.device())?;
     tensors.insert("reference.image".to_string(), image);
@@ -76,11 +75,37 @@ pub fn save_with_state(
         tensors.insert(format!("reference.{t}.embedding"), to_core(&embedding)?);
         tensors.insert(format!("reference.{t}.logits"), to_core(&logits)?);
     }
+    slim_core::checkpoint::save_with_state(path, net.config(), &tensors, train_state)?;
+    Ok(())
+}
+
+/// A trajectory checkpoint: the model tensors and `train` (the projection head) at
+/// `precision`, with the trainer's state, and no reference outputs.
+pub fn save_snapshot(
+    path: &Path,
+    net: &SlimNet,
+    train: &[(&str, &Tensor)],
+    train_state: &str,
+    precision: Precision,
+) -> Result<(), Error> {
+    let tensors = core_tensors(net, train)?;
+    slim_core::checkpoint::save_as(path, net.config(), &tensors, Some(train_state), precision)?;
+    Ok(())
+}
+
+/// Every model tensor of `net` and each of `train` as `train.{name}`, on the CPU.
+fn core_tensors(
+    net: &SlimNet,
+    train: &[(&str, &Tensor)],
+) -> Result<BTreeMap<String, slim_core::Tensor>, Error> {
+    let mut tensors = BTreeMap::new();
+    for (name, t) in net.named_tensors() {
+        tensors.insert(name, to_core(&t)?);
+    }
     for (name, t) in train {
         tensors.insert(format!("train.{name}"), to_core(t)?);
     }
-    slim_core::checkpoint::save_with_state(path, net.config(), &tensors, train_state)?;
-    Ok(())
+    Ok(tensors)
 }
 
 /// Reads and validates the checkpoint at `path` (names and shapes, see

@@ -15,8 +15,10 @@ use tch::Tensor;
 
 use crate::eval::{self, FeatureSet, LinearConfig};
 use crate::optim::{OptimizerConfig, OptimizerKind};
-use crate::pretrain::{Framework, PretrainConfig, Trainer};
+use crate::pretrain::{Framework, PretrainConfig, Trainer, TrajectoryConfig, TrajectoryUnit};
+use crate::twa::{Grouping, TwaConfig};
 use crate::{SlimNet, checkpoint};
+use slim_core::checkpoint::Precision;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +39,10 @@ pub enum Command {
     /// Train the switchable linear probe on frozen features and write it into the
     /// checkpoint, so that slim-export puts it into each width's graph.
     Linear(LinearArgs),
+    /// Trainable weight averaging: train in the span of trajectory checkpoints from
+    /// their mean, recompute each width's BatchNorm, and (with --compare) evaluate the
+    /// last checkpoint, SWA and TWA side by side.
+    Twa(TwaArgs),
     /// Benchmark: images/s of one slimmable training step (every width) against one
     /// full-width-only step on the same random batch, with the ideal (MACs) ratio.
     BenchStep(crate::bench::BenchStepArgs),
@@ -92,6 +98,66 @@ pub struct LinearArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TwaArgs {
+    /// Trajectory checkpoints: files, or folders of them (e.g. RUN/trajectory, written by
+    /// `pretrain --trajectory-every`). The last one (in the order given, folders sorted by
+    /// name) is the "last checkpoint" of the comparison and supplies the objective's
+    /// settings.
+    #[arg(long, num_args = 1.., required = true)]
+    pub checkpoints: Vec<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Output folder: twa.safetensors, swa.safetensors, checkpoint.safetensors (to
+    /// resume), metrics.jsonl, comparison.{json,md}.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    /// Learning rate per 256 images (scaled linearly with the batch size), cosine to 0.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay on the coefficients (the weights' norm in the span).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// One coefficient per checkpoint for all weights, or one per layer block.
+    #[arg(long, value_enum, default_value = "global")]
+    pub grouping: Grouping,
+    /// Default: the pretraining run's.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Training images used to recompute each width's BatchNorm statistics.
+    #[arg(long, default_value_t = 5000)]
+    pub bn_images: usize,
+    /// Refuse a basis larger than this (checkpoints x parameters x 4 bytes).
+    #[arg(long, default_value_t = 4096)]
+    pub max_basis_mib: usize,
+    /// Batches of the fixed objective reported for the SWA and TWA points.
+    #[arg(long, default_value_t = 10)]
+    pub objective_batches: usize,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Also evaluate the last checkpoint, SWA and TWA per width (kNN and linear probe).
+    #[arg(long)]
+    pub compare: bool,
+    /// Comparison: at most this many training / test images (evenly spaced).
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+    /// Comparison: linear probe epochs.
+    #[arg(long, default_value_t = 30)]
+    pub probe_epochs: usize,
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Where the images come from.
@@ -222,6 +288,15 @@ pub struct PretrainArgs {
     /// Stop after this many steps (a resumed run continues from there).
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Keep a trajectory checkpoint (model + head) in OUT/trajectory every N steps or
+    /// epochs, for `slim-train twa`.
+    #[arg(long)]
+    pub trajectory_every: Option<usize>,
+    #[arg(long, value_enum, default_value = "steps")]
+    pub trajectory_unit: TrajectoryUnit,
+    /// f32, f16 or bf16 (half the size).
+    #[arg(long, default_value = "f32")]
+    pub trajectory_precision: Precision,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -312,6 +387,12 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         crop_scale: (args.crop_min_scale, 1.0),
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
+        trajectory: args.trajectory_every.map(|every| TrajectoryConfig {
+            every,
+            unit: args.trajectory_unit,
+            precision: args.trajectory_precision,
+        }),
+        twa: None,
     };
     let device = args.device.device()?;
     let mut trainer = Trainer::new(
@@ -323,6 +404,15 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         device,
         args.data.workers,
     )?;
+    if let Some(plan) = trainer.trajectory_plan() {
+        eprintln!(
+            "trajectory: {} more checkpoints of {:.2} MiB each, {:.1} MiB in all, in {}",
+            plan.count,
+            mib(plan.bytes_each),
+            mib(plan.count * plan.bytes_each),
+            plan.dir.display()
+        );
+    }
     let s = trainer.state();
     eprintln!(
         "{} {} widths {:?} on {:?}: {} epochs from step {} (epoch {}, batch {})",
@@ -350,6 +440,10 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         println!("{} corrupt images were skipped", s.skipped);
     }
     Ok(())
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
 /// Train and test features of every width of `net`.
@@ -428,7 +522,8 @@ pub fn knn(a: &KnnArgs) -> Result<()> {
         let fresh = SlimNet::new(&vs.root(), net.config())?;
         // A random network's BatchNorm statistics are meaningless (mean 0, var 1): use
         // batch statistics of the training data, as the trained one was calibrated.
-        calibrate_batchnorm(&fresh, &a.eval)?;
+        let train = Arc::from(slim_data::open(&a.eval.data, Split::Train)?);
+        eval::recompute_batchnorm(&fresh, train, 5000, a.eval.batch_size, a.eval.workers)?;
         Some(score(&fresh)?)
     } else {
         None
@@ -458,43 +553,6 @@ pub fn knn(a: &KnnArgs) -> Result<()> {
     if let Some(p) = &a.json {
         slim_core::fsutil::atomic_write(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
-    Ok(())
-}
-
-/// Sets every width's BatchNorm running statistics from training batches (train-mode
-/// forwards with cumulative averaging, no gradient).
-fn calibrate_batchnorm(net: &SlimNet, a: &EvalArgs) -> Result<()> {
-    let c = net.config();
-    let normalize = eval::normalize_of(c);
-    let loader = slim_data::loader::Loader::new(
-        Arc::from(slim_data::open(&a.data, Split::Train)?),
-        slim_data::loader::LoaderConfig {
-            batch_size: a.batch_size,
-            views: 1,
-            augment: None,
-            normalize,
-            workers: a.workers,
-            seed: 0,
-            shuffle: true,
-            drop_last: true,
-            prefetch: 2,
-        },
-    );
-    tch::no_grad(|| {
-        for batch in loader.epoch(0).take(20) {
-            let x = Tensor::from_slice(&batch.images[0])
-                .view([
-                    batch.len() as i64,
-                    c.in_channels as i64,
-                    c.image_size as i64,
-                    c.image_size as i64,
-                ])
-                .to_device(net.device());
-            for &w in net.widths() {
-                let _ = net.forward(&x, w, true);
-            }
-        }
-    });
     Ok(())
 }
 
@@ -553,6 +611,223 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pretrain(a) => pretrain(&a),
         Command::Knn(a) => knn(&a),
         Command::Linear(a) => linear(&a),
+        Command::Twa(a) => twa(&a),
         Command::BenchStep(a) => crate::bench::run(&a),
     }
+}
+
+/// One model's row of the TWA comparison.
+#[derive(Debug, serde::Serialize)]
+struct Compared {
+    model: String,
+    /// The SlimCLR objective on fixed batches (SWA and TWA points; BatchNorm in train mode).
+    objective: Option<f64>,
+    widths: Vec<f64>,
+    knn_top1: Vec<f64>,
+    linear_top1: Vec<f64>,
+}
+
+pub fn twa(a: &TwaArgs) -> Result<()> {
+    let files = crate::twa::list_checkpoints(&a.checkpoints)?;
+    let last_path = files
+        .last()
+        .with_context(|| format!("no checkpoints in {:?}", a.checkpoints))?
+        .clone();
+    let last = slim_core::checkpoint::load(&last_path)?;
+    let state: crate::pretrain::TrainState = last
+        .train_state
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .with_context(|| {
+            format!(
+                "{}: holds no pretraining state: not a checkpoint of `slim-train pretrain`",
+                last_path.display()
+            )
+        })?;
+    let model = last.config.clone();
+    let ds = a.data.open(Split::Train)?;
+    if ds.class_names() != model.class_names.as_slice() {
+        bail!(
+            "{}: its classes differ from the checkpoints' {:?}",
+            a.data.data.display(),
+            model.class_names
+        );
+    }
+    let batch_size = a.batch_size.unwrap_or(state.config.batch_size);
+    let config = PretrainConfig {
+        epochs: a.epochs,
+        batch_size,
+        lr: a.lr * batch_size as f64 / 256.0,
+        warmup_epochs: 0,
+        optimizer: OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            momentum: a.momentum,
+            weight_decay: a.weight_decay,
+            eta: 0.001,
+        },
+        slow_start_epoch: 0,
+        trajectory: None,
+        twa: Some(TwaConfig {
+            checkpoints: files.clone(),
+            grouping: a.grouping,
+            max_basis_bytes: a.max_basis_mib << 20,
+        }),
+        ..state.config
+    };
+    let device = a.device.device()?;
+    let mut trainer = Trainer::new(
+        &model,
+        config,
+        ds.clone(),
+        &a.out,
+        a.resume,
+        device,
+        a.data.workers,
+    )?;
+    let report = trainer
+        .basis_report()
+        .expect("a TWA run has a basis")
+        .clone();
+    eprintln!(
+        "TWA over {} checkpoints ({} parameters): basis {:.1} MiB, rank {}{}",
+        report.checkpoints,
+        report.parameters,
+        mib(report.basis_bytes),
+        report
+            .ranks
+            .iter()
+            .map(|(b, r)| format!("{b} {r}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        match report.dependent.len() {
+            0 => String::new(),
+            n => format!("; {n} (checkpoint, block) pairs were linearly dependent and dropped"),
+        }
+    );
+    let swa_objective = (!a.resume).then(|| trainer.objective(a.objective_batches));
+    trainer.run(a.max_steps, !a.quiet)?;
+    if !trainer.finished() {
+        println!(
+            "stopped at step {}; continue with --resume (TWA and SWA are written at the end)",
+            trainer.state().step
+        );
+        return Ok(());
+    }
+    let twa_objective = trainer.objective(a.objective_batches);
+    let subspace = trainer.subspace().expect("a TWA run has a subspace");
+    let off_span = subspace.off_span();
+    let twa_net = trainer.net();
+    eval::recompute_batchnorm(twa_net, ds.clone(), a.bn_images, batch_size, a.data.workers)?;
+    let twa_path = a.out.join("twa.safetensors");
+    checkpoint::save(&twa_path, twa_net, &[])?;
+    // SWA: the checkpoints' mean, BatchNorm recomputed the same way.
+    let (swa_net, _swa_vs, _) = checkpoint::load(&last_path, device)?;
+    let model_names: std::collections::HashMap<String, Tensor> =
+        swa_net.named_tensors().into_iter().collect();
+    tch::no_grad(|| {
+        for (name, w) in subspace.mean_weights() {
+            if let Some(v) = model_names.get(&name) {
+                v.shallow_clone().copy_(&w);
+            }
+        }
+    });
+    eval::recompute_batchnorm(&swa_net, ds, a.bn_images, batch_size, a.data.workers)?;
+    let swa_path = a.out.join("swa.safetensors");
+    checkpoint::save(&swa_path, &swa_net, &[])?;
+    println!(
+        "objective on {} fixed batches: SWA point {}, TWA {:.4}; TWA weights off the span by {:.1e} (relative)",
+        a.objective_batches,
+        swa_objective.map_or("-".into(), |v| format!("{v:.4}")),
+        twa_objective,
+        off_span
+    );
+    println!("wrote {} and {}", twa_path.display(), swa_path.display());
+    if !a.compare {
+        return Ok(());
+    }
+    let (last_net, _last_vs, _) = checkpoint::load(&last_path, device)?;
+    let mut rows = Vec::new();
+    for (label, net, objective, path) in [
+        ("last checkpoint", &last_net, None, None),
+        ("SWA", &swa_net, swa_objective, Some(&swa_path)),
+        ("TWA", twa_net, Some(twa_objective), Some(&twa_path)),
+    ] {
+        let eval_args = EvalArgs {
+            checkpoint: last_path.clone(),
+            data: a.data.data.clone(),
+            limit_train: a.limit_train,
+            limit_test: a.limit_test,
+            workers: a.data.workers,
+            batch_size: 256,
+            device: DeviceArgs {
+                device: a.device.device.clone(),
+            },
+        };
+        let (train, test) = features(net, &eval_args)?;
+        let classes = net.config().num_classes();
+        let knn_top1 = (0..net.widths().len())
+            .map(|i| {
+                eval::knn_accuracy(
+                    &train.per_width[i],
+                    &train.labels,
+                    &test.per_width[i],
+                    &test.labels,
+                    classes,
+                    eval::DEFAULT_KNN_K,
+                    eval::DEFAULT_KNN_TEMPERATURE,
+                )
+            })
+            .collect();
+        let linear = LinearConfig {
+            epochs: a.probe_epochs,
+            ..LinearConfig::default()
+        };
+        eval::train_probe(net, &train, &linear, None)?;
+        let linear_top1 = (0..net.widths().len())
+            .map(|i| eval::probe_accuracy(net, &test, i).0)
+            .collect();
+        if let Some(p) = path {
+            // The probe goes with the weights, so slim-export can ship them.
+            checkpoint::save(p, net, &[])?;
+        }
+        rows.push(Compared {
+            model: label.to_string(),
+            objective,
+            widths: net.widths().to_vec(),
+            knn_top1,
+            linear_top1,
+        });
+    }
+    let table = comparison_table(&rows);
+    println!("{table}");
+    slim_core::fsutil::atomic_write(&a.out.join("comparison.md"), table.as_bytes())?;
+    slim_core::fsutil::atomic_write(
+        &a.out.join("comparison.json"),
+        serde_json::to_string_pretty(&rows)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// The comparison as a Markdown table: kNN / linear top-1 per width, and the objective.
+fn comparison_table(rows: &[Compared]) -> String {
+    let widths = &rows[0].widths;
+    let mut out = String::from("| model | objective |");
+    for w in widths {
+        out += &format!(" {w} kNN | {w} linear |");
+    }
+    out += "\n|---|---|";
+    out += &"---|---|".repeat(widths.len());
+    out += "\n";
+    for r in rows {
+        out += &format!(
+            "| {} | {} |",
+            r.model,
+            r.objective.map_or("-".into(), |v| format!("{v:.4}"))
+        );
+        for (k, l) in r.knn_top1.iter().zip(&r.linear_top1) {
+            out += &format!(" {:.2}% | {:.2}% |", k * 100.0, l * 100.0);
+        }
+        out += "\n";
+    }
+    out
 }

@@ -28,6 +28,10 @@ pub enum Error {
         path: std::path::PathBuf,
         msg: String,
     },
+    /// Trainable weight averaging inputs that do not fit together (too few checkpoints,
+    /// checkpoints of another model, a basis over its memory limit).
+    #[error("TWA: {0}")]
+    Twa(String),
     /// The loss stopped being a finite number; the last good checkpoint is kept.
     #[error(
         "the loss became NaN or infinite at step {step}; stopped without saving. The last good checkpoint is {} (if one was written); lower the learning rate and resume from it",

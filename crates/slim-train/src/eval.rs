@@ -11,7 +11,9 @@
 //!   (so the backbone is frozen and BatchNorm is in eval mode by construction), all widths
 //!   in one optimisation: the full width on cross-entropy, every sub-width on
 //!   [`probe_loss`] (half cross-entropy, half soft cross-entropy toward the full width's
-//!   prediction).
+//!   prediction);
+//! - [`recompute_batchnorm`]: every width's BatchNorm statistics from clean training
+//!   images (for a random network, or weights that were averaged: SWA, TWA).
 
 use std::f64::consts::PI;
 use std::sync::Arc;
@@ -37,6 +39,57 @@ pub const DEFAULT_KNN_TEMPERATURE: f64 = 0.07;
 const KNN_BLOCK_ELEMENTS: usize = 1 << 24;
 /// Rows per forward pass of [`probe_accuracy`].
 const PROBE_EVAL_ROWS: usize = 4096;
+
+/// Recomputes every width's BatchNorm running statistics of `net` from up to `images`
+/// training images of `dataset` (shuffled with a fixed seed, not augmented, normalised
+/// as for evaluation), each width at its own width ([`SlimNet::recompute_batchnorm`]).
+/// Returns the number of images used.
+pub fn recompute_batchnorm(
+    net: &SlimNet,
+    dataset: Arc<dyn Dataset>,
+    images: usize,
+    batch_size: usize,
+    workers: usize,
+) -> Result<usize, Error> {
+    let c = net.config();
+    let loader = Loader::new(
+        dataset,
+        LoaderConfig {
+            batch_size: batch_size.max(2),
+            views: 1,
+            augment: None,
+            normalize: normalize_of(c),
+            workers: workers.max(1),
+            seed: 0,
+            shuffle: true,
+            drop_last: true,
+            prefetch: 2,
+        },
+    );
+    let batches: Vec<Tensor> = loader
+        .epoch(0)
+        .take(images.div_ceil(batch_size.max(2)))
+        .map(|b| {
+            Tensor::from_slice(&b.images[0])
+                .view([
+                    b.len() as i64,
+                    c.in_channels as i64,
+                    c.image_size as i64,
+                    c.image_size as i64,
+                ])
+                .to_device(net.device())
+        })
+        .collect();
+    if batches.is_empty() {
+        return Err(Error::Eval(format!(
+            "no full batch of {batch_size} images to recompute BatchNorm statistics from"
+        )));
+    }
+    for &w in net.widths() {
+        net.recompute_batchnorm(w, &batches);
+    }
+    Ok(batches.iter().map(|b| b.size()[0] as usize).sum())
+}
 
 /// Embeddings of a dataset at several widths.
 #[derive(Debug)]

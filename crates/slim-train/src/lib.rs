@@ -4,7 +4,11 @@
 //! - [`model`]: [`SlimNet`], the slimmable network with switchable BatchNorm and probes,
 //!   interpreted from slim-core's architecture description;
 //! - [`checkpoint`]: saving a [`SlimNet`] as a slim-core checkpoint with reference
-//!   outputs, and loading one back into a fresh var store.
+//!   outputs, and loading one back into a fresh var store;
+//! - [`pretrain`]: SlimCLR pretraining ([`pretrain::Trainer`]), optionally keeping
+//!   trajectory checkpoints;
+//! - [`twa`]: trainable weight averaging in the span of trajectory checkpoints;
+//! - [`eval`]: kNN and switchable linear evaluation per width.
 
 pub mod bench;
 pub mod checkpoint;
@@ -16,6 +20,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod pretrain;
+pub mod twa;
 
 pub use error::Error;
 pub use model::SlimNet;

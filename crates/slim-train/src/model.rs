@@ -93,7 +93,7 @@ impl SlimConv {
         }
     }
 
-    fn forward(&self, x: &Tensor, at: At, train: bool, eps: f64) -> Tensor {
+    fn forward(&self, x: &Tensor, at: At, bn: BnMode, eps: f64) -> Tensor {
         let s = &self.spec;
         let y = x.conv2d(
             &self.weight_at(at.width),
@@ -103,6 +103,10 @@ impl SlimConv {
             [1, 1],
             s.groups_at(at.width) as i64,
         );
+        let (train, momentum) = match bn {
+            BnMode::Running => (false, 0.0),
+            BnMode::Batch { momentum } => (true, momentum),
+        };
         let bn = &self.bn[at.index];
         let y = y.batch_norm(
             Some(&bn.weight),
@@ -110,7 +114,7 @@ impl SlimConv {
             Some(&bn.running_mean),
             Some(&bn.running_var),
             train,
-            BN_MOMENTUM,
+            momentum,
             eps,
             true,
         );
@@ -167,9 +171,9 @@ impl SlimLayer {
         }
     }
 
-    fn forward(&self, x: &Tensor, at: At, train: bool, eps: f64) -> Tensor {
+    fn forward(&self, x: &Tensor, at: At, bn: BnMode, eps: f64) -> Tensor {
         match self {
-            SlimLayer::Conv(c) => c.forward(x, at, train, eps),
+            SlimLayer::Conv(c) => c.forward(x, at, bn, eps),
             SlimLayer::MaxPool {
                 kernel,
                 stride,
@@ -182,10 +186,10 @@ impl SlimLayer {
             } => {
                 let mut y = x.shallow_clone();
                 for c in body {
-                    y = c.forward(&y, at, train, eps);
+                    y = c.forward(&y, at, bn, eps);
                 }
                 let s = match shortcut {
-                    Some(c) => c.forward(x, at, train, eps),
+                    Some(c) => c.forward(x, at, bn, eps),
                     None => x.shallow_clone(),
                 };
                 activate(y + s, *activation)
@@ -198,6 +202,14 @@ impl SlimLayer {
 struct Probe {
     weight: Tensor,
     bias: Tensor,
+}
+
+/// How a forward pass uses BatchNorm: the running statistics (eval), or the batch's,
+/// folded into the running statistics with `momentum` (train).
+#[derive(Clone, Copy)]
+enum BnMode {
+    Running,
+    Batch { momentum: f64 },
 }
 
 /// A width and its position in the config's width list (which selects BatchNorm and probe).
@@ -315,12 +327,45 @@ impl SlimNet {
     /// If `w` is not one of the model's widths (check with [`SlimNet::width_index`]), or
     /// on the shape errors libtorch reports for a wrong input.
     pub fn forward(&self, x: &Tensor, w: f64, train: bool) -> Tensor {
-        let at = self.at(w);
+        let bn = match train {
+            true => BnMode::Batch {
+                momentum: BN_MOMENTUM,
+            },
+            false => BnMode::Running,
+        };
+        self.forward_bn(x, self.at(w), bn)
+    }
+
+    fn forward_bn(&self, x: &Tensor, at: At, bn: BnMode) -> Tensor {
         let mut h = x.shallow_clone();
         for layer in &self.layers {
-            h = layer.forward(&h, at, train, self.config.bn_eps);
+            h = layer.forward(&h, at, bn, self.config.bn_eps);
         }
         h.mean_dim([2i64, 3].as_slice(), false, None)
+    }
+
+    /// Recomputes width `w`'s BatchNorm running statistics from `batches` (images
+    /// `[N, C, H, W]`): the statistics are reset, then each batch's are averaged in with
+    /// weight 1/k (the k-th batch), so the result is their plain mean, as SWA's BatchNorm
+    /// update does. No gradient; no other width's statistics change.
+    ///
+    /// # Panics
+    /// If `w` is not one of the model's widths.
+    pub fn recompute_batchnorm(&self, w: f64, batches: &[Tensor]) {
+        let at = self.at(w);
+        tch::no_grad(|| {
+            for layer in &self.layers {
+                for c in layer.convs() {
+                    let bn = &c.bn[at.index];
+                    let _ = bn.running_mean.shallow_clone().fill_(0.0);
+                    let _ = bn.running_var.shallow_clone().fill_(1.0);
+                }
+            }
+            for (k, x) in batches.iter().enumerate() {
+                let momentum = 1.0 / (k + 1) as f64;
+                let _ = self.forward_bn(x, at, BnMode::Batch { momentum });
+            }
+        });
     }
 
     /// The logits `[N, classes]` of width `w`'s probe for an embedding at width `w`.

@@ -29,7 +29,9 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::head::SlimHead;
 use crate::loss::{self, LossWeights};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+use crate::twa::{BasisReport, Subspace, TwaConfig, trajectory_dir};
 use crate::{Error, SlimNet, checkpoint};
+use slim_core::checkpoint::Precision;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -65,6 +67,74 @@ pub struct PretrainConfig {
     pub crop_scale: (f32, f32),
     pub seed: u64,
     pub checkpoint_every: usize,
+    /// Keep trajectory checkpoints (for TWA / SWA) in `out/trajectory`.
+    #[serde(default)]
+    pub trajectory: Option<TrajectoryConfig>,
+    /// Train in the span of these checkpoints instead of in weight space (TWA).
+    #[serde(default)]
+    pub twa: Option<TwaConfig>,
+}
+
+/// When trajectory checkpoints are kept, and at which precision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryConfig {
+    pub every: usize,
+    pub unit: TrajectoryUnit,
+    pub precision: Precision,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrajectoryUnit {
+    Steps,
+    Epochs,
+}
+
+/// The trajectory checkpoints a run will write, known before it starts.
+#[derive(Clone, Debug)]
+pub struct TrajectoryPlan {
+    pub dir: PathBuf,
+    /// Checkpoints still to be written by this run.
+    pub count: usize,
+    /// Bytes of tensor data per checkpoint (the header adds a few KiB).
+    pub bytes_each: usize,
+}
+
+/// The weight update: SGD/LARS in weight space, or SGD on the coefficients of a
+/// checkpoint subspace (TWA).
+enum Update {
+    Weights(Optimizer),
+    Subspace(Subspace),
+}
+
+impl Update {
+    fn zero_grad(&mut self) {
+        match self {
+            Update::Weights(o) => o.zero_grad(),
+            Update::Subspace(s) => s.zero_grad(),
+        }
+    }
+
+    fn step(&mut self, lr: f64) {
+        match self {
+            Update::Weights(o) => o.step(lr),
+            Update::Subspace(s) => s.step(lr),
+        }
+    }
+
+    fn state(&self) -> Vec<(String, &Tensor)> {
+        match self {
+            Update::Weights(o) => o.state(),
+            Update::Subspace(s) => s.state(),
+        }
+    }
+
+    fn restore(&mut self, get: impl FnMut(&str) -> Option<Tensor>) -> usize {
+        match self {
+            Update::Weights(o) => o.restore(get),
+            Update::Subspace(s) => s.restore(get),
+        }
+    }
 }
 
 /// Where a run stands; saved as the checkpoint's train state.
@@ -111,7 +181,9 @@ pub struct Trainer {
     net: SlimNet,
     head: SlimHead,
     moco: Option<Moco>,
-    optimizer: Optimizer,
+    update: Update,
+    /// What [`Subspace::build`] reported, for a TWA run.
+    basis: Option<BasisReport>,
     schedule: Schedule,
     loader: Loader,
     state: TrainState,
@@ -204,6 +276,20 @@ impl Trainer {
         let vs = nn::VarStore::new(device);
         let net = SlimNet::new(&vs.root(), model)?;
         let head = head_of(&net, &(vs.root() / "train" / "head"), &config);
+        let params = crate::optim::trainable_named(&vs);
+        let (mut update, basis) = match &config.twa {
+            Some(twa) => {
+                let (subspace, report) =
+                    Subspace::build(params, model, twa, &config.optimizer, device)?;
+                // Start at the checkpoints' mean (a resumed run restores its own point).
+                subspace.apply();
+                (Update::Subspace(subspace), Some(report))
+            }
+            None => (
+                Update::Weights(Optimizer::new(config.optimizer.clone(), params)),
+                None,
+            ),
+        };
         let moco = (config.framework == Framework::MocoV2).then(|| {
             let kvs = nn::VarStore::new(device);
             let knet = SlimNet::new(&kvs.root(), model).expect("validated above");
@@ -234,8 +320,6 @@ impl Trainer {
                 queue,
             }
         });
-        let params = crate::optim::trainable_named(&vs);
-        let mut optimizer = Optimizer::new(config.optimizer.clone(), params);
         let loader = Loader::new(
             dataset,
             LoaderConfig {
@@ -310,7 +394,7 @@ impl Trainer {
                 }
                 Ok(())
             })?;
-            let restored = optimizer.restore(|name| {
+            let restored = update.restore(|name| {
                 checkpoint::train_tensor(&c, &format!("opt.{name}"), device)
                     .ok()
                     .flatten()
@@ -328,7 +412,8 @@ impl Trainer {
             net,
             head,
             moco: trainer_moco,
-            optimizer,
+            update,
+            basis,
             schedule,
             loader,
             state,
@@ -343,6 +428,90 @@ impl Trainer {
 
     pub fn net(&self) -> &SlimNet {
         &self.net
+    }
+
+    /// Whether the run has taken all its steps.
+    pub fn finished(&self) -> bool {
+        self.state.step >= self.schedule.total_steps
+    }
+
+    /// The subspace of a TWA run.
+    pub fn subspace(&self) -> Option<&Subspace> {
+        match &self.update {
+            Update::Subspace(s) => Some(s),
+            Update::Weights(_) => None,
+        }
+    }
+
+    /// What building a TWA run's basis found.
+    pub fn basis_report(&self) -> Option<&BasisReport> {
+        self.basis.as_ref()
+    }
+
+    /// The trajectory checkpoints this run has still to write and their size.
+    pub fn trajectory_plan(&self) -> Option<TrajectoryPlan> {
+        let t = self.state.config.trajectory.as_ref()?;
+        let every = t.every.max(1);
+        let count = match t.unit {
+            TrajectoryUnit::Steps => self.schedule.total_steps / every - self.state.step / every,
+            TrajectoryUnit::Epochs => self.state.config.epochs / every - self.state.epoch / every,
+        };
+        let numel: usize = self
+            .trajectory_tensors()
+            .iter()
+            .map(|(_, t)| t.numel())
+            .sum::<usize>()
+            + self
+                .net
+                .named_tensors()
+                .iter()
+                .map(|(_, t)| t.numel())
+                .sum::<usize>();
+        Some(TrajectoryPlan {
+            dir: trajectory_dir(&self.out),
+            count,
+            bytes_each: numel * t.precision.bytes(),
+        })
+    }
+
+    /// The projection head's variables, named as in the checkpoint without `train.`.
+    fn trajectory_tensors(&self) -> Vec<(String, Tensor)> {
+        self.vs
+            .variables()
+            .into_iter()
+            .filter_map(|(n, t)| n.strip_prefix("train.").map(|n| (n.to_string(), t)))
+            .collect()
+    }
+
+    /// Writes a trajectory checkpoint of the model and head now, if one is due after
+    /// `epoch_done` (an epoch just ended) or this step.
+    fn keep_trajectory(&self, epoch_done: bool) -> Result<(), Error> {
+        let Some(t) = &self.state.config.trajectory else {
+            return Ok(());
+        };
+        let every = t.every.max(1);
+        let due = match t.unit {
+            TrajectoryUnit::Steps => !epoch_done && self.state.step.is_multiple_of(every),
+            TrajectoryUnit::Epochs => epoch_done && self.state.epoch.is_multiple_of(every),
+        };
+        if !due {
+            return Ok(());
+        }
+        let dir = trajectory_dir(&self.out);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let tensors = self.trajectory_tensors();
+        let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let state = serde_json::to_string(&self.state).expect("plain data");
+        checkpoint::save_snapshot(
+            &dir.join(format!("step-{:08}.safetensors", self.state.step)),
+            &self.net,
+            &refs,
+            &state,
+            t.precision,
+        )
     }
 
     fn sub_widths_active(&self) -> bool {
@@ -385,8 +554,9 @@ impl Trainer {
         }
     }
 
-    /// One slimmable step; returns (total, per-width contrastive, per-width distillation).
-    fn step(&mut self, batch: &Batch) -> Result<(f64, Vec<f64>, Vec<f64>), Error> {
+    /// The slimmable objective on `batch`: (total, MoCo keys, per-width contrastive,
+    /// per-width distillation).
+    fn objective_of(&self, batch: &Batch) -> (Tensor, Option<Tensor>, Vec<f64>, Vec<f64>) {
         let n = batch.len();
         let x1 = self.to_input(&batch.images[0], n);
         let x2 = self.to_input(&batch.images[1], n);
@@ -429,6 +599,27 @@ impl Trainer {
                 distillation.push(0.0);
             }
         }
+        (total, keys, contrastive, distillation)
+    }
+
+    /// The mean objective over the first `batches` batches of epoch 0 (the same images
+    /// and augmentations every call), without updating anything but BatchNorm's running
+    /// statistics.
+    pub fn objective(&self, batches: usize) -> f64 {
+        let values: Vec<f64> = tch::no_grad(|| {
+            self.loader
+                .epoch(0)
+                .take(batches)
+                .map(|b| self.objective_of(&b).0.double_value(&[]))
+                .collect()
+        });
+        values.iter().sum::<f64>() / values.len().max(1) as f64
+    }
+
+    /// One slimmable step; returns (total, per-width contrastive, per-width distillation).
+    fn step(&mut self, batch: &Batch) -> Result<(f64, Vec<f64>, Vec<f64>), Error> {
+        let (total, keys, contrastive, distillation) = self.objective_of(batch);
+        let c = &self.state.config;
         let value = total.double_value(&[]);
         if !value.is_finite() {
             return Err(Error::NonFinite {
@@ -436,9 +627,9 @@ impl Trainer {
                 checkpoint: checkpoint_path(&self.out),
             });
         }
-        self.optimizer.zero_grad();
+        self.update.zero_grad();
         total.backward();
-        self.optimizer.step(self.schedule.lr(self.state.step));
+        self.update.step(self.schedule.lr(self.state.step));
         if let (Some(m), Some(k)) = (&mut self.moco, keys) {
             tch::no_grad(|| {
                 for (_, kv, qv) in &m.pairs {
@@ -461,15 +652,9 @@ impl Trainer {
     /// Writes the checkpoint atomically with everything needed to resume.
     pub fn save(&self) -> Result<PathBuf, Error> {
         let path = checkpoint_path(&self.out);
-        let mut extra: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(n, _)| n.starts_with("train."))
-            .map(|(n, t)| (n.trim_start_matches("train.").to_string(), t))
-            .collect();
+        let mut extra = self.trajectory_tensors();
         extra.extend(
-            self.optimizer
+            self.update
                 .state()
                 .into_iter()
                 .map(|(n, t)| (format!("opt.{n}"), t.shallow_clone())),
@@ -556,6 +741,7 @@ impl Trainer {
                     "epoch {epoch} loss {loss:.3} lr {lr:.4} {ips:.0} img/s"
                 ));
                 bar.set_position(self.state.step as u64);
+                self.keep_trajectory(false)?;
                 if self.state.step.is_multiple_of(every) {
                     self.save()?;
                 }
@@ -567,6 +753,7 @@ impl Trainer {
             if exhausted {
                 self.state.epoch += 1;
                 self.state.position = 0;
+                self.keep_trajectory(true)?;
             }
         }
         bar.finish_and_clear();

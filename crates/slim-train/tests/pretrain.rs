@@ -73,6 +73,8 @@ fn config(framework: Framework) -> PretrainConfig {
         crop_scale: (0.2, 1.0),
         seed: 5,
         checkpoint_every: 3,
+        trajectory: None,
+        twa: None,
     }
 }
 
