@@ -48,3 +48,156 @@ pub fn apply(manifest: &mut Manifest, report: &Report, backend: &str, device: &s
     }
     changed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Machine;
+    use crate::report::{Accuracy as Measured, Header, Versions, WidthReport};
+    use crate::stats::LatencySummary;
+    use slim_core::WidthEntry;
+
+    fn entry(width: f64, latency: Vec<Latency>) -> WidthEntry {
+        WidthEntry {
+            width,
+            file: format!("w{width}/model.onnx"),
+            macs: 1000,
+            params: 10,
+            embedding_dim: 8,
+            accuracy: None,
+            latency,
+        }
+    }
+
+    fn latency(backend: &str, device: &str, batch: usize, p50_ms: f64) -> Latency {
+        Latency {
+            backend: backend.into(),
+            device: device.into(),
+            batch,
+            p50_ms,
+            p90_ms: p50_ms,
+            p99_ms: p50_ms,
+        }
+    }
+
+    fn report(widths: Vec<WidthReport>) -> Report {
+        Report {
+            header: Header {
+                tool: "slim-bench test".into(),
+                date_utc: "2000-01-01T00:00:00Z".into(),
+                model: "m".into(),
+                machine: Machine {
+                    cpu: "cpu".into(),
+                    logical_cores: 1,
+                    physical_cores: Some(1),
+                    os: "os".into(),
+                    gpus: vec![],
+                },
+                backend: "tract".into(),
+                provider: "tract".into(),
+                intra_op_threads: Some(1),
+                threads_note: String::new(),
+                process_threads: None,
+                versions: Versions {
+                    slim_bench: "0".into(),
+                    tract_onnx: "0".into(),
+                    ort: None,
+                    onnxruntime: None,
+                },
+                warmup: 1,
+                runs: 3,
+                evalset: None,
+            },
+            widths,
+        }
+    }
+
+    fn measured(width: f64, source: Source, p50s: &[(usize, f64)]) -> WidthReport {
+        WidthReport {
+            width,
+            macs: 1000,
+            params: 10,
+            provider: "tract".into(),
+            load_ms: 1.0,
+            memory: None,
+            memory_note: None,
+            accuracy: Some(Measured {
+                top1: 0.8,
+                top5: 0.99,
+                dataset: "set".into(),
+                samples: 100,
+                source,
+            }),
+            latency: p50s
+                .iter()
+                .map(|&(b, ms)| LatencySummary::new(b, &[ms, ms, ms]))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn replaces_the_same_backend_device_and_batch_and_keeps_the_rest() {
+        let mut m = Manifest {
+            format: slim_core::manifest::FORMAT.into(),
+            backbone: "resnet20".into(),
+            in_channels: 1,
+            image_size: 8,
+            mean: vec![0.5],
+            std: vec![0.5],
+            class_names: vec!["a".into()],
+            checkpoint_sha256: "x".into(),
+            widths: vec![
+                entry(
+                    1.0,
+                    vec![
+                        latency("tract", "cpu", 1, 9.0),
+                        latency("ort-cpu", "cpu", 1, 3.0),
+                        latency("tract", "other cpu", 1, 7.0),
+                        latency("tract", "cpu", 32, 50.0),
+                    ],
+                ),
+                entry(0.5, vec![]),
+            ],
+        };
+        let r = report(vec![
+            measured(1.0, Source::Measured, &[(1, 2.0), (8, 6.0)]),
+            measured(0.5, Source::Manifest, &[(1, 1.0)]),
+        ]);
+        assert_eq!(apply(&mut m, &r, "tract", "cpu"), 2);
+        let full = &m.widths[0];
+        let p50 = |backend: &str, device: &str, batch: usize| {
+            full.latency
+                .iter()
+                .filter(|l| l.backend == backend && l.device == device && l.batch == batch)
+                .map(|l| l.p50_ms)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            p50("tract", "cpu", 1),
+            vec![2.0],
+            "replaced, not duplicated"
+        );
+        assert_eq!(p50("tract", "cpu", 8), vec![6.0], "added");
+        assert_eq!(
+            p50("tract", "cpu", 32),
+            vec![50.0],
+            "kept: not measured now"
+        );
+        assert_eq!(p50("ort-cpu", "cpu", 1), vec![3.0], "kept: other backend");
+        assert_eq!(
+            p50("tract", "other cpu", 1),
+            vec![7.0],
+            "kept: other device"
+        );
+        let acc = full.accuracy.as_ref().unwrap();
+        assert_eq!(
+            (acc.top1, acc.samples, acc.dataset.as_str()),
+            (0.8, 100, "set")
+        );
+        // An accuracy read from the manifest is not written back as a new measurement.
+        assert_eq!(m.widths[1].accuracy, None);
+        assert_eq!(m.widths[1].latency.len(), 1);
+        // The same figures again change nothing.
+        assert_eq!(apply(&mut m, &r, "tract", "cpu"), 0);
+    }
+}
