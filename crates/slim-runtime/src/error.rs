@@ -1,3 +1,5 @@
+//! The runtime's one error type.
+
 use std::path::PathBuf;
 
 /// Everything the runtime refuses or fails at, naming the file involved where there is one.
@@ -5,6 +7,9 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Core(#[from] slim_core::Error),
+    /// An image that cannot be read or decoded (names the file).
+    #[error(transparent)]
+    Data(#[from] slim_data::Error),
     #[error("{}: {msg}", path.display())]
     Graph { path: PathBuf, msg: String },
     #[error("{backend} failed on {}: {msg}", path.display())]

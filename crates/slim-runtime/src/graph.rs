@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::{Component, Path};
 
 use prost::Message;
-use slim_core::WidthEntry;
 use slim_core::metadata as meta;
+use slim_core::{Manifest, WidthEntry};
 use tract_onnx::pb::{ModelProto, TensorProto, tensor_proto::DataLocation};
 
 use crate::Error;
@@ -87,13 +87,16 @@ fn check_external(path: &Path, model_dir: &Path, t: &TensorProto) -> Result<(), 
 }
 
 impl Graph {
-    /// Checks that the graph's own metadata says what the manifest says of it.
+    /// Checks that the graph's own metadata says what the manifest says of it: width,
+    /// costs, input shape, normalisation and class names, and the checkpoint it came from.
+    /// The runtime preprocesses from the manifest, so this makes it the graph's own.
     pub fn check_against(
         &self,
         path: &Path,
         entry: &WidthEntry,
-        checkpoint_sha256: &str,
+        manifest: &Manifest,
     ) -> Result<(), Error> {
+        let checkpoint_sha256 = manifest.checkpoint_sha256.as_str();
         let get = |key: &str| {
             self.metadata.get(key).ok_or_else(|| {
                 Error::graph(
@@ -118,10 +121,41 @@ impl Graph {
                 entry.width.to_string(),
             ));
         }
-        for (key, want) in [(meta::MACS, entry.macs), (meta::PARAMS, entry.params)] {
+        for (key, want) in [
+            (meta::MACS, entry.macs),
+            (meta::PARAMS, entry.params),
+            (meta::EMBEDDING_DIM, entry.embedding_dim as u64),
+            (meta::IN_CHANNELS, manifest.in_channels as u64),
+            (meta::IMAGE_SIZE, manifest.image_size as u64),
+        ] {
             let got = get(key)?;
             if got.parse::<u64>().ok() != Some(want) {
                 return Err(disagree(key, got, want.to_string()));
+            }
+        }
+        // The normalisation and the class names, as JSON arrays.
+        fn same<T: serde::de::DeserializeOwned + PartialEq>(got: &str, want: &T) -> bool {
+            serde_json::from_str::<T>(got).is_ok_and(|g| &g == want)
+        }
+        for (key, ok, want) in [
+            (
+                meta::MEAN,
+                same(get(meta::MEAN)?, &manifest.mean),
+                format!("{:?}", manifest.mean),
+            ),
+            (
+                meta::STD,
+                same(get(meta::STD)?, &manifest.std),
+                format!("{:?}", manifest.std),
+            ),
+            (
+                meta::CLASS_NAMES,
+                same(get(meta::CLASS_NAMES)?, &manifest.class_names),
+                format!("{:?}", manifest.class_names),
+            ),
+        ] {
+            if !ok {
+                return Err(disagree(key, get(key)?, want));
             }
         }
         let sha = get(meta::CHECKPOINT_SHA256)?;

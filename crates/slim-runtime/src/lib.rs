@@ -3,6 +3,7 @@
 //! - [`model`]: open a folder that `slim-export` wrote, load widths lazily, run them;
 //! - [`engine`]: the tract engine and, with the `ort` feature, ONNX Runtime
 //!   ([`ort_engine`]) with CPU, CUDA or TensorRT execution providers;
+//! - [`preprocess`]: image files to inputs, outputs to top-k classes and embeddings;
 //! - [`graph`]: reading a graph safely and checking its metadata against the manifest;
 //! - [`select`](mod@select): the most accurate width within a compute budget.
 
@@ -12,9 +13,11 @@ pub mod graph;
 pub mod model;
 #[cfg(feature = "ort")]
 pub mod ort_engine;
+pub mod preprocess;
 pub mod select;
 
 pub use engine::{Backend, Engine, Outputs, Provider};
 pub use error::Error;
 pub use model::SlimModel;
+pub use preprocess::{Class, top_k};
 pub use select::{Budget, NoFit, Selection, select};

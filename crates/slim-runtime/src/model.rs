@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use slim_core::{Manifest, WidthEntry};
+use slim_data::transform::Normalize;
 
 use crate::engine::{self, Backend, Engine, Outputs};
 use crate::{Error, graph};
@@ -14,6 +15,7 @@ pub struct SlimModel {
     dir: PathBuf,
     manifest: Manifest,
     backend: Backend,
+    norm: Normalize,
     engines: Vec<OnceLock<Box<dyn Engine>>>,
 }
 
@@ -22,6 +24,7 @@ impl SlimModel {
     /// are read and checked when their width is first used (or by [`SlimModel::load_all`]).
     pub fn open(dir: &Path, backend: Backend) -> Result<SlimModel, Error> {
         let manifest = Manifest::load(dir)?;
+        let norm = normalize_of(dir, &manifest)?;
         for e in &manifest.widths {
             let p = dir.join(&e.file);
             if !p.is_file() {
@@ -39,8 +42,14 @@ impl SlimModel {
             dir: dir.to_path_buf(),
             manifest,
             backend,
+            norm,
             engines,
         })
+    }
+
+    /// The preprocessing the graphs expect (see [`crate::preprocess`]).
+    pub fn normalize(&self) -> &Normalize {
+        &self.norm
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -88,7 +97,7 @@ impl SlimModel {
         let entry = &self.manifest.widths[i];
         let path = self.dir.join(&entry.file);
         let g = graph::read(&path, &self.dir)?;
-        g.check_against(&path, entry, &self.manifest.checkpoint_sha256)?;
+        g.check_against(&path, entry, &self.manifest)?;
         let loaded = engine::load(&self.backend, &path, g.proto, self.input_chw())?;
         Ok(self.engines[i].get_or_init(|| loaded).as_ref())
     }
@@ -111,4 +120,35 @@ impl SlimModel {
     pub fn run(&self, width: f64, image: &[f32], batch: usize) -> Result<Outputs, Error> {
         self.engine(width)?.run(image, batch)
     }
+}
+
+/// The manifest's preprocessing, checked so that applying it cannot fail.
+fn normalize_of(dir: &Path, m: &Manifest) -> Result<Normalize, Error> {
+    let c = m.in_channels;
+    let bad = if c != 1 && c != 3 {
+        Some(format!("in_channels is {c}; images have 1 or 3 channels"))
+    } else if m.mean.len() != c || m.std.len() != c {
+        Some(format!(
+            "mean {:?} and std {:?} must have in_channels = {c} values",
+            m.mean, m.std
+        ))
+    } else if m.std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
+        Some(format!("std {:?} must be positive", m.std))
+    } else if m.image_size == 0 {
+        Some("image_size is 0".into())
+    } else {
+        None
+    };
+    if let Some(msg) = bad {
+        return Err(Error::Core(slim_core::Error::Manifest {
+            path: dir.join(slim_core::manifest::FILE_NAME),
+            msg,
+        }));
+    }
+    Ok(Normalize {
+        size: m.image_size,
+        channels: c,
+        mean: m.mean.clone(),
+        std: m.std.clone(),
+    })
 }

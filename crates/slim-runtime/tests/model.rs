@@ -144,6 +144,50 @@ fn metadata_that_disagrees_with_the_manifest_is_refused() {
 }
 
 #[test]
+fn preprocessing_metadata_that_disagrees_with_the_manifest_is_refused() {
+    let (_d, dir) = copy();
+    for (file, key, value) in [
+        ("width-w500/model.onnx", "mean", "[0.5]"),
+        ("width-w250/model.onnx", "class_names", "[\"cat\",\"dog\"]"),
+    ] {
+        rewrite(&dir.join(file), |m| {
+            for prop in &mut m.metadata_props {
+                if prop.key == key {
+                    prop.value = value.into();
+                }
+            }
+        });
+    }
+    let model = SlimModel::open(&dir, Backend::Tract).unwrap();
+    for (w, file, key) in [
+        (0.5, "width-w500/model.onnx", "mean = [0.5]"),
+        (0.25, "width-w250/model.onnx", "class_names"),
+    ] {
+        let err = model.run(w, &ramp(&model, 1), 1).unwrap_err().to_string();
+        assert!(
+            err.contains(file) && err.contains(key) && err.contains("disagrees"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_manifest_whose_preprocessing_cannot_apply_is_refused() {
+    let (_d, dir) = copy();
+    let p = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, text.replace("\"in_channels\": 1", "\"in_channels\": 3")).unwrap();
+    let err = SlimModel::open(&dir, Backend::Tract)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("manifest.json") && err.contains("in_channels = 3"),
+        "{err}"
+    );
+}
+
+#[test]
 fn external_data_outside_the_model_folder_is_refused() {
     let (_d, dir) = copy();
     let p = dir.join("width-w1000/model.onnx");
