@@ -3,80 +3,15 @@
 //! another architecture, and MoCo v2's queue.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use slim_core::{Backbone, ModelConfig};
-use slim_data::{Dataset, Split, Subset};
-use slim_train::optim::{OptimizerConfig, OptimizerKind};
-use slim_train::pretrain::{Framework, PretrainConfig, Trainer, checkpoint_path};
+use slim_core::Backbone;
+use slim_data::Split;
+use slim_train::pretrain::{Framework, Trainer, checkpoint_path};
 use slim_train::{Error, checkpoint};
 use tch::Device;
 
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-
-/// The trainer seeds libtorch's process-wide generator (model initialisation, MoCo's
-/// queue), so tests in this binary run one at a time to stay reproducible.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn data(n: usize) -> Option<Arc<dyn Dataset>> {
-    if !Path::new(FASHION).exists() {
-        eprintln!("skipped: {FASHION} is not installed (tools/setup.sh installs it)");
-        return None;
-    }
-    Some(Arc::new(Subset::evenly(
-        Arc::from(slim_data::open(Path::new(FASHION), Split::Train).unwrap()),
-        n,
-    )))
-}
-
-fn model(ds: &dyn Dataset, backbone: Backbone) -> ModelConfig {
-    let mut m = ModelConfig::new(
-        backbone,
-        1,
-        16,
-        ds.class_names().to_vec(),
-        vec![0.29],
-        vec![0.35],
-    );
-    m.widths = vec![1.0, 0.5];
-    m
-}
-
-fn config(framework: Framework) -> PretrainConfig {
-    PretrainConfig {
-        framework,
-        epochs: 4,
-        batch_size: 8,
-        lr: 0.05,
-        warmup_epochs: 1,
-        optimizer: OptimizerConfig {
-            kind: OptimizerKind::Sgd,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            eta: 0.001,
-        },
-        temperature: 0.5,
-        slow_start_epoch: 2,
-        distill: true,
-        distill_t_student: 5.0,
-        distill_t_teacher: 5.0,
-        reweight: true,
-        smoothed: None,
-        head_hidden: 64,
-        head_out: 16,
-        moco_queue: 32,
-        moco_momentum: 0.9,
-        crop_scale: (0.2, 1.0),
-        seed: 5,
-        checkpoint_every: 3,
-        trajectory: None,
-        twa: None,
-    }
-}
+mod common;
+use common::{FASHION, config, data, model, serial};
 
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
     let c = slim_core::checkpoint::load(path).unwrap();
