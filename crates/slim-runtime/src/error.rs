@@ -20,6 +20,10 @@ pub enum Error {
     },
     #[error("{0}")]
     Unavailable(String),
+    #[error("calibration cache {}: {msg}", path.display())]
+    Calibration { path: PathBuf, msg: String },
+    #[error(transparent)]
+    NoFit(#[from] crate::select::NoFit),
     #[error("model {}: holds no width {width}; it has {available:?}", dir.display())]
     NoSuchWidth {
         dir: PathBuf,

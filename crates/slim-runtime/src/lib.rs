@@ -5,8 +5,10 @@
 //!   ([`ort_engine`]) with CPU, CUDA or TensorRT execution providers;
 //! - [`preprocess`]: image files to inputs, outputs to top-k classes and embeddings;
 //! - [`graph`]: reading a graph safely and checking its metadata against the manifest;
-//! - [`select`](mod@select): the most accurate width within a compute budget.
+//! - [`select`](mod@select): the most accurate width within a compute budget;
+//! - [`calibrate`]: each width's latency measured on this device, cached beside the model.
 
+pub mod calibrate;
 pub mod engine;
 mod error;
 pub mod graph;
@@ -16,8 +18,9 @@ pub mod ort_engine;
 pub mod preprocess;
 pub mod select;
 
+pub use calibrate::Calibration;
 pub use engine::{Backend, Engine, Outputs, Provider};
 pub use error::Error;
 pub use model::SlimModel;
 pub use preprocess::{Class, top_k};
-pub use select::{Budget, NoFit, Selection, select};
+pub use select::{Budget, NoFit, Rejected, Selection, select};

@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use slim_core::manifest::Latency;
 use slim_core::{Manifest, WidthEntry};
 use slim_data::transform::Normalize;
 
 use crate::engine::{self, Backend, Engine, Outputs};
+use crate::select::{Budget, Selection};
 use crate::{Error, graph};
 
 pub struct SlimModel {
@@ -17,6 +19,7 @@ pub struct SlimModel {
     backend: Backend,
     norm: Normalize,
     engines: Vec<OnceLock<Box<dyn Engine>>>,
+    calibration_file: Option<PathBuf>,
 }
 
 impl SlimModel {
@@ -44,7 +47,46 @@ impl SlimModel {
             backend,
             norm,
             engines,
+            calibration_file: None,
         })
+    }
+
+    /// Caches calibrations at `path` instead of beside the model (e.g. when the model
+    /// folder is read-only).
+    pub fn with_calibration_path(mut self, path: impl Into<PathBuf>) -> SlimModel {
+        self.calibration_file = Some(path.into());
+        self
+    }
+
+    pub(crate) fn calibration_file(&self) -> Option<&PathBuf> {
+        self.calibration_file.as_ref()
+    }
+
+    /// The most accurate width within `budget` ([`crate::select()`]), judging latency by
+    /// this device's cached calibration at `budget.latency_batch` when there is one, else
+    /// by the latencies in the manifest.
+    pub fn select(&self, budget: &Budget) -> Result<Selection, Error> {
+        let mut manifest = self.manifest.clone();
+        let cal = match budget.max_latency_ms {
+            Some(_) => self.cached_calibration(budget.latency_batch.max(1))?,
+            None => None,
+        };
+        if let Some(cal) = cal {
+            for e in &mut manifest.widths {
+                let l = cal
+                    .width(e.width)
+                    .expect("a cached calibration covers every width");
+                e.latency = vec![Latency {
+                    backend: cal.key.provider.clone(),
+                    device: format!("{} (calibrated)", cal.key.device),
+                    batch: cal.key.batch,
+                    p50_ms: l.p50_ms,
+                    p90_ms: l.p90_ms,
+                    p99_ms: l.p99_ms,
+                }];
+            }
+        }
+        Ok(crate::select::select(&manifest, budget)?)
     }
 
     /// The preprocessing the graphs expect (see [`crate::preprocess`]).

@@ -22,6 +22,16 @@ pub struct Budget {
 pub struct Selection {
     pub width: f64,
     pub reason: String,
+    /// The widths more accurate than the chosen one, most accurate first, with why each
+    /// misses the budget; the last is the one that would have been next.
+    pub rejected: Vec<Rejected>,
+}
+
+/// A width that misses the budget.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    pub width: f64,
+    pub misses: String,
 }
 
 /// No width meets the budget.
@@ -60,7 +70,8 @@ fn misses(e: &WidthEntry, budget: &Budget) -> (Vec<String>, f64) {
             Some(_) => {}
             None => {
                 out.push(format!(
-                    "no latency measured at batch {} (run slim-bench with --update-manifest)",
+                    "no latency measured at batch {} (calibrate: slim-run --calibrate, or \
+                     slim-bench --write-manifest)",
                     budget.latency_batch.max(1)
                 ));
                 size += 1.0;
@@ -87,32 +98,86 @@ fn misses(e: &WidthEntry, budget: &Budget) -> (Vec<String>, f64) {
     (out, size)
 }
 
+/// Measured accuracy, or the width where none was measured (wider counts as better).
+fn accuracy(e: &WidthEntry) -> f64 {
+    e.accuracy.as_ref().map_or(e.width, |a| a.top1)
+}
+
+fn more_accurate(a: &WidthEntry, b: &WidthEntry) -> std::cmp::Ordering {
+    accuracy(a)
+        .total_cmp(&accuracy(b))
+        .then(a.width.total_cmp(&b.width))
+}
+
+/// What the budget judged of `e`, for the reason of a choice.
+fn costs(e: &WidthEntry, budget: &Budget) -> String {
+    let mut out = format!(
+        "{:.2} MMACs, {:.3} M params",
+        e.macs as f64 / 1e6,
+        e.params as f64 / 1e6
+    );
+    if budget.max_latency_ms.is_some() {
+        let batch = budget.latency_batch.max(1);
+        if let Some(l) = e.latency.iter().find(|l| l.batch == batch) {
+            out += &format!(
+                ", p50 {:.3} ms at batch {batch} ({} on {})",
+                l.p50_ms, l.backend, l.device
+            );
+        }
+    }
+    out += &match &e.accuracy {
+        Some(a) => format!(", top-1 {:.2}% ({})", a.top1 * 100.0, a.dataset),
+        None => ", accuracy not measured (wider counts as more accurate)".into(),
+    };
+    out
+}
+
+/// What `budget` limits, in words.
+pub fn describe(budget: &Budget) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = budget.max_macs {
+        parts.push(format!("MACs <= {:.2} M", m as f64 / 1e6));
+    }
+    if let Some(p) = budget.max_params {
+        parts.push(format!("params <= {:.3} M", p as f64 / 1e6));
+    }
+    if let Some(l) = budget.max_latency_ms {
+        parts.push(format!(
+            "p50 latency <= {l} ms at batch {}",
+            budget.latency_batch.max(1)
+        ));
+    }
+    if let Some(t) = budget.min_top1 {
+        parts.push(format!("top-1 >= {:.2}%", t * 100.0));
+    }
+    if parts.is_empty() {
+        "no limits".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// The most accurate width of `manifest` within `budget`.
 pub fn select(manifest: &Manifest, budget: &Budget) -> Result<Selection, NoFit> {
-    let accuracy = |e: &WidthEntry| e.accuracy.as_ref().map_or(e.width, |a| a.top1);
-    let fitting = manifest
-        .widths
-        .iter()
-        .filter(|e| misses(e, budget).0.is_empty())
-        .max_by(|a, b| {
-            accuracy(a)
-                .total_cmp(&accuracy(b))
-                .then(a.width.total_cmp(&b.width))
-        });
-    if let Some(e) = fitting {
-        let acc = e
-            .accuracy
-            .as_ref()
-            .map_or("accuracy not measured: widest that fits".to_string(), |a| {
-                format!("top-1 {:.2}%", a.top1 * 100.0)
+    let mut ranked: Vec<&WidthEntry> = manifest.widths.iter().collect();
+    ranked.sort_by(|a, b| more_accurate(b, a));
+    let mut rejected = Vec::new();
+    for e in ranked {
+        let (m, _) = misses(e, budget);
+        if m.is_empty() {
+            return Ok(Selection {
+                width: e.width,
+                reason: format!(
+                    "{}; the most accurate width within the budget ({})",
+                    costs(e, budget),
+                    describe(budget)
+                ),
+                rejected,
             });
-        return Ok(Selection {
+        }
+        rejected.push(Rejected {
             width: e.width,
-            reason: format!(
-                "{:.2} MMACs, {} params, {acc}; the most accurate width within the budget",
-                e.macs as f64 / 1e6,
-                e.params
-            ),
+            misses: m.join("; "),
         });
     }
     let (e, (m, _)) = manifest
@@ -180,7 +245,18 @@ mod tests {
             max_macs: Some(20_000_000),
             ..Budget::default()
         };
-        assert_eq!(select(&m, &b).unwrap().width, 0.75);
+        let s = select(&m, &b).unwrap();
+        assert_eq!(s.width, 0.75);
+        assert_eq!(s.rejected.len(), 1);
+        assert_eq!(s.rejected[0].width, 1.0);
+        assert!(
+            s.rejected[0]
+                .misses
+                .contains("MACs 31.0000M over the limit 20.0000M"),
+            "{:?}",
+            s.rejected
+        );
+        assert!(s.reason.contains("MACs <= 20.00 M"), "{}", s.reason);
         let b = Budget {
             max_latency_ms: Some(1.5),
             latency_batch: 1,

@@ -1,0 +1,274 @@
+//! Latency calibration: each width's latency percentiles measured on this device with the
+//! model's backend, cached beside the model (`calibration.json`, written atomically) and
+//! reused by later opens. An entry is keyed by the provider that actually ran, the device
+//! (CPU model and threads), the batch size and the checkpoint's hash; entries under other
+//! keys are kept but ignored. A cache that does not parse is an error naming it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, SlimModel};
+
+pub const FILE_NAME: &str = "calibration.json";
+pub const FORMAT: &str = "slim-calibration/1";
+
+/// What a calibration is valid for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    /// What ran the graphs, e.g. `tract` or `ort/CPU` (see [`crate::Engine::provider`]).
+    pub provider: String,
+    /// [`device`]: CPU model and thread count.
+    pub device: String,
+    pub batch: usize,
+    pub checkpoint_sha256: String,
+}
+
+/// One width's measured latency per call, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WidthLatency {
+    pub width: f64,
+    /// Timed calls (warmup excluded).
+    pub runs: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Every width's latency under one key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub key: Key,
+    /// Widest first, as in the manifest.
+    pub widths: Vec<WidthLatency>,
+}
+
+impl Calibration {
+    pub fn width(&self, width: f64) -> Option<&WidthLatency> {
+        let tag = slim_core::width::tag(width);
+        self.widths
+            .iter()
+            .find(|w| slim_core::width::tag(w.width) == tag)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    format: String,
+    entries: Vec<Calibration>,
+}
+
+/// The `q`-quantile (0..=1) of `samples` by linear interpolation between order statistics;
+/// `None` for no samples.
+pub fn percentile(samples: &[f64], q: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(s[lo] + (s[hi] - s[lo]) * (pos - lo as f64))
+}
+
+/// `model name` of the first processor in a `/proc/cpuinfo` text.
+pub fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "model name").then(|| v.trim().to_string())
+    })
+}
+
+/// This device, as calibrations are keyed: the CPU model (or the architecture where
+/// `/proc/cpuinfo` says none) and the threads this process may use.
+pub fn device() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpu_model(&cpuinfo).unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{cpu}, {threads} threads")
+}
+
+/// Latencies in ms of `runs` calls of `width` on `input` (one batch of `batch`), after
+/// `warmup` untimed calls.
+pub fn latency_samples(
+    model: &SlimModel,
+    width: f64,
+    input: &[f32],
+    batch: usize,
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<f64>, Error> {
+    for _ in 0..warmup {
+        model.run(width, input, batch)?;
+    }
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            model.run(width, input, batch)?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect()
+}
+
+fn cache_error(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Calibration {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Every entry of the cache at `path`; none when there is no file.
+pub fn read_cache(path: &Path) -> Result<Vec<Calibration>, Error> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        // No file, or no folder where the cache would go: nothing cached yet.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(cache_error(path, format!("cannot be read: {e}"))),
+    };
+    let file: CacheFile = serde_json::from_str(&text).map_err(|e| {
+        cache_error(
+            path,
+            format!("does not parse ({e}); delete it to calibrate again"),
+        )
+    })?;
+    if file.format != FORMAT {
+        return Err(cache_error(
+            path,
+            format!(
+                "format {:?} is not {FORMAT:?}; delete it to calibrate again",
+                file.format
+            ),
+        ));
+    }
+    Ok(file.entries)
+}
+
+/// Puts `cal` into the cache at `path` (replacing an entry with the same key), atomically.
+pub fn write_cache(path: &Path, cal: &Calibration) -> Result<(), Error> {
+    let mut entries = read_cache(path)?;
+    entries.retain(|e| e.key != cal.key);
+    entries.push(cal.clone());
+    let file = CacheFile {
+        format: FORMAT.into(),
+        entries,
+    };
+    let text = serde_json::to_string_pretty(&file).expect("plain data serialises");
+    slim_core::fsutil::atomic_write(path, text.as_bytes()).map_err(|e| {
+        cache_error(
+            path,
+            format!(
+                "cannot be written ({e}); give a writable cache path \
+                 (SlimModel::with_calibration_path, slim-run --calibration-cache)"
+            ),
+        )
+    })
+}
+
+/// A deterministic input batch for timing (latency does not depend on pixel values).
+fn timing_input(model: &SlimModel, batch: usize) -> Vec<f32> {
+    (0..batch * model.image_len())
+        .map(|i| (i % 97) as f32 / 48.0 - 1.0)
+        .collect()
+}
+
+impl SlimModel {
+    /// Where calibrations are cached: `calibration.json` in the model folder unless
+    /// [`SlimModel::with_calibration_path`] said otherwise.
+    pub fn calibration_path(&self) -> PathBuf {
+        self.calibration_file()
+            .cloned()
+            .unwrap_or_else(|| self.dir().join(FILE_NAME))
+    }
+
+    /// The key a calibration at `batch` has on this device with this backend (loads the
+    /// widest width, to learn which provider actually runs).
+    pub fn calibration_key(&self, batch: usize) -> Result<Key, Error> {
+        let widest = self.widths()[0];
+        Ok(Key {
+            provider: self.engine(widest)?.provider().to_string(),
+            device: device(),
+            batch,
+            checkpoint_sha256: self.manifest().checkpoint_sha256.clone(),
+        })
+    }
+
+    /// The cached calibration at `batch` for this device and backend, if one covers every
+    /// width.
+    pub fn cached_calibration(&self, batch: usize) -> Result<Option<Calibration>, Error> {
+        let key = self.calibration_key(batch)?;
+        let widths = self.widths();
+        Ok(read_cache(&self.calibration_path())?
+            .into_iter()
+            .find(|c| c.key == key && widths.iter().all(|&w| c.width(w).is_some())))
+    }
+
+    /// Each width's latency at `batch`: the cached calibration when there is one (`true`
+    /// in the answer), otherwise `runs` timed calls per width (after a few untimed ones),
+    /// then cached. `progress` is told the timed calls done so far and in all.
+    pub fn calibrate(
+        &self,
+        batch: usize,
+        runs: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<(Calibration, bool), Error> {
+        let batch = batch.max(1);
+        let runs = runs.max(1);
+        if let Some(c) = self.cached_calibration(batch)? {
+            return Ok((c, true));
+        }
+        let input = timing_input(self, batch);
+        let total = runs * self.widths().len();
+        let mut widths = Vec::new();
+        for (i, w) in self.widths().into_iter().enumerate() {
+            let s = latency_samples(self, w, &input, batch, (runs / 10).max(2), runs)?;
+            let q = |q| percentile(&s, q).expect("runs >= 1");
+            widths.push(WidthLatency {
+                width: w,
+                runs,
+                p50_ms: q(0.5),
+                p90_ms: q(0.9),
+                p95_ms: q(0.95),
+                p99_ms: q(0.99),
+            });
+            progress((i + 1) * runs, total);
+        }
+        let cal = Calibration {
+            key: self.calibration_key(batch)?,
+            widths,
+        };
+        write_cache(&self.calibration_path(), &cal)?;
+        Ok((cal, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate() {
+        let s = [4.0, 1.0, 3.0, 2.0, 5.0];
+        assert_eq!(percentile(&s, 0.5), Some(3.0));
+        assert_eq!(percentile(&s, 0.0), Some(1.0));
+        assert_eq!(percentile(&s, 1.0), Some(5.0));
+        assert!((percentile(&s, 0.9).unwrap() - 4.6).abs() < 1e-12);
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn cpu_model_reads_the_first_model_name() {
+        let info = "processor\t: 0\nmodel name\t: Example CPU @ 2.0GHz\nflags\t: x\n\
+                    processor\t: 1\nmodel name\t: Other\n";
+        assert_eq!(cpu_model(info).as_deref(), Some("Example CPU @ 2.0GHz"));
+        assert_eq!(cpu_model("flags: a"), None);
+    }
+}

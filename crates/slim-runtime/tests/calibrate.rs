@@ -1,0 +1,208 @@
+//! Latency calibration on the real model: measured once, cached beside the model and
+//! reused; stale keys ignored, a corrupt cache refused naming it, an unwritable cache an
+//! error that says what to do, and `select` judging latency budgets by the calibration.
+
+use std::path::{Path, PathBuf};
+
+use slim_runtime::calibrate::{self, Calibration, WidthLatency};
+use slim_runtime::{Backend, Budget, SlimModel};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
+}
+
+/// A copy of the model folder (the calibration cache is written into it).
+fn copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("model");
+    std::fs::create_dir(&dst).unwrap();
+    std::fs::copy(fixture().join("manifest.json"), dst.join("manifest.json")).unwrap();
+    for e in std::fs::read_dir(fixture()).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            let to = dst.join(p.file_name().unwrap());
+            std::fs::create_dir(&to).unwrap();
+            std::fs::copy(p.join("model.onnx"), to.join("model.onnx")).unwrap();
+        }
+    }
+    (dir, dst)
+}
+
+#[test]
+fn a_calibration_is_measured_once_cached_and_reused() {
+    let (_d, dir) = copy();
+    let model = SlimModel::open(&dir, Backend::Tract).unwrap();
+    let mut calls = Vec::new();
+    let (cal, reused) = model
+        .calibrate(1, 6, |done, total| calls.push((done, total)))
+        .unwrap();
+    assert!(!reused);
+    assert_eq!(calls.last(), Some(&(24, 24)));
+    assert_eq!(cal.key.provider, "tract");
+    assert_eq!(cal.key.batch, 1);
+    assert!(cal.key.device.contains("threads"), "{}", cal.key.device);
+    assert_eq!(cal.widths.len(), 4);
+    for w in &cal.widths {
+        assert!(
+            w.p50_ms > 0.0 && w.p50_ms <= w.p90_ms && w.p90_ms <= w.p95_ms && w.p95_ms <= w.p99_ms,
+            "{w:?}"
+        );
+        assert_eq!(w.runs, 6);
+    }
+    let path = dir.join(calibrate::FILE_NAME);
+    let written = std::fs::read(&path).unwrap();
+    // A later open reuses it without measuring.
+    let again = SlimModel::open(&dir, Backend::Tract).unwrap();
+    let (cached, reused) = again
+        .calibrate(1, 6, |_, _| panic!("measured again"))
+        .unwrap();
+    assert!(reused);
+    assert_eq!(cached.key, cal.key);
+    for (a, b) in cached.widths.iter().zip(&cal.widths) {
+        // JSON keeps the figures to within a rounding of the last bit.
+        assert!(
+            (a.p50_ms - b.p50_ms).abs() <= 1e-12 * b.p50_ms,
+            "{a:?} {b:?}"
+        );
+        assert!(
+            (a.p99_ms - b.p99_ms).abs() <= 1e-12 * b.p99_ms,
+            "{a:?} {b:?}"
+        );
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), written);
+    // Another batch size is another key: measured, and both are kept.
+    let (_, reused) = again.calibrate(2, 3, |_, _| {}).unwrap();
+    assert!(!reused);
+    assert_eq!(calibrate::read_cache(&path).unwrap().len(), 2);
+    assert!(again.cached_calibration(1).unwrap().is_some());
+}
+
+#[test]
+fn stale_keys_are_ignored_and_kept() {
+    let (_d, dir) = copy();
+    let model = SlimModel::open(&dir, Backend::Tract).unwrap();
+    let mut key = model.calibration_key(1).unwrap();
+    key.checkpoint_sha256 = "another checkpoint".into();
+    let stale = Calibration {
+        key,
+        widths: model
+            .widths()
+            .iter()
+            .map(|&width| WidthLatency {
+                width,
+                runs: 1,
+                p50_ms: 9.0,
+                p90_ms: 9.0,
+                p95_ms: 9.0,
+                p99_ms: 9.0,
+            })
+            .collect(),
+    };
+    let path = model.calibration_path();
+    calibrate::write_cache(&path, &stale).unwrap();
+    assert_eq!(model.cached_calibration(1).unwrap(), None);
+    let (cal, reused) = model.calibrate(1, 3, |_, _| {}).unwrap();
+    assert!(!reused && cal.key != stale.key);
+    let entries = calibrate::read_cache(&path).unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.contains(&stale));
+}
+
+#[test]
+fn a_corrupt_cache_is_an_error_naming_it() {
+    let (_d, dir) = copy();
+    let path = dir.join(calibrate::FILE_NAME);
+    std::fs::write(&path, "{\"format\": \"slim-calibration/1\", \"entr").unwrap();
+    let model = SlimModel::open(&dir, Backend::Tract).unwrap();
+    let err = model.calibrate(1, 3, |_, _| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("calibration.json") && err.contains("does not parse"),
+        "{err}"
+    );
+    std::fs::write(&path, "{\"format\": \"other/9\", \"entries\": []}").unwrap();
+    let err = model.calibrate(1, 3, |_, _| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("calibration.json") && err.contains("other/9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unwritable_cache_is_an_error_and_another_path_can_be_given() {
+    let (_d, dir) = copy();
+    // A cache "inside" a regular file cannot be written, even by root.
+    let bad = dir.join("manifest.json").join(calibrate::FILE_NAME);
+    let model = SlimModel::open(&dir, Backend::Tract)
+        .unwrap()
+        .with_calibration_path(&bad);
+    let err = model.calibrate(1, 2, |_, _| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("manifest.json/calibration.json") && err.contains("writable"),
+        "{err}"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ok = elsewhere.path().join("cal.json");
+    let model = SlimModel::open(&dir, Backend::Tract)
+        .unwrap()
+        .with_calibration_path(&ok);
+    model.calibrate(1, 2, |_, _| {}).unwrap();
+    assert!(ok.is_file() && !dir.join(calibrate::FILE_NAME).exists());
+}
+
+#[test]
+fn select_judges_latency_by_the_calibration() {
+    let (_d, dir) = copy();
+    let model = SlimModel::open(&dir, Backend::Tract).unwrap();
+    let budget = Budget {
+        max_latency_ms: Some(2.5),
+        latency_batch: 1,
+        ..Budget::default()
+    };
+    // The fixture's manifest holds no latencies: nothing can be judged yet.
+    let err = model.select(&budget).unwrap_err().to_string();
+    assert!(err.contains("no latency measured at batch 1"), "{err}");
+    // Hand-made figures under this device's key: 4, 3, 2, 1 ms from widest to narrowest.
+    let cal = Calibration {
+        key: model.calibration_key(1).unwrap(),
+        widths: model
+            .widths()
+            .iter()
+            .zip([4.0, 3.0, 2.0, 1.0])
+            .map(|(&width, ms)| WidthLatency {
+                width,
+                runs: 1,
+                p50_ms: ms,
+                p90_ms: ms,
+                p95_ms: ms,
+                p99_ms: ms,
+            })
+            .collect(),
+    };
+    calibrate::write_cache(&model.calibration_path(), &cal).unwrap();
+    let s = model.select(&budget).unwrap();
+    assert_eq!(s.width, 0.5);
+    assert!(
+        s.reason.contains("p50 2.000 ms") && s.reason.contains("calibrated"),
+        "{}",
+        s.reason
+    );
+    assert_eq!(s.rejected.last().unwrap().width, 0.75);
+    assert!(
+        s.rejected
+            .last()
+            .unwrap()
+            .misses
+            .contains("p50 latency 3.0000 ms"),
+        "{:?}",
+        s.rejected
+    );
+    let tight = Budget {
+        max_latency_ms: Some(0.5),
+        ..budget
+    };
+    let err = model.select(&tight).unwrap_err().to_string();
+    assert!(
+        err.contains("width 0.25") && err.contains("100.0%"),
+        "{err}"
+    );
+}
