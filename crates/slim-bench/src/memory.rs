@@ -1,8 +1,9 @@
 //! Peak memory of one width's work, on Linux: the resident high-water mark (`VmHWM` in
 //! `/proc/self/status`) is reset to the current resident size by writing `5` to
 //! `/proc/self/clear_refs`, and read again afterwards; the peak is reported over the
-//! resident size before the width was loaded. Elsewhere, or when `/proc` refuses, there
-//! is no figure and the reason says why.
+//! resident size before the width was loaded. Freed heap memory is first handed back to
+//! the OS (glibc `malloc_trim`), so that a width reusing what an earlier one freed still
+//! shows. Elsewhere, or when `/proc` refuses, there is no figure and the reason says why.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,21 @@ fn read_status(key: &str) -> Result<u64, String> {
     status_bytes(&text, key).ok_or_else(|| format!("{STATUS} has no {key} line"))
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_heap() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel; it takes no
+    // pointers and is safe to call at any time from any thread.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_heap() {}
+
 /// Started before a width's work; [`PeakTracker::finish`] after it.
 pub struct PeakTracker {
     rss_before: u64,
@@ -42,6 +58,7 @@ pub struct PeakTracker {
 impl PeakTracker {
     /// Resets the high-water mark, or says why it cannot.
     pub fn start() -> Result<PeakTracker, String> {
+        release_free_heap();
         let rss_before = read_status("VmRSS")?;
         std::fs::write(CLEAR_REFS, "5")
             .map_err(|e| format!("cannot reset the peak through {CLEAR_REFS}: {e}"))?;
