@@ -297,9 +297,34 @@ pub struct PretrainArgs {
     /// f32, f16 or bf16 (half the size).
     #[arg(long, default_value = "f32")]
     pub trajectory_precision: Precision,
+    /// Mixed precision (convolutions in bfloat16); auto: on when training on a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub bf16: Toggle,
+    /// Channels-last (NHWC) weights and inputs; auto: on when training on a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub channels_last: Toggle,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// A speed setting that is only worth it on some devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    Auto,
+    On,
+    Off,
+}
+
+impl Toggle {
+    /// On, off, or (auto) on for CUDA devices.
+    pub fn on(self, device: Device) -> bool {
+        match self {
+            Toggle::Auto => device.is_cuda(),
+            Toggle::On => true,
+            Toggle::Off => false,
+        }
+    }
 }
 
 /// The model config for `ds`: channels and size from its first decodable image, classes
@@ -354,6 +379,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
             args.data.data.display()
         );
     }
+    let device = args.device.device()?;
     let smoothed = args
         .smoothed_alpha
         .map(|a| (a, args.smoothed_top_k, args.smoothed_ramp));
@@ -393,8 +419,9 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
             precision: args.trajectory_precision,
         }),
         twa: None,
+        bf16: args.bf16.on(device),
+        channels_last: args.channels_last.on(device),
     };
-    let device = args.device.device()?;
     let mut trainer = Trainer::new(
         &model,
         config,
@@ -415,7 +442,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
     }
     let s = trainer.state();
     eprintln!(
-        "{} {} widths {:?} on {:?}: {} epochs from step {} (epoch {}, batch {})",
+        "{} {} widths {:?} on {:?}{}{}: {} epochs from step {} (epoch {}, batch {})",
         match s.config.framework {
             Framework::Simclr => "SimCLR",
             Framework::MocoV2 => "MoCo v2",
@@ -423,6 +450,12 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         model.backbone.name(),
         model.widths,
         device,
+        if s.config.bf16 { ", bf16 convs" } else { "" },
+        if s.config.channels_last {
+            ", channels-last"
+        } else {
+            ""
+        },
         s.config.epochs,
         s.step,
         s.epoch,

@@ -11,7 +11,7 @@
 use slim_core::{Activation, ConvBn, Layer, ModelConfig, Network, width};
 use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use tch::nn::{self, Init};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::Error;
 
@@ -93,17 +93,26 @@ impl SlimConv {
         }
     }
 
-    fn forward(&self, x: &Tensor, at: At, bn: BnMode, eps: f64) -> Tensor {
-        let s = &self.spec;
-        let y = x.conv2d(
-            &self.weight_at(at.width),
-            None::<Tensor>,
-            [s.stride as i64; 2],
-            [s.padding as i64; 2],
-            [1, 1],
-            s.groups_at(at.width) as i64,
-        );
-        let (train, momentum) = match bn {
+    fn forward(&self, x: &Tensor, p: &Pass) -> Tensor {
+        let (s, at) = (&self.spec, p.at);
+        let conv = |x: &Tensor, w: &Tensor| {
+            x.conv2d(
+                w,
+                None::<Tensor>,
+                [s.stride as i64; 2],
+                [s.padding as i64; 2],
+                [1, 1],
+                s.groups_at(at.width) as i64,
+            )
+        };
+        let w = self.weight_at(at.width);
+        // Mixed precision as autocast does it for convolutions: the conv in the compute
+        // kind, BatchNorm (and everything after) in float32 on float32 master weights.
+        let y = match p.compute {
+            Kind::Float => conv(x, &w),
+            k => conv(&x.to_kind(k), &w.to_kind(k)).to_kind(Kind::Float),
+        };
+        let (train, momentum) = match p.bn {
             BnMode::Running => (false, 0.0),
             BnMode::Batch { momentum } => (true, momentum),
         };
@@ -115,7 +124,7 @@ impl SlimConv {
             Some(&bn.running_var),
             train,
             momentum,
-            eps,
+            p.eps,
             true,
         );
         activate(y, s.activation)
@@ -171,9 +180,9 @@ impl SlimLayer {
         }
     }
 
-    fn forward(&self, x: &Tensor, at: At, bn: BnMode, eps: f64) -> Tensor {
+    fn forward(&self, x: &Tensor, p: &Pass) -> Tensor {
         match self {
-            SlimLayer::Conv(c) => c.forward(x, at, bn, eps),
+            SlimLayer::Conv(c) => c.forward(x, p),
             SlimLayer::MaxPool {
                 kernel,
                 stride,
@@ -186,10 +195,10 @@ impl SlimLayer {
             } => {
                 let mut y = x.shallow_clone();
                 for c in body {
-                    y = c.forward(&y, at, bn, eps);
+                    y = c.forward(&y, p);
                 }
                 let s = match shortcut {
-                    Some(c) => c.forward(x, at, bn, eps),
+                    Some(c) => c.forward(x, p),
                     None => x.shallow_clone(),
                 };
                 activate(y + s, *activation)
@@ -204,12 +213,26 @@ struct Probe {
     bias: Tensor,
 }
 
+/// `x` `[N, C, H, W]` with channels-last (NHWC) strides; same shape and values.
+pub fn channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
 /// How a forward pass uses BatchNorm: the running statistics (eval), or the batch's,
 /// folded into the running statistics with `momentum` (train).
 #[derive(Clone, Copy)]
 enum BnMode {
     Running,
     Batch { momentum: f64 },
+}
+
+/// What one forward pass needs besides its input.
+struct Pass {
+    at: At,
+    bn: BnMode,
+    eps: f64,
+    /// The convolutions' compute kind (float32, or bfloat16 for mixed precision).
+    compute: Kind,
 }
 
 /// A width and its position in the config's width list (which selects BatchNorm and probe).
@@ -226,6 +249,7 @@ pub struct SlimNet {
     layers: Vec<SlimLayer>,
     /// In the order of the config's widths.
     probes: Vec<Probe>,
+    compute: Kind,
 }
 
 impl SlimNet {
@@ -283,7 +307,28 @@ impl SlimNet {
             network,
             layers,
             probes,
+            compute: Kind::Float,
         })
+    }
+
+    /// Runs the convolutions in `kind` (e.g. [`Kind::BFloat16`] for mixed precision on a
+    /// GPU), keeping the weights, BatchNorm, the probes and every gradient update in
+    /// float32.
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        self.compute = kind;
+    }
+
+    /// Stores every conv weight in channels-last (NHWC) memory order, in place: the
+    /// values and names stay, convolutions on channels-last inputs ([`channels_last`])
+    /// then use NHWC kernels (faster on tensor-core GPUs).
+    pub fn to_channels_last(&self) {
+        tch::no_grad(|| {
+            for layer in &self.layers {
+                for c in layer.convs() {
+                    c.weight.shallow_clone().set_data(&channels_last(&c.weight));
+                }
+            }
+        });
     }
 
     /// The validated config (widths sorted widest first).
@@ -337,9 +382,15 @@ impl SlimNet {
     }
 
     fn forward_bn(&self, x: &Tensor, at: At, bn: BnMode) -> Tensor {
+        let pass = Pass {
+            at,
+            bn,
+            eps: self.config.bn_eps,
+            compute: self.compute,
+        };
         let mut h = x.shallow_clone();
         for layer in &self.layers {
-            h = layer.forward(&h, at, bn, self.config.bn_eps);
+            h = layer.forward(&h, &pass);
         }
         h.mean_dim([2i64, 3].as_slice(), false, None)
     }

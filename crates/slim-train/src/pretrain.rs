@@ -28,6 +28,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 use crate::head::SlimHead;
 use crate::loss::{self, LossWeights};
+use crate::model::channels_last;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::twa::{BasisReport, Subspace, TwaConfig, trajectory_dir};
 use crate::{Error, SlimNet, checkpoint};
@@ -73,6 +74,12 @@ pub struct PretrainConfig {
     /// Train in the span of these checkpoints instead of in weight space (TWA).
     #[serde(default)]
     pub twa: Option<TwaConfig>,
+    /// Mixed precision: convolutions in bfloat16, the rest in float32.
+    #[serde(default)]
+    pub bf16: bool,
+    /// Channels-last (NHWC) weights and inputs.
+    #[serde(default)]
+    pub channels_last: bool,
 }
 
 /// When trajectory checkpoints are kept, and at which precision.
@@ -196,6 +203,16 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join("checkpoint.safetensors")
 }
 
+/// Mixed precision and memory order as `config` asks.
+fn tune(net: &mut SlimNet, config: &PretrainConfig) {
+    if config.bf16 {
+        net.set_compute_kind(Kind::BFloat16);
+    }
+    if config.channels_last {
+        net.to_channels_last();
+    }
+}
+
 fn head_of(net: &SlimNet, vs: &nn::Path, c: &PretrainConfig) -> SlimHead {
     let features = net.network().features;
     SlimHead::new(
@@ -274,7 +291,8 @@ impl Trainer {
         let config = resumed.as_ref().map_or(config, |(_, s)| s.config.clone());
         tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
-        let net = SlimNet::new(&vs.root(), model)?;
+        let mut net = SlimNet::new(&vs.root(), model)?;
+        tune(&mut net, &config);
         let head = head_of(&net, &(vs.root() / "train" / "head"), &config);
         let params = crate::optim::trainable_named(&vs);
         let (mut update, basis) = match &config.twa {
@@ -292,7 +310,8 @@ impl Trainer {
         };
         let moco = (config.framework == Framework::MocoV2).then(|| {
             let kvs = nn::VarStore::new(device);
-            let knet = SlimNet::new(&kvs.root(), model).expect("validated above");
+            let mut knet = SlimNet::new(&kvs.root(), model).expect("validated above");
+            tune(&mut knet, &config);
             let khead = head_of(&knet, &(kvs.root() / "train" / "head"), &config);
             let (q, k) = (vs.variables(), kvs.variables());
             let mut pairs: Vec<(String, Tensor, Tensor)> = k
@@ -520,14 +539,18 @@ impl Trainer {
 
     fn to_input(&self, data: &[f32], n: usize) -> Tensor {
         let m = self.net.config();
-        Tensor::from_slice(data)
+        let x = Tensor::from_slice(data)
             .view([
                 n as i64,
                 m.in_channels as i64,
                 m.image_size as i64,
                 m.image_size as i64,
             ])
-            .to_device(self.device)
+            .to_device(self.device);
+        match self.state.config.channels_last {
+            true => channels_last(&x),
+            false => x,
+        }
     }
 
     fn contrastive(&self, logits: &Tensor) -> Tensor {

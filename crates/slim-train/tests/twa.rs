@@ -303,9 +303,7 @@ fn bad_trajectories_are_refused_naming_the_file() {
     assert!(e.contains("at least two checkpoints"), "{e}");
 
     let missing = dir.path().join("nope.safetensors");
-    let e = list_checkpoints(&[missing])
-        .unwrap_err()
-        .to_string();
+    let e = list_checkpoints(&[missing]).unwrap_err().to_string();
     assert!(e.contains("nope.safetensors"), "{e}");
 
     // Another width list: same backbone, widths [1.0, 0.25].

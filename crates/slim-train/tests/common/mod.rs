@@ -73,5 +73,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         checkpoint_every: 3,
         trajectory: None,
         twa: None,
+        bf16: false,
+        channels_last: false,
     }
 }
