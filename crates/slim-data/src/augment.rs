@@ -2,7 +2,9 @@
 //! random resized crop (10 attempts, then a centre crop), horizontal flip, colour
 //! jitter in random order, random grayscale and Gaussian blur. An [`Augment`] is a plain
 //! configuration; [`Augment::apply`] draws everything from the RNG it is given, so a
-//! seeded RNG reproduces the same view.
+//! seeded RNG reproduces the same view. [`Augment::sample`] splits a view into its
+//! geometry (done on the CPU) and its drawn [`Colour`] adjustments, which a trainer can
+//! apply batched on its GPU instead.
 //!
 //! Channels are preserved (a grayscale image gets brightness and contrast jitter only,
 //! and no random grayscale); converting to the model's channel count is the caller's
@@ -144,6 +146,17 @@ impl Augment {
     /// # Panics
     /// On an empty image or a configuration [`Augment::validate`] rejects.
     pub fn apply<R: Rng + ?Sized>(&self, img: &Image, rng: &mut R) -> Image {
+        let (out, colour) = self.sample(img, rng);
+        colour.apply(out)
+    }
+
+    /// The geometric part of one random view (crop, resize, flip) and the colour
+    /// adjustments drawn for it, to apply on the CPU ([`Colour::apply`]) or batched on
+    /// the training device. Draws from `rng` exactly as [`Augment::apply`] does.
+    ///
+    /// # Panics
+    /// On an empty image or a configuration [`Augment::validate`] rejects.
+    pub fn sample<R: Rng + ?Sized>(&self, img: &Image, rng: &mut R) -> (Image, Colour) {
         assert!(img.height > 0 && img.width > 0, "empty image");
         let (top, left, h, w) = self.crop_box(img.height, img.width, rng);
         let mut out = resize_to(crop(img, top, left, h, w), self.size, self.size);
@@ -151,31 +164,20 @@ impl Augment {
             flip_horizontal(&mut out);
         }
         let jitter = rng.random::<f32>() < self.jitter_p;
-        let gray = out.channels == 3 && rng.random::<f32>() < self.grayscale_p;
+        let grayscale = out.channels == 3 && rng.random::<f32>() < self.grayscale_p;
         let blur = rng.random::<f32>() < self.blur_p;
-        if !(jitter || gray || blur) {
-            return out;
-        }
-        let c = out.channels;
-        let mut px: Vec<f32> = out.data.iter().map(|&v| v as f32 / 255.0).collect();
-        if jitter {
-            self.jitter.apply(&mut px, c, rng);
-        }
-        if gray {
-            for p in px.chunks_exact_mut(3) {
-                let l = luma(p);
-                p.fill(l);
-            }
-        }
-        if blur {
+        let jitter = jitter.then(|| self.jitter.draw(rng));
+        let blur = blur.then(|| {
             let sigma = rng.random_range(self.blur_sigma.0..=self.blur_sigma.1);
             let k = ((self.blur_kernel * self.size as f32).round() as usize).max(3);
-            gaussian_blur(&mut px, self.size, self.size, c, k / 2, sigma);
-        }
-        for (o, v) in out.data.iter_mut().zip(px) {
-            *o = (v * 255.0).round().clamp(0.0, 255.0) as u8;
-        }
-        out
+            (k / 2, sigma)
+        });
+        let colour = Colour {
+            jitter,
+            grayscale,
+            blur,
+        };
+        (out, colour)
     }
 
     /// torchvision's `RandomResizedCrop.get_params`: `(top, left, height, width)`.
@@ -218,9 +220,8 @@ impl Augment {
 }
 
 impl ColorJitter {
-    /// Applies the adjustments in a random order to `px` (HWC floats in `[0, 1]`); a
-    /// gray image (`c == 1`) gets brightness and contrast only.
-    fn apply<R: Rng + ?Sized>(&self, px: &mut [f32], c: usize, rng: &mut R) {
+    /// Draws the order of the four adjustments and their factors, as torchvision does.
+    fn draw<R: Rng + ?Sized>(&self, rng: &mut R) -> Jitter {
         let mut order = [0, 1, 2, 3];
         order.shuffle(rng);
         let mut factor = |s: f32| (s > 0.0).then(|| rng.random_range((1.0 - s).max(0.0)..=1.0 + s));
@@ -228,15 +229,83 @@ impl ColorJitter {
         let contrast = factor(self.contrast);
         let saturation = factor(self.saturation);
         let hue = (self.hue > 0.0).then(|| rng.random_range(-self.hue..=self.hue));
-        for op in order {
+        Jitter {
+            order,
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        }
+    }
+}
+
+/// One view's drawn colour jitter: the order of the adjustments (0 brightness,
+/// 1 contrast, 2 saturation, 3 hue) and each factor (`None`: left out).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Jitter {
+    pub order: [usize; 4],
+    pub brightness: Option<f32>,
+    pub contrast: Option<f32>,
+    pub saturation: Option<f32>,
+    /// Hue shift in turns.
+    pub hue: Option<f32>,
+}
+
+/// The colour adjustments drawn for one view, in the order they apply: jitter, then
+/// grayscale, then blur. Pixels are floats in `[0, 1]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Colour {
+    pub jitter: Option<Jitter>,
+    /// Convert RGB to gray (kept as three equal channels, Rec. 601 luma).
+    pub grayscale: bool,
+    /// Gaussian blur `(radius, sigma)`: kernel `2 radius + 1`, reflect padding.
+    pub blur: Option<(usize, f32)>,
+}
+
+impl Colour {
+    pub fn is_identity(&self) -> bool {
+        self.jitter.is_none() && !self.grayscale && self.blur.is_none()
+    }
+
+    /// Applies the adjustments to `img` on the CPU.
+    pub fn apply(&self, mut img: Image) -> Image {
+        if self.is_identity() {
+            return img;
+        }
+        let c = img.channels;
+        let mut px: Vec<f32> = img.data.iter().map(|&v| v as f32 / 255.0).collect();
+        if let Some(j) = &self.jitter {
+            j.apply(&mut px, c);
+        }
+        if self.grayscale {
+            for p in px.chunks_exact_mut(3) {
+                let l = luma(p);
+                p.fill(l);
+            }
+        }
+        if let Some((radius, sigma)) = self.blur {
+            gaussian_blur(&mut px, img.height, img.width, c, radius, sigma);
+        }
+        for (o, v) in img.data.iter_mut().zip(px) {
+            *o = (v * 255.0).round().clamp(0.0, 255.0) as u8;
+        }
+        img
+    }
+}
+
+impl Jitter {
+    /// Applies the adjustments in their order to `px` (HWC floats in `[0, 1]`); a gray
+    /// image (`c == 1`) gets brightness and contrast only.
+    fn apply(&self, px: &mut [f32], c: usize) {
+        for op in self.order {
             match op {
                 0 => {
-                    if let Some(b) = brightness {
+                    if let Some(b) = self.brightness {
                         px.iter_mut().for_each(|v| *v = (*v * b).clamp(0.0, 1.0));
                     }
                 }
                 1 => {
-                    if let Some(f) = contrast {
+                    if let Some(f) = self.contrast {
                         let mean = if c == 1 {
                             px.iter().sum::<f32>() / px.len() as f32
                         } else {
@@ -246,7 +315,7 @@ impl ColorJitter {
                     }
                 }
                 2 => {
-                    if let (Some(f), 3) = (saturation, c) {
+                    if let (Some(f), 3) = (self.saturation, c) {
                         for p in px.chunks_exact_mut(3) {
                             let l = luma(p);
                             p.iter_mut().for_each(|v| *v = blend(*v, l, f));
@@ -254,7 +323,7 @@ impl ColorJitter {
                     }
                 }
                 _ => {
-                    if let (Some(h), 3) = (hue, c) {
+                    if let (Some(h), 3) = (self.hue, c) {
                         px.chunks_exact_mut(3).for_each(|p| shift_hue(p, h));
                     }
                 }

@@ -61,11 +61,24 @@ pub fn resize_center_crop(img: Image, size: usize) -> Image {
 impl Normalize {
     /// Appends the CHW float input of `img` to `out`.
     pub fn apply(&self, img: Image, out: &mut Vec<f32>) {
+        self.write(img, out, true);
+    }
+
+    /// As [`Normalize::apply`] but stopping at pixels in `[0, 1]`: no mean and std (for
+    /// a consumer that adjusts colours first, then normalises).
+    pub fn apply_unit(&self, img: Image, out: &mut Vec<f32>) {
+        self.write(img, out, false);
+    }
+
+    fn write(&self, img: Image, out: &mut Vec<f32>, standardise: bool) {
         let img = resize_center_crop(img.to_channels(self.channels), self.size);
         let hw = self.size * self.size;
         let c = self.channels;
         for ch in 0..c {
-            let (m, s) = (self.mean[ch], self.std[ch]);
+            let (m, s) = match standardise {
+                true => (self.mean[ch], self.std[ch]),
+                false => (0.0, 1.0),
+            };
             out.extend((0..hw).map(|p| (img.data[p * c + ch] as f32 / 255.0 - m) / s));
         }
     }

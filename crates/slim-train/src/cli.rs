@@ -303,6 +303,10 @@ pub struct PretrainArgs {
     /// Channels-last (NHWC) weights and inputs; auto: on when training on a GPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub channels_last: Toggle,
+    /// Colour augmentations batched on the training device instead of the loader's CPU
+    /// threads (geometry stays on the CPU); auto: on when training on a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub augment_on_device: Toggle,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -421,6 +425,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         twa: None,
         bf16: args.bf16.on(device),
         channels_last: args.channels_last.on(device),
+        augment_on_device: args.augment_on_device.on(device),
     };
     let mut trainer = Trainer::new(
         &model,

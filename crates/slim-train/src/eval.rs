@@ -64,6 +64,7 @@ pub fn recompute_batchnorm(
             shuffle: true,
             drop_last: true,
             prefetch: 2,
+            colour_on_device: false,
         },
     );
     let batches: Vec<Tensor> = loader
@@ -193,6 +194,7 @@ pub fn extract_features(
             shuffle: false,
             drop_last: false,
             prefetch: 2 * workers,
+            colour_on_device: false,
         },
     );
     let device = net.device();

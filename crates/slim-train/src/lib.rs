@@ -8,11 +8,13 @@
 //! - [`pretrain`]: SlimCLR pretraining ([`pretrain::Trainer`]), optionally keeping
 //!   trajectory checkpoints;
 //! - [`twa`]: trainable weight averaging in the span of trajectory checkpoints;
-//! - [`eval`]: kNN and switchable linear evaluation per width.
+//! - [`eval`]: kNN and switchable linear evaluation per width;
+//! - [`colour`]: the colour augmentations batched on the training device.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod colour;
 mod error;
 pub mod eval;
 pub mod head;

@@ -80,6 +80,10 @@ pub struct PretrainConfig {
     /// Channels-last (NHWC) weights and inputs.
     #[serde(default)]
     pub channels_last: bool,
+    /// Colour augmentations (jitter, grayscale, blur) batched on the training device
+    /// instead of on the loader's CPU threads.
+    #[serde(default)]
+    pub augment_on_device: bool,
 }
 
 /// When trajectory checkpoints are kept, and at which precision.
@@ -358,6 +362,7 @@ impl Trainer {
                 shuffle: true,
                 drop_last: true,
                 prefetch: 2 * workers.max(1),
+                colour_on_device: config.augment_on_device,
             },
         );
         let spe = loader.batches_per_epoch();
@@ -537,16 +542,22 @@ impl Trainer {
         self.state.epoch >= self.state.config.slow_start_epoch
     }
 
-    fn to_input(&self, data: &[f32], n: usize) -> Tensor {
+    /// View `v` of `batch` on the device, colour-augmented there if the loader left
+    /// that to the device, in the model's memory order.
+    fn view(&self, batch: &Batch, v: usize) -> Tensor {
         let m = self.net.config();
-        let x = Tensor::from_slice(data)
+        let x = Tensor::from_slice(&batch.images[v])
             .view([
-                n as i64,
+                batch.len() as i64,
                 m.in_channels as i64,
                 m.image_size as i64,
                 m.image_size as i64,
             ])
             .to_device(self.device);
+        let x = match self.state.config.augment_on_device {
+            true => crate::colour::apply(&x, &batch.colour[v], &m.mean, &m.std),
+            false => x,
+        };
         match self.state.config.channels_last {
             true => channels_last(&x),
             false => x,
@@ -580,9 +591,8 @@ impl Trainer {
     /// The slimmable objective on `batch`: (total, MoCo keys, per-width contrastive,
     /// per-width distillation).
     fn objective_of(&self, batch: &Batch) -> (Tensor, Option<Tensor>, Vec<f64>, Vec<f64>) {
-        let n = batch.len();
-        let x1 = self.to_input(&batch.images[0], n);
-        let x2 = self.to_input(&batch.images[1], n);
+        let x1 = self.view(batch, 0);
+        let x2 = self.view(batch, 1);
         let c = self.state.config.clone();
         let keys = self.moco.as_ref().map(|m| {
             tch::no_grad(|| {

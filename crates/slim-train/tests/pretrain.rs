@@ -221,3 +221,31 @@ fn moco_v2_fills_its_queue_and_resumes_it() {
     let resumed = Trainer::new(&m, c, ds, dir.path(), true, Device::Cpu, 2).unwrap();
     assert_eq!(resumed.state().queue_ptr, 8);
 }
+
+#[test]
+fn the_gpu_settings_train_on_any_device() {
+    // Colour augmentation on the device, bf16 convolutions and channels-last together,
+    // run here on the CPU device: the run trains and writes a loadable checkpoint.
+    let _serial = serial();
+    let Some(ds) = data(32) else { return };
+    tch::set_num_threads(1);
+    let m = model(ds.as_ref(), Backbone::Resnet20);
+    let dir = tempfile::tempdir().unwrap();
+    let c = slim_train::pretrain::PretrainConfig {
+        augment_on_device: true,
+        bf16: true,
+        channels_last: true,
+        slow_start_epoch: 0,
+        ..config(Framework::Simclr)
+    };
+    let mut t = Trainer::new(&m, c, ds, dir.path(), false, Device::Cpu, 2).unwrap();
+    let before = t.objective(2);
+    let path = t.run(Some(8), false).unwrap();
+    let after = t.objective(2);
+    assert!(before.is_finite() && after.is_finite());
+    assert!(
+        after < before,
+        "objective {before} -> {after} after 8 steps"
+    );
+    checkpoint::load(&path, Device::Cpu).unwrap();
+}

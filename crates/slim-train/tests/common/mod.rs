@@ -75,5 +75,6 @@ pub fn config(framework: Framework) -> PretrainConfig {
         twa: None,
         bf16: false,
         channels_last: false,
+        augment_on_device: false,
     }
 }
