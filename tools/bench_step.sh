@@ -13,10 +13,9 @@
 #
 # The project venv holds the torch wheel without its CUDA libraries (tch links only
 # libtorch_cpu), which is enough for libtorch but not for `import torch`. When
-# $SLIM_PYTHON cannot import torch, the libraries and Python modules the import needs
-# (torch's own pinned requirements, less triton) are installed once with pip into the
-# ignored folder .deps/bench-torch (about 2.5 GB) and put on PYTHONPATH / LD_LIBRARY_PATH
-# for the reference only.
+# $SLIM_PYTHON cannot import torch, tools/full_torch.sh installs what the import needs
+# once into .deps/torch-full (about 2.5 GB), put on PYTHONPATH / LD_LIBRARY_PATH for the
+# reference only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f .deps/env.sh ] || tools/setup.sh
@@ -55,33 +54,9 @@ esac
 
 ref_env=()
 if [ "$with_ref" = 1 ] && ! "$SLIM_PYTHON" -c 'import torch' 2>/dev/null; then
-  extra="$PWD/.deps/bench-torch"
-  ref_path() {
-    local libs
-    libs=$(find "$extra/nvidia" -mindepth 2 -maxdepth 2 -type d -name lib 2>/dev/null | sort | paste -sd: - || true)
-    ref_env=(env "PYTHONPATH=$extra" "LD_LIBRARY_PATH=$libs:$LD_LIBRARY_PATH")
-  }
-  ref_path
-  if ! "${ref_env[@]}" "$SLIM_PYTHON" -c 'import torch' 2>/dev/null; then
-    echo "== installing what \`import torch\` needs into .deps/bench-torch (once)" >&2
-    # torch's own pinned requirements (Linux, no extras), less triton (torch.compile only)
-    # and what the venv already has.
-    mapfile -t reqs < <("$SLIM_PYTHON" - <<'EOF'
-import importlib.metadata as md
-for r in md.requires("torch") or []:
-    spec, _, marker = r.partition(";")
-    name = spec.split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip().lower()
-    if "extra ==" in marker or name in ("triton", "setuptools", "typing-extensions", "cuda-bindings"):
-        continue
-    print(spec.strip().replace(" ", ""))
-EOF
-)
-    # (pip's complaints that torch's other requirements are not in --target are noise.)
-    "$SLIM_PYTHON" -m pip install --quiet --disable-pip-version-check --target "$extra" "${reqs[@]}" 2>&1 |
-      grep -v "requires\|dependency" >&2 || true
-    ref_path
-    "${ref_env[@]}" "$SLIM_PYTHON" -c 'import torch' || { echo "bench_step.sh: torch still does not import" >&2; exit 1; }
-  fi
+  # shellcheck source=tools/full_torch.sh
+  source tools/full_torch.sh
+  ref_env=(env "PYTHONPATH=$FULL_TORCH_PYTHONPATH" "LD_LIBRARY_PATH=$FULL_TORCH_LIBS:$LD_LIBRARY_PATH")
 fi
 
 dir=${out:-$(mktemp -d)}
