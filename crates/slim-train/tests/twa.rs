@@ -346,3 +346,27 @@ fn bad_trajectories_are_refused_naming_the_file() {
     let e = msg(Trainer::new(&m, c, ds, &out("mem"), false, Device::Cpu, 2));
     assert!(e.contains("MiB") && e.contains("limit"), "{e}");
 }
+
+#[test]
+fn a_resumed_twa_run_ends_where_an_uninterrupted_one_does() {
+    let _serial = serial();
+    let Some(ds) = data(64) else { return };
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let files = trajectory(ds.clone(), &dir.path().join("pre"));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut straight = twa_trainer(ds.clone(), files.clone(), Grouping::PerBlock, &a).unwrap();
+    straight.run(None, false).unwrap();
+    let mut first = twa_trainer(ds.clone(), files.clone(), Grouping::PerBlock, &b).unwrap();
+    first.run(Some(5), false).unwrap();
+    drop(first);
+    let m = slim_core::checkpoint::load(&files[0]).unwrap().config;
+    // The stored run config (checkpoint list, grouping) wins over the one passed here.
+    let mut resumed =
+        Trainer::new(&m, config(Framework::Simclr), ds, &b, true, Device::Cpu, 2).unwrap();
+    assert_eq!(resumed.state().step, 5);
+    resumed.run(None, false).unwrap();
+    let (x, y) = (flat_trainer(&a, &straight), flat_trainer(&b, &resumed));
+    let gap = (&x - &y).abs().max().double_value(&[]);
+    assert!(gap < 1e-5, "resumed run differs by {gap}");
+}
