@@ -275,7 +275,8 @@ pub fn write(dir: &Path, series: &[Series], batch: usize) -> Result<Vec<PathBuf>
     )
     .map_err(|m| fail(&png_path, m))?;
     let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    PngEncoder::new_with_quality(&mut png, CompressionType::Best, FilterType::Adaptive)
         .write_image(&rgb, SIZE.0, SIZE.1, image::ExtendedColorType::Rgb8)
         .map_err(|e| fail(&png_path, e.to_string()))?;
     slim_core::fsutil::atomic_write(&png_path, &png)?;
