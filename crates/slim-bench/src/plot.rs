@@ -170,6 +170,11 @@ fn panel<DB: DrawingBackend>(
         (lo.min(y), hi.max(y))
     });
     let y_pad = ((y_hi - y_lo) * 0.12).max(1.0);
+    let (y_bottom, y_top) = (y_lo - y_pad, y_hi + y_pad);
+    // Room above the highest point for the legend (upper left): its share of the plot's
+    // roughly 400 pixels of height.
+    let legend = ((series.len() * 20 + 20) as f64 / 400.0).min(0.5);
+    let y_top = (y_top - legend * y_bottom) / (1.0 - legend);
     let mut chart = ChartBuilder::on(area)
         .margin(14)
         .caption(title, ("sans-serif", 20))
@@ -179,7 +184,7 @@ fn panel<DB: DrawingBackend>(
             (x_lo / 1.3..x_hi * 1.3)
                 .log_scale()
                 .with_key_points(log_ticks(x_lo / 1.3, x_hi * 1.3)),
-            (y_lo - y_pad).max(0.0)..(y_hi + y_pad).min(100.0),
+            y_bottom..y_top,
         )
         .map_err(err)?;
     chart
