@@ -20,6 +20,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// Settings that cannot work, e.g. an adaptive controller's.
+    #[error("{0}")]
+    Invalid(String),
     #[error("calibration cache {}: {msg}", path.display())]
     Calibration { path: PathBuf, msg: String },
     #[error(transparent)]

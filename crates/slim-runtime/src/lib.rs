@@ -6,8 +6,10 @@
 //! - [`preprocess`]: image files to inputs, outputs to top-k classes and embeddings;
 //! - [`graph`]: reading a graph safely and checking its metadata against the manifest;
 //! - [`select`](mod@select): the most accurate width within a compute budget;
+//! - [`adaptive`]: switching width while serving to hold a latency target;
 //! - [`calibrate`]: each width's latency measured on this device, cached beside the model.
 
+pub mod adaptive;
 pub mod calibrate;
 pub mod engine;
 mod error;
@@ -18,6 +20,7 @@ pub mod ort_engine;
 pub mod preprocess;
 pub mod select;
 
+pub use adaptive::Adaptive;
 pub use calibrate::Calibration;
 pub use engine::{Backend, Engine, Outputs, Provider};
 pub use error::Error;

@@ -19,6 +19,9 @@ pub struct SlimModel {
     backend: Backend,
     norm: Normalize,
     engines: Vec<OnceLock<Box<dyn Engine>>>,
+    /// [`slim_core::width::tag`] of each manifest width, to find widths without
+    /// formatting them all on every call.
+    tags: Vec<String>,
     calibration_file: Option<PathBuf>,
 }
 
@@ -41,12 +44,18 @@ impl SlimModel {
             }
         }
         let engines = manifest.widths.iter().map(|_| OnceLock::new()).collect();
+        let tags = manifest
+            .widths
+            .iter()
+            .map(|e| slim_core::width::tag(e.width))
+            .collect();
         Ok(SlimModel {
             dir: dir.to_path_buf(),
             manifest,
             backend,
             norm,
             engines,
+            tags,
             calibration_file: None,
         })
     }
@@ -118,7 +127,9 @@ impl SlimModel {
     }
 
     fn index(&self, width: f64) -> Result<usize, Error> {
-        slim_core::width::find(&self.widths(), width).ok_or_else(|| Error::NoSuchWidth {
+        let tag = slim_core::width::tag(width);
+        let found = self.tags.iter().position(|t| *t == tag);
+        found.ok_or_else(|| Error::NoSuchWidth {
             dir: self.dir.clone(),
             width,
             available: self.widths(),

@@ -9,15 +9,16 @@ use ort::environment::Environment;
 #[cfg(any(feature = "ort-cuda", feature = "ort-tensorrt"))]
 use ort::ep;
 use ort::session::Session;
-use ort::value::Tensor;
+use ort::value::TensorRef;
 
 use crate::Error;
 use crate::engine::{Engine, Outputs, Provider, check_input};
 
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
-/// The process-wide ONNX Runtime environment, loading the library on first use.
-fn environment() -> Result<&'static Environment, Error> {
+/// The process-wide ONNX Runtime environment, loading the library on first use (public for
+/// code that also calls ONNX Runtime directly, such as the overhead benchmark).
+pub fn environment() -> Result<&'static Environment, Error> {
     ENVIRONMENT
         .get_or_init(|| {
             let path = std::env::var("ORT_DYLIB_PATH").map_err(|_| {
@@ -117,7 +118,7 @@ impl Engine for OrtEngine {
             msg: e.to_string(),
         };
         let [c, h, w] = self.chw;
-        let input = Tensor::from_array(([batch, c, h, w], image.to_vec())).map_err(fail)?;
+        let input = TensorRef::from_array_view(([batch, c, h, w], image)).map_err(fail)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let out = session.run(ort::inputs!["image" => input]).map_err(fail)?;
         let take = |name: &str| -> Result<Vec<f32>, Error> {

@@ -1,0 +1,237 @@
+//! The `slim-run` command: open an exported model, choose the most accurate width within
+//! the budget (saying why, and why the next more accurate width was rejected), then print
+//! the top-k classes (or embeddings) of each image. An image that cannot be read or
+//! decoded is reported on stderr, the others are still classified, and the exit status is
+//! non-zero.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use slim_runtime::select::describe;
+use slim_runtime::{Backend, Budget, Provider, SlimModel};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slim-run",
+    about = "Classify images at the most accurate width of an exported model within a budget"
+)]
+pub struct Args {
+    /// Folder written by slim-export (holds manifest.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, value_enum, default_value_t = BackendArg::Tract)]
+    pub backend: BackendArg,
+    /// Execution provider of --backend ort.
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderArg>,
+    /// With --backend ort: run on the CPU provider when --provider fails to register
+    /// (reported, never silent).
+    #[arg(long)]
+    pub fallback: bool,
+    /// Most multiply-accumulates per image, in millions.
+    #[arg(long)]
+    pub budget_mmacs: Option<f64>,
+    /// Most parameters, in millions.
+    #[arg(long)]
+    pub budget_mparams: Option<f64>,
+    /// Most p50 latency per call at --batch, in ms, measured on this device (see
+    /// --calibrate) or taken from the manifest.
+    #[arg(long)]
+    pub budget_ms: Option<f64>,
+    /// Images per call, for the latency budget and for classifying.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Least top-1 accuracy in percent, as measured in the manifest.
+    #[arg(long)]
+    pub min_top1: Option<f64>,
+    /// Measure each width's latency at --batch on this device first (or reuse the cached
+    /// measurement).
+    #[arg(long)]
+    pub calibrate: bool,
+    /// Timed calls per width when calibrating.
+    #[arg(long, default_value_t = 30)]
+    pub calibration_runs: usize,
+    /// Where to cache calibrations (default: calibration.json in the model folder).
+    #[arg(long)]
+    pub calibration_cache: Option<PathBuf>,
+    /// Classes printed per image.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Print each image's embedding instead of its classes.
+    #[arg(long)]
+    pub embed: bool,
+    /// Image files (JPEG, PNG, WebP, BMP).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Tract,
+    Ort,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl Args {
+    pub fn backend(&self) -> Result<Backend> {
+        match (self.backend, self.provider) {
+            (BackendArg::Tract, None) if !self.fallback => Ok(Backend::Tract),
+            (BackendArg::Tract, _) => bail!("--provider and --fallback apply to --backend ort"),
+            (BackendArg::Ort, p) => Ok(Backend::Ort {
+                provider: match p.unwrap_or(ProviderArg::Cpu) {
+                    ProviderArg::Cpu => Provider::Cpu,
+                    ProviderArg::Cuda => Provider::Cuda,
+                    ProviderArg::Tensorrt => Provider::TensorRt,
+                },
+                fallback: self.fallback,
+            }),
+        }
+    }
+
+    pub fn budget(&self) -> Result<Budget> {
+        let positive = |v: Option<f64>, flag: &str| -> Result<Option<f64>> {
+            match v {
+                Some(x) if !(x > 0.0 && x.is_finite()) => bail!("{flag} must be positive, not {x}"),
+                _ => Ok(v),
+            }
+        };
+        if let Some(t) = self.min_top1.filter(|t| !(0.0..=100.0).contains(t)) {
+            bail!("--min-top1 is a percentage in [0, 100], not {t}");
+        }
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        Ok(Budget {
+            max_macs: positive(self.budget_mmacs, "--budget-mmacs")?.map(|m| (m * 1e6) as u64),
+            max_params: positive(self.budget_mparams, "--budget-mparams")?
+                .map(|p| (p * 1e6) as u64),
+            max_latency_ms: positive(self.budget_ms, "--budget-ms")?,
+            latency_batch: self.batch,
+            min_top1: self.min_top1.map(|t| t / 100.0),
+        })
+    }
+}
+
+/// Runs the command, printing to `out`; the exit status is a failure when an image could
+/// not be read.
+pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
+    let budget = args.budget()?;
+    let mut model = SlimModel::open(&args.model, args.backend()?)?;
+    if let Some(p) = &args.calibration_cache {
+        model = model.with_calibration_path(p);
+    }
+    let m = model.manifest();
+    writeln!(
+        out,
+        "model {} ({}, widths {:?}, {} classes)",
+        args.model.display(),
+        m.backbone,
+        model.widths(),
+        m.class_names.len()
+    )?;
+    if args.calibrate {
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} calls")
+                .expect("template"),
+        );
+        let (cal, reused) = model.calibrate(args.batch, args.calibration_runs, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        bar.finish_and_clear();
+        writeln!(
+            out,
+            "calibration at batch {} on {} with {}: {} ({})",
+            cal.key.batch,
+            cal.key.device,
+            cal.key.provider,
+            if reused {
+                "reused from the cache"
+            } else {
+                "measured now"
+            },
+            model.calibration_path().display()
+        )?;
+        for w in &cal.widths {
+            writeln!(
+                out,
+                "  width {}: p50 {:.3} ms, p95 {:.3} ms over {} calls",
+                w.width, w.p50_ms, w.p95_ms, w.runs
+            )?;
+        }
+    }
+    let chosen = model
+        .select(&budget)
+        .with_context(|| format!("budget: {}", describe(&budget)))?;
+    writeln!(out, "budget: {}", describe(&budget))?;
+    writeln!(out, "chosen width {}: {}", chosen.width, chosen.reason)?;
+    match chosen.rejected.last() {
+        Some(r) => writeln!(
+            out,
+            "next more accurate width {} rejected: {}",
+            r.width, r.misses
+        )?,
+        None => writeln!(out, "no more accurate width")?,
+    }
+    writeln!(out, "running on {}", model.engine(chosen.width)?.provider())?;
+
+    let mut failed = 0;
+    let mut good = Vec::new();
+    let mut inputs = Vec::new();
+    for path in &args.images {
+        match model.preprocess_files(std::slice::from_ref(path)) {
+            Ok(x) => {
+                good.push(path);
+                inputs.extend(x);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    let per_image = model.image_len();
+    for (chunk, paths) in inputs
+        .chunks(per_image * args.batch)
+        .zip(good.chunks(args.batch))
+    {
+        if args.embed {
+            for (e, path) in model.embed(chosen.width, chunk)?.iter().zip(paths) {
+                let values: Vec<String> = e.iter().map(|v| format!("{v:.6}")).collect();
+                writeln!(
+                    out,
+                    "{}: embedding ({}) [{}]",
+                    path.display(),
+                    e.len(),
+                    values.join(", ")
+                )?;
+            }
+            continue;
+        }
+        for (classes, path) in model
+            .classify(chosen.width, chunk, args.top_k)?
+            .iter()
+            .zip(paths)
+        {
+            writeln!(out, "{}:", path.display())?;
+            for (rank, c) in classes.iter().enumerate() {
+                writeln!(out, "  {}. {} {:.2}%", rank + 1, c.name, c.prob * 100.0)?;
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} images could not be read", args.images.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,223 @@
+//! The `slim-run` binary on the trained model with real Fashion-MNIST test images written
+//! as PNG: the chosen width and why, the top-5 with class names, calibration, embeddings,
+//! and every bad input a non-zero exit with a message naming the file, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use slim_data::Split;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
+}
+
+fn slim_run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_slim-run"))
+        .args(args)
+        .output()
+        .expect("slim-run starts")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The first `n` Fashion-MNIST test images as PNG files in `dir`, with their class names.
+fn pngs(dir: &Path, n: usize) -> Vec<(String, String)> {
+    let data = std::env::var_os("FASHION_MNIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
+    let ds = slim_data::open(&data, Split::Test).unwrap();
+    (0..n)
+        .map(|i| {
+            let img = ds.image(i).unwrap();
+            let buf =
+                image::GrayImage::from_raw(img.width as u32, img.height as u32, img.data).unwrap();
+            let p = dir.join(format!("test-{i}.png"));
+            buf.save(&p).unwrap();
+            (
+                p.to_string_lossy().into_owned(),
+                ds.class_names()[ds.label(i)].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn prints_the_chosen_width_why_and_the_top5_of_each_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = pngs(dir.path(), 3);
+    let model = fixture();
+    let mut args = vec!["--model", model.to_str().unwrap(), "--budget-mmacs", "10"];
+    args.extend(images.iter().map(|(p, _)| p.as_str()));
+    let out = slim_run(&args);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("budget: MACs <= 10.00 M"), "{stdout}");
+    assert!(stdout.contains("chosen width 0.5: 7.78 MMACs"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "next more accurate width 0.75 rejected: MACs 17.4711M over the limit 10.0000M by 74.7%"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("running on tract"), "{stdout}");
+    for (path, _) in &images {
+        let block: Vec<&str> = stdout
+            .split(&format!("{path}:\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no block for {path}: {stdout}"))
+            .lines()
+            .take(5)
+            .collect();
+        for (rank, line) in block.iter().enumerate() {
+            assert!(
+                line.starts_with(&format!("  {}. ", rank + 1)) && line.ends_with('%'),
+                "{line}"
+            );
+        }
+    }
+    // At least two of the first three test images are right at width 0.5 (78.9% top-1).
+    let right = images
+        .iter()
+        .filter(|(path, truth)| stdout.contains(&format!("{path}:\n  1. {truth} ")))
+        .count();
+    assert!(right >= 2, "{right} of 3 right: {stdout}");
+}
+
+#[test]
+fn no_fitting_width_is_a_failure_naming_the_nearest() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = pngs(dir.path(), 1);
+    let model = fixture();
+    let out = slim_run(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--budget-mmacs",
+        "1",
+        &images[0].0,
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("nearest, width 0.25")
+            && stderr.contains("MACs 1.9602M over the limit 1.0000M"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_latency_budget_is_judged_by_a_calibration_that_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = pngs(dir.path(), 1);
+    let cache = dir.path().join("cal.json");
+    let model = fixture();
+    let args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--budget-ms",
+        "1000",
+        "--calibrate",
+        "--calibration-runs",
+        "3",
+        "--calibration-cache",
+        cache.to_str().unwrap(),
+        &images[0].0,
+    ];
+    let first = slim_run(&args);
+    let stdout = text(&first.stdout);
+    assert!(first.status.success(), "{stdout}\n{}", text(&first.stderr));
+    assert!(
+        stdout.contains("measured now") && cache.is_file(),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("chosen width 1: ") && stdout.contains("calibrated"),
+        "{stdout}"
+    );
+    let again = text(&slim_run(&args).stdout);
+    assert!(again.contains("reused from the cache"), "{again}");
+    // Without a calibration, nothing says how fast the widths are.
+    let none = slim_run(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--budget-ms",
+        "1000",
+        "--calibration-cache",
+        dir.path().join("none.json").to_str().unwrap(),
+        &images[0].0,
+    ]);
+    let stderr = text(&none.stderr);
+    assert!(
+        !none.status.success() && stderr.contains("no latency measured at batch 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn embeddings_have_the_width_s_dimension() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = pngs(dir.path(), 2);
+    let model = fixture();
+    let out = slim_run(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--budget-mparams",
+        "0.1",
+        "--embed",
+        &images[0].0,
+        &images[1].0,
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("chosen width 0.5"), "{stdout}");
+    assert_eq!(stdout.matches(": embedding (32) [").count(), 2, "{stdout}");
+}
+
+#[test]
+fn bad_input_is_a_failure_naming_the_file_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = pngs(dir.path(), 1);
+    let good = images[0].0.as_str();
+    let bytes = std::fs::read(good).unwrap();
+    let cut = dir.path().join("cut.png");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let text_file = dir.path().join("notes.txt");
+    std::fs::write(&text_file, "not an image").unwrap();
+    let model = fixture();
+    let m = model.to_str().unwrap();
+    let no_model = dir.path().join("no-model");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--model", no_model.to_str().unwrap(), good],
+            "no-model/manifest.json",
+        ),
+        (vec!["--model", m, cut.to_str().unwrap(), good], "cut.png"),
+        (vec!["--model", m, text_file.to_str().unwrap()], "notes.txt"),
+        (
+            vec!["--model", m, "/nonexistent/x.jpg"],
+            "/nonexistent/x.jpg",
+        ),
+        (
+            vec!["--model", m, "--provider", "cuda", good],
+            "--backend ort",
+        ),
+        (
+            vec!["--model", m, "--budget-mmacs", "0", good],
+            "--budget-mmacs must be positive",
+        ),
+        (vec!["--model", m, "--min-top1", "150", good], "percentage"),
+        (vec!["--model", m], "IMAGES"),
+    ];
+    for (args, names) in cases {
+        let out = slim_run(&args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(names), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // The good image of a mixed list is still classified.
+    let out = slim_run(&["--model", m, cut.to_str().unwrap(), good]);
+    assert!(text(&out.stdout).contains(&format!("{good}:\n  1. ")));
+}
