@@ -8,7 +8,8 @@
 //! ```
 //! Optional third and fourth arguments: the p95 target in ms (default: 1.5 times width
 //! 1.0's p95 measured first, without load) and the busy threads (default: 2 per core).
-//! Phases: 10 s calm, 10 s with the busy threads, 15 s calm; a line per second.
+//! Phases: 10 s calm, 10 s with the busy threads, 15 s calm; a line per second. The
+//! controller's costs come from a calibration (cached in the temporary folder).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,8 +29,22 @@ fn main() -> Result<()> {
     let [model_dir, data, rest @ ..] = args.as_slice() else {
         bail!("usage: adaptive_load MODEL_DIR DATASET [TARGET_P95_MS [BUSY_THREADS]]");
     };
-    let model = Arc::new(SlimModel::open(Path::new(model_dir), Backend::Tract)?);
+    // Calibrated costs predict the latency of a wider width better than MACs do; the
+    // cache goes to the temporary folder, not into the model.
+    let cache = std::env::temp_dir().join("slim-adaptive-load-calibration.json");
+    let model = SlimModel::open(Path::new(model_dir), Backend::Tract)?.with_calibration_path(cache);
     model.load_all()?;
+    let (cal, reused) = model.calibrate(1, 100, |_, _| {})?;
+    println!(
+        "calibration ({}): {}",
+        if reused { "cached" } else { "measured" },
+        cal.widths
+            .iter()
+            .map(|w| format!("{} p50 {:.3} ms", w.width, w.p50_ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let model = Arc::new(model);
     let ds = slim_data::open(Path::new(data), Split::Test)?;
     let mut images = Vec::new();
     for i in 0..64.min(ds.len()) {
