@@ -394,8 +394,7 @@ mod tests {
         let share = serve(&a, &clock, 300.0, latency);
         let n = a.switches().len();
         // One step down, then probes after 2, 4, 8, 16, 32 and 64 s of headroom, then
-        // every 64 s: 8 probes (2 switches each) in 300 s, where a fixed 2 s
-        // cooldown would make about 110.
+        // every 64 s: 8 probes (2 switches each) in 300 s.
         assert!((5..=21).contains(&n), "{n} switches: {:?}", a.switches());
         assert!(share[0] < 0.05, "{share:?} of requests at width 1.0");
         assert_eq!(a.width(), 0.75);
