@@ -198,7 +198,12 @@ impl DeviceArgs {
         Ok(match self.device.as_str() {
             "cpu" => Device::Cpu,
             "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
-            "cuda" => bail!("--device cuda: libtorch sees no CUDA device in this build"),
+            "cuda" if cfg!(feature = "cuda") => bail!(
+                "--device cuda: libtorch sees no CUDA device (is there a GPU and its driver, and is LD_LIBRARY_PATH on torch's CUDA libraries?)"
+            ),
+            "cuda" => bail!(
+                "--device cuda: this binary was built without the `cuda` feature, so libtorch sees no GPU; build it with tools/build_cuda.sh"
+            ),
             "auto" => Device::cuda_if_available(),
             other => bail!("--device {other:?}: use cpu, cuda or auto"),
         })
