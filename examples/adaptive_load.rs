@@ -56,7 +56,7 @@ fn main() -> Result<()> {
     let target = match rest.first() {
         Some(t) => t.parse().context("TARGET_P95_MS must be a number")?,
         None => {
-            let s = latency_samples(&model, 1.0, &images[0], 1, 20, 200)?;
+            let s = latency_samples(&model, 1.0, &images[0], 1, (20, 200), || {})?;
             let p95 = percentile(&s, 0.95).expect("samples");
             println!("width 1.0 unloaded: p95 {p95:.3} ms over 200 calls");
             1.5 * p95

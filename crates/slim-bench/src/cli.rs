@@ -183,10 +183,14 @@ fn measure_width(
                 .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
                 .collect(),
         };
-        let samples =
-            measure::latency_ms(model, w, &input, batch, (args.warmup, args.runs), || {
-                b.inc(1)
-            })?;
+        let samples = slim_runtime::calibrate::latency_samples(
+            model,
+            w,
+            &input,
+            batch,
+            (args.warmup, args.runs),
+            || b.inc(1),
+        )?;
         latency.push(LatencySummary::new(batch, &samples));
     }
     b.finish_and_clear();

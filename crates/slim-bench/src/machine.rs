@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use slim_runtime::calibrate::cpu_model;
 
 /// The machine, as far as this process can tell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,14 +20,6 @@ pub struct Machine {
     pub os: String,
     /// NVIDIA GPUs the driver lists under `/proc/driver/nvidia/gpus`.
     pub gpus: Vec<String>,
-}
-
-/// `model name` of the first processor in a `/proc/cpuinfo` text.
-pub fn cpu_model(cpuinfo: &str) -> Option<String> {
-    cpuinfo.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == "model name").then(|| v.trim().to_string())
-    })
 }
 
 /// Distinct (`physical id`, `core id`) pairs of a `/proc/cpuinfo` text.
@@ -180,8 +173,7 @@ mod tests {
         processor\t: 3\nmodel name\t: AMD EPYC 7B13\nphysical id\t: 1\ncore id\t\t: 0\n";
 
     #[test]
-    fn cpuinfo_gives_the_model_and_physical_cores() {
-        assert_eq!(cpu_model(CPUINFO).as_deref(), Some("AMD EPYC 7B13"));
+    fn cpuinfo_gives_the_physical_cores() {
         assert_eq!(physical_cores(CPUINFO), Some(3), "two threads share core 0");
         assert_eq!(physical_cores("processor : 0\n"), None);
     }

@@ -1,7 +1,5 @@
-//! The measurements: top-1/top-5 accuracy through a width's probe, and latency samples
-//! with warmup excluded.
-
-use std::time::Instant;
+//! The accuracy measurement: top-1/top-5 through a width's probe (latency samples come
+//! from `slim_runtime::calibrate::latency_samples`).
 
 use slim_runtime::{Error, SlimModel};
 
@@ -50,31 +48,6 @@ pub fn accuracy(
         top1: top1 as f64 / total,
         top5: top5 as f64 / total,
     })
-}
-
-/// Latency samples in milliseconds of `runs` calls at `batch`, after `warmup` calls that
-/// are not recorded. `input` must hold one batch; `progress` is told of every call.
-pub fn latency_ms(
-    model: &SlimModel,
-    width: f64,
-    input: &[f32],
-    batch: usize,
-    (warmup, runs): (usize, usize),
-    mut progress: impl FnMut(),
-) -> Result<Vec<f64>, Error> {
-    for _ in 0..warmup {
-        model.run(width, input, batch)?;
-        progress();
-    }
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            model.run(width, input, batch)?;
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            progress();
-            Ok(ms)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -2,16 +2,7 @@
 //! and min/max as the noise), and throughput over the timed runs.
 
 use serde::{Deserialize, Serialize};
-
-/// The `q`-quantile (0..=1) of `samples` by linear interpolation between order statistics.
-pub fn percentile(samples: &[f64], q: f64) -> f64 {
-    assert!(!samples.is_empty(), "percentile of no samples");
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
-}
+use slim_runtime::calibrate::percentile;
 
 /// Latency of one width at one batch size, in milliseconds per call (warmup excluded).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,7 +25,7 @@ pub struct LatencySummary {
 impl LatencySummary {
     /// Summarises `samples_ms`, the durations of calls of `batch` images each.
     pub fn new(batch: usize, samples_ms: &[f64]) -> LatencySummary {
-        let p = |q| percentile(samples_ms, q);
+        let p = |q| percentile(samples_ms, q).expect("a summary of no samples");
         let total_ms: f64 = samples_ms.iter().sum();
         LatencySummary {
             batch,
@@ -60,16 +51,6 @@ impl LatencySummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_interpolate() {
-        let s = [4.0, 1.0, 3.0, 2.0, 5.0];
-        assert_eq!(percentile(&s, 0.5), 3.0);
-        assert_eq!(percentile(&s, 0.0), 1.0);
-        assert_eq!(percentile(&s, 1.0), 5.0);
-        assert!((percentile(&s, 0.9) - 4.6).abs() < 1e-12);
-        assert_eq!(percentile(&[7.0], 0.99), 7.0);
-    }
 
     #[test]
     fn summary_of_known_samples() {

@@ -91,23 +91,26 @@ pub fn device() -> String {
 }
 
 /// Latencies in ms of `runs` calls of `width` on `input` (one batch of `batch`), after
-/// `warmup` untimed calls.
+/// `warmup` untimed calls; `progress` is called after every call, timed or not.
 pub fn latency_samples(
     model: &SlimModel,
     width: f64,
     input: &[f32],
     batch: usize,
-    warmup: usize,
-    runs: usize,
+    (warmup, runs): (usize, usize),
+    mut progress: impl FnMut(),
 ) -> Result<Vec<f64>, Error> {
     for _ in 0..warmup {
         model.run(width, input, batch)?;
+        progress();
     }
     (0..runs)
         .map(|_| {
             let t = Instant::now();
             model.run(width, input, batch)?;
-            Ok(t.elapsed().as_secs_f64() * 1e3)
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            progress();
+            Ok(ms)
         })
         .collect()
 }
@@ -229,7 +232,7 @@ impl SlimModel {
         let total = runs * self.widths().len();
         let mut widths = Vec::new();
         for (i, w) in self.widths().into_iter().enumerate() {
-            let s = latency_samples(self, w, &input, batch, (runs / 10).max(2), runs)?;
+            let s = latency_samples(self, w, &input, batch, ((runs / 10).max(2), runs), || {})?;
             let q = |q| percentile(&s, q).expect("runs >= 1");
             widths.push(WidthLatency {
                 width: w,
