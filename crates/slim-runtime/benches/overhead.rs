@@ -45,6 +45,9 @@ fn ort_direct(path: &Path, chw: [usize; 3], x: Vec<f32>) -> Box<dyn FnMut()> {
     let env = slim_runtime::ort_engine::environment().expect("ONNX Runtime loads");
     let mut session = Session::builder(env)
         .expect("builder")
+        // The same session options as the runtime's (see ort_engine.rs).
+        .with_intra_op_spinning(false)
+        .expect("config")
         .commit_from_file(path)
         .expect("ONNX Runtime loads the graph");
     let [c, h, w] = chw;

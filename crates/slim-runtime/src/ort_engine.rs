@@ -62,7 +62,13 @@ impl OrtEngine {
             path: path.to_path_buf(),
             msg,
         };
-        let builder = Session::builder(env).map_err(|e| fail(e.to_string()))?;
+        // A model holds one session per width in one process: an intra-op pool that keeps
+        // spinning after its call (ONNX Runtime's default) takes the cores from the next
+        // call on another width. Measured on 2 cores (benches/overhead.rs): with spinning,
+        // a session next to another ran width 1.0 in 0.83-0.93 ms; without, 0.54 ms.
+        let builder = Session::builder(env)
+            .and_then(|b| b.with_intra_op_spinning(false))
+            .map_err(|e| fail(e.to_string()))?;
         let dispatch = match provider {
             Provider::Cpu => None,
             #[cfg(feature = "ort-cuda")]
