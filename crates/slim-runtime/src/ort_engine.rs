@@ -67,7 +67,8 @@ impl OrtEngine {
         // call on another width. Measured on 2 cores (benches/overhead.rs): with spinning,
         // a session next to another ran width 1.0 in 0.83-0.93 ms; without, 0.54 ms.
         let builder = Session::builder(env)
-            .and_then(|b| b.with_intra_op_spinning(false))
+            .map_err(|e| fail(e.to_string()))?
+            .with_intra_op_spinning(false)
             .map_err(|e| fail(e.to_string()))?;
         let dispatch = match provider {
             Provider::Cpu => None,
