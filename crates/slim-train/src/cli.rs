@@ -1,7 +1,7 @@
 //! The `slim-train` command: `pretrain` (SlimCLR), `knn` and `linear` (evaluation per
 //! width). Argument structs shared by the subcommands are defined once here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -489,13 +489,34 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
+/// The labelled images an evaluation embeds: both splits of `data`, each limited.
+struct EvalImages<'a> {
+    data: &'a Path,
+    limit_train: Option<usize>,
+    limit_test: Option<usize>,
+    batch_size: usize,
+    workers: usize,
+}
+
+impl EvalArgs {
+    fn images(&self) -> EvalImages<'_> {
+        EvalImages {
+            data: &self.data,
+            limit_train: self.limit_train,
+            limit_test: self.limit_test,
+            batch_size: self.batch_size,
+            workers: self.workers,
+        }
+    }
+}
+
 /// Train and test features of every width of `net`.
-fn features(net: &SlimNet, a: &EvalArgs) -> Result<(FeatureSet, FeatureSet)> {
+fn features(net: &SlimNet, a: &EvalImages) -> Result<(FeatureSet, FeatureSet)> {
     let c = net.config();
     let normalize = eval::normalize_of(c);
     let mut sets = Vec::new();
     for (split, limit) in [(Split::Train, a.limit_train), (Split::Test, a.limit_test)] {
-        let ds: Arc<dyn Dataset> = Arc::from(slim_data::open(&a.data, split)?);
+        let ds: Arc<dyn Dataset> = Arc::from(slim_data::open(a.data, split)?);
         if ds.class_names() != c.class_names.as_slice() {
             bail!(
                 "{}: its classes {:?} differ from the checkpoint's {:?}",
@@ -543,20 +564,14 @@ pub fn knn(a: &KnnArgs) -> Result<()> {
     let (net, _vs, _) = checkpoint::load(&a.eval.checkpoint, device)?;
     let classes = net.config().num_classes();
     let score = |net: &SlimNet| -> Result<Vec<f64>> {
-        let (train, test) = features(net, &a.eval)?;
-        Ok((0..net.widths().len())
-            .map(|i| {
-                eval::knn_accuracy(
-                    &train.per_width[i],
-                    &train.labels,
-                    &test.per_width[i],
-                    &test.labels,
-                    classes,
-                    a.k,
-                    a.temperature,
-                )
-            })
-            .collect())
+        let (train, test) = features(net, &a.eval.images())?;
+        Ok(eval::knn_per_width(
+            &train,
+            &test,
+            classes,
+            a.k,
+            a.temperature,
+        ))
     };
     let trained = score(&net)?;
     let random = if a.compare_random {
@@ -602,7 +617,7 @@ pub fn knn(a: &KnnArgs) -> Result<()> {
 pub fn linear(a: &LinearArgs) -> Result<()> {
     let device = a.eval.device.device()?;
     let (net, _vs, ckpt) = checkpoint::load(&a.eval.checkpoint, device)?;
-    let (train, test) = features(&net, &a.eval)?;
+    let (train, test) = features(&net, &a.eval.images())?;
     let config = LinearConfig {
         epochs: a.epochs,
         lr: a.lr,
@@ -795,32 +810,21 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
         ("SWA", &swa_net, swa_objective, Some(&swa_path)),
         ("TWA", twa_net, Some(twa_objective), Some(&twa_path)),
     ] {
-        let eval_args = EvalArgs {
-            checkpoint: last_path.clone(),
-            data: a.data.data.clone(),
+        let images = EvalImages {
+            data: &a.data.data,
             limit_train: a.limit_train,
             limit_test: a.limit_test,
-            workers: a.data.workers,
             batch_size: 256,
-            device: DeviceArgs {
-                device: a.device.device.clone(),
-            },
+            workers: a.data.workers,
         };
-        let (train, test) = features(net, &eval_args)?;
-        let classes = net.config().num_classes();
-        let knn_top1 = (0..net.widths().len())
-            .map(|i| {
-                eval::knn_accuracy(
-                    &train.per_width[i],
-                    &train.labels,
-                    &test.per_width[i],
-                    &test.labels,
-                    classes,
-                    eval::DEFAULT_KNN_K,
-                    eval::DEFAULT_KNN_TEMPERATURE,
-                )
-            })
-            .collect();
+        let (train, test) = features(net, &images)?;
+        let knn_top1 = eval::knn_per_width(
+            &train,
+            &test,
+            net.config().num_classes(),
+            eval::DEFAULT_KNN_K,
+            eval::DEFAULT_KNN_TEMPERATURE,
+        );
         let linear = LinearConfig {
             epochs: a.probe_epochs,
             ..LinearConfig::default()

@@ -322,6 +322,32 @@ fn knn_predict_blocked(
     })
 }
 
+/// [`knn_accuracy`] of every width of two feature sets of the same widths, in order.
+pub fn knn_per_width(
+    train: &FeatureSet,
+    test: &FeatureSet,
+    num_classes: usize,
+    k: usize,
+    temperature: f64,
+) -> Vec<f64> {
+    train
+        .per_width
+        .iter()
+        .zip(&test.per_width)
+        .map(|(tr, te)| {
+            knn_accuracy(
+                tr,
+                &train.labels,
+                te,
+                &test.labels,
+                num_classes,
+                k,
+                temperature,
+            )
+        })
+        .collect()
+}
+
 /// The fraction of `test` rows whose [`knn_predict`] class equals `test_labels` (0.0 for
 /// an empty test set). `k` = [`DEFAULT_KNN_K`] and `temperature` =
 /// [`DEFAULT_KNN_TEMPERATURE`] are the usual monitor settings.
