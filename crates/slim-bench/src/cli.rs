@@ -153,18 +153,17 @@ fn measure_width(
             let acc = measure::accuracy(model, w, set, 64, |n| b.inc(n as u64))?;
             b.finish_and_clear();
             Some(report::Accuracy {
-                top1: acc.top1,
-                top5: acc.top5,
-                dataset: set.description.clone(),
-                samples: set.len(),
+                figures: slim_core::manifest::Accuracy {
+                    top1: acc.top1,
+                    top5: acc.top5,
+                    dataset: set.description.clone(),
+                    samples: set.len(),
+                },
                 source: Source::Measured,
             })
         }
-        None => entry.accuracy.as_ref().map(|a| report::Accuracy {
-            top1: a.top1,
-            top5: a.top5,
-            dataset: a.dataset.clone(),
-            samples: a.samples,
+        None => entry.accuracy.clone().map(|figures| report::Accuracy {
+            figures,
             source: Source::Manifest,
         }),
     };

@@ -55,7 +55,7 @@ impl Series {
                     width: w.width,
                     mmacs: w.macs as f64 / 1e6,
                     latency_ms: w.at_batch(batch).map(|l| l.p50_ms),
-                    top1: w.accuracy.as_ref()?.top1,
+                    top1: w.accuracy.as_ref()?.figures.top1,
                 })
             })
             .collect();

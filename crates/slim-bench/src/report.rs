@@ -66,12 +66,11 @@ pub enum Source {
     Manifest,
 }
 
+/// A width's accuracy as the manifest stores it, and where this report got it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Accuracy {
-    pub top1: f64,
-    pub top5: f64,
-    pub dataset: String,
-    pub samples: usize,
+    #[serde(flatten)]
+    pub figures: slim_core::manifest::Accuracy,
     pub source: Source,
 }
 
@@ -143,10 +142,10 @@ impl Report {
                     w.width.to_string(),
                     w.macs.to_string(),
                     w.params.to_string(),
-                    opt(acc.map(|a| a.top1.to_string())),
-                    opt(acc.map(|a| a.top5.to_string())),
+                    opt(acc.map(|a| a.figures.top1.to_string())),
+                    opt(acc.map(|a| a.figures.top5.to_string())),
                     opt(acc.map(|a| format!("{:?}", a.source).to_lowercase())),
-                    opt(acc.map(|a| a.samples.to_string())),
+                    opt(acc.map(|a| a.figures.samples.to_string())),
                     l.batch.to_string(),
                     l.runs.to_string(),
                     l.p50_ms.to_string(),
@@ -254,8 +253,8 @@ impl Report {
                     "{:>5} {:>7} {:>7} {:>7} {:>5} {:>8.3} {:>17} {:>17} {:>9.1} {:>8} {:>8}  {}",
                     first(w.width.to_string()),
                     first(format!("{:.2}", w.macs as f64 / 1e6)),
-                    first(pct(acc.map(|a| a.top1))),
-                    first(pct(acc.map(|a| a.top5))),
+                    first(pct(acc.map(|a| a.figures.top1))),
+                    first(pct(acc.map(|a| a.figures.top5))),
                     l.batch,
                     l.p50_ms,
                     format!("{:.3}-{:.3}", l.p25_ms, l.p75_ms),

@@ -3,7 +3,7 @@
 //! entry with the same backend, device and batch size is replaced; others are kept.
 
 use slim_core::Manifest;
-use slim_core::manifest::{Accuracy, Latency};
+use slim_core::manifest::Latency;
 
 use crate::report::{Report, Source};
 
@@ -21,12 +21,7 @@ pub fn apply(manifest: &mut Manifest, report: &Report, backend: &str, device: &s
         };
         let before = entry.clone();
         if let Some(a) = w.accuracy.as_ref().filter(|a| a.source == Source::Measured) {
-            entry.accuracy = Some(Accuracy {
-                top1: a.top1,
-                top5: a.top5,
-                dataset: a.dataset.clone(),
-                samples: a.samples,
-            });
+            entry.accuracy = Some(a.figures.clone());
         }
         for l in &w.latency {
             let new = Latency {
@@ -122,10 +117,12 @@ mod tests {
             memory: None,
             memory_note: None,
             accuracy: Some(Measured {
-                top1: 0.8,
-                top5: 0.99,
-                dataset: "set".into(),
-                samples: 100,
+                figures: slim_core::manifest::Accuracy {
+                    top1: 0.8,
+                    top5: 0.99,
+                    dataset: "set".into(),
+                    samples: 100,
+                },
                 source,
             }),
             latency: p50s

@@ -141,8 +141,11 @@ fn fashion_mnist_report_plot_and_manifest() {
     assert_eq!(widths, [1.0, 0.75, 0.5, 0.25]);
     for w in &report.widths {
         let a = w.accuracy.as_ref().unwrap();
-        assert_eq!((a.source, a.samples), (Source::Measured, 200));
-        assert!(a.top1 <= a.top5 && a.top5 <= 1.0, "{a:?}");
+        assert_eq!((a.source, a.figures.samples), (Source::Measured, 200));
+        assert!(
+            a.figures.top1 <= a.figures.top5 && a.figures.top5 <= 1.0,
+            "{a:?}"
+        );
         assert_eq!(
             w.latency.iter().map(|l| l.batch).collect::<Vec<_>>(),
             [1, 8]
@@ -159,7 +162,7 @@ fn fashion_mnist_report_plot_and_manifest() {
         }
     }
     // The model gets about 81% on the whole test set.
-    assert!(report.widths[0].accuracy.as_ref().unwrap().top1 > 0.5);
+    assert!(report.widths[0].accuracy.as_ref().unwrap().figures.top1 > 0.5);
 
     let csv = std::fs::read_to_string(out.join("report.csv")).unwrap();
     let rows: Vec<Vec<String>> = csv.lines().map(csv_row).collect();
@@ -178,7 +181,10 @@ fn fashion_mnist_report_plot_and_manifest() {
     assert_eq!(keys[0], ("1".to_string(), "1".to_string()));
     assert_eq!(keys[7], ("0.25".to_string(), "8".to_string()));
     let top1: f64 = rows[1][tc].parse().unwrap();
-    assert_eq!(top1, report.widths[0].accuracy.as_ref().unwrap().top1);
+    assert_eq!(
+        top1,
+        report.widths[0].accuracy.as_ref().unwrap().figures.top1
+    );
     check_plot(&out);
 
     // The manifest now holds the figures, and budgets can use them.
@@ -236,7 +242,10 @@ fn fashion_mnist_report_plot_and_manifest() {
     assert!(again.header.evalset.is_none());
     for (a, b) in again.widths.iter().zip(&report.widths) {
         let (x, y) = (a.accuracy.as_ref().unwrap(), b.accuracy.as_ref().unwrap());
-        assert_eq!((x.source, x.top1), (Source::Manifest, y.top1));
+        assert_eq!(
+            (x.source, x.figures.top1),
+            (Source::Manifest, y.figures.top1)
+        );
     }
     check_plot(&out2);
     let svg = std::fs::read_to_string(out2.join("plot.svg")).unwrap();
@@ -315,8 +324,12 @@ fn an_unreadable_image_is_a_counted_skip() {
     let report = Report::load(&out.join("report.json")).unwrap();
     assert_eq!(report.widths.len(), 2);
     for w in &report.widths {
-        assert_eq!(w.accuracy.as_ref().unwrap().samples, 3);
-        assert_eq!(w.accuracy.as_ref().unwrap().top5, 1.0, "two classes");
+        assert_eq!(w.accuracy.as_ref().unwrap().figures.samples, 3);
+        assert_eq!(
+            w.accuracy.as_ref().unwrap().figures.top5,
+            1.0,
+            "two classes"
+        );
     }
     check_plot(&out);
 }
