@@ -3,20 +3,12 @@
 //! A record is the label byte(s) then 3 x 32 x 32 channel-planar pixels.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::{Dataset, Error, Image, Split};
+use crate::memory::InMemory;
+use crate::{Error, Split};
 
 const PIXELS: usize = 3 * 32 * 32;
-
-pub struct CifarDataset {
-    path: PathBuf,
-    split: Split,
-    /// Interleaved HWC pixels of every image.
-    pixels: Vec<u8>,
-    labels: Vec<u16>,
-    classes: Vec<String>,
-}
 
 /// Whether `path` is a CIFAR binary archive or its extracted folder.
 pub fn looks_like(path: &Path) -> bool {
@@ -62,107 +54,73 @@ fn files(path: &Path) -> Result<Vec<(String, Vec<u8>)>, Error> {
     Ok(out)
 }
 
-impl CifarDataset {
-    pub fn open(path: &Path, split: Split) -> Result<CifarDataset, Error> {
-        let files = files(path)?;
-        let get = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
-        let hundred = get("train.bin").is_some() || get("fine_label_names.txt").is_some();
-        let (label_bytes, wanted, names_file): (usize, Vec<String>, &str) = if hundred {
-            (
-                2,
-                vec![format!("{}.bin", split.name())],
-                "fine_label_names.txt",
-            )
-        } else {
-            let wanted = match split {
-                Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
-                Split::Test => vec!["test_batch.bin".to_string()],
-            };
-            (1, wanted, "batches.meta.txt")
+/// Reads one split of the archive or folder at `path`, converting the pixels to HWC.
+pub fn open(path: &Path, split: Split) -> Result<InMemory, Error> {
+    let files = files(path)?;
+    let get = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+    let hundred = get("train.bin").is_some() || get("fine_label_names.txt").is_some();
+    let (label_bytes, wanted, names_file): (usize, Vec<String>, &str) = if hundred {
+        (
+            2,
+            vec![format!("{}.bin", split.name())],
+            "fine_label_names.txt",
+        )
+    } else {
+        let wanted = match split {
+            Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
+            Split::Test => vec!["test_batch.bin".to_string()],
         };
-        let record = label_bytes + PIXELS;
-        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
-        for name in &wanted {
-            let bytes = get(name).ok_or_else(|| Error::at(path, format!("has no {name}")))?;
-            if bytes.len() % record != 0 {
-                return Err(Error::at(
-                    path,
-                    format!(
-                        "{name} is {} bytes, not a whole number of {record}-byte records: truncated?",
-                        bytes.len()
-                    ),
-                ));
-            }
-            for rec in bytes.chunks_exact(record) {
-                // CIFAR-100 stores (coarse, fine); the fine label is the class.
-                labels.push(rec[label_bytes - 1] as u16);
-                let planes = &rec[label_bytes..];
-                pixels.extend(
-                    (0..1024).flat_map(|p| [planes[p], planes[1024 + p], planes[2048 + p]]),
-                );
-            }
-        }
-        let classes: Vec<String> = get(names_file)
-            .map(|b| {
-                String::from_utf8_lossy(b)
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_else(|| {
-                (0..if hundred { 100 } else { 10 })
-                    .map(|i| i.to_string())
-                    .collect()
-            });
-        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes.len()) {
+        (1, wanted, "batches.meta.txt")
+    };
+    let record = label_bytes + PIXELS;
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    for name in &wanted {
+        let bytes = get(name).ok_or_else(|| Error::at(path, format!("has no {name}")))?;
+        if bytes.len() % record != 0 {
             return Err(Error::at(
                 path,
-                format!("label {bad} is out of range for {} classes", classes.len()),
+                format!(
+                    "{name} is {} bytes, not a whole number of {record}-byte records: truncated?",
+                    bytes.len()
+                ),
             ));
         }
-        Ok(CifarDataset {
-            path: path.to_path_buf(),
-            split,
-            pixels,
-            labels,
-            classes,
+        for rec in bytes.chunks_exact(record) {
+            // CIFAR-100 stores (coarse, fine); the fine label is the class.
+            labels.push(rec[label_bytes - 1] as u16);
+            let planes = &rec[label_bytes..];
+            pixels.extend((0..1024).flat_map(|p| [planes[p], planes[1024 + p], planes[2048 + p]]));
+        }
+    }
+    let classes: Vec<String> = get(names_file)
+        .map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
         })
-    }
-}
-
-impl Dataset for CifarDataset {
-    fn len(&self) -> usize {
-        self.labels.len()
-    }
-    fn class_names(&self) -> &[String] {
-        &self.classes
-    }
-    fn label(&self, i: usize) -> usize {
-        self.labels[i] as usize
-    }
-    fn image(&self, i: usize) -> Result<Image, Error> {
-        Ok(Image::new(
-            32,
-            32,
-            3,
-            self.pixels[i * PIXELS..(i + 1) * PIXELS].to_vec(),
-        ))
-    }
-    fn describe(&self) -> String {
-        format!(
-            "CIFAR binary {} ({} split, {} images)",
-            self.path.display(),
-            self.split.name(),
-            self.len()
-        )
-    }
+        .unwrap_or_else(|| {
+            (0..if hundred { 100 } else { 10 })
+                .map(|i| i.to_string())
+                .collect()
+        });
+    InMemory::new(
+        "CIFAR binary",
+        path,
+        split,
+        (32, 32, 3),
+        pixels,
+        labels,
+        classes,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Dataset;
 
     #[test]
     fn reads_an_extracted_cifar10_folder_and_refuses_truncation() {
@@ -171,18 +129,29 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         let mut rec = vec![7u8];
         rec.extend((0..PIXELS).map(|i| (i / 1024) as u8 * 100)); // R=0, G=100, B=200
-        std::fs::write(root.join("test_batch.bin"), [rec.clone(), rec].concat()).unwrap();
+        std::fs::write(
+            root.join("test_batch.bin"),
+            [rec.clone(), rec.clone()].concat(),
+        )
+        .unwrap();
         let names: String = (0..10).map(|i| format!("class{i}\n")).collect();
         std::fs::write(root.join("batches.meta.txt"), names).unwrap();
         assert!(looks_like(&root));
-        let ds = CifarDataset::open(&root, Split::Test).unwrap();
+        let ds = open(&root, Split::Test).unwrap();
         assert_eq!((ds.len(), ds.label(1)), (2, 7));
         assert_eq!(ds.class_names()[7], "class7");
         assert_eq!(&ds.image(0).unwrap().data[..3], &[0, 100, 200]);
-        let err = CifarDataset::open(&root, Split::Train).err().unwrap();
+        let err = open(&root, Split::Train).err().unwrap();
         assert!(err.to_string().contains("data_batch_1.bin"), "{err}");
+        rec[0] = 10; // one past the last of 10 classes
+        std::fs::write(root.join("test_batch.bin"), &rec).unwrap();
+        let err = open(&root, Split::Test).err().unwrap();
+        assert!(
+            err.to_string().contains("label 10 is out of range"),
+            "{err}"
+        );
         std::fs::write(root.join("test_batch.bin"), vec![0u8; 100]).unwrap();
-        let err = CifarDataset::open(&root, Split::Test).err().unwrap();
+        let err = open(&root, Split::Test).err().unwrap();
         assert!(err.to_string().contains("truncated"), "{err}");
     }
 }

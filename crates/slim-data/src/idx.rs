@@ -5,7 +5,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::{Dataset, Error, Image, Split};
+use crate::memory::InMemory;
+use crate::{Error, Split};
 
 /// Fashion-MNIST's label names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
@@ -20,16 +21,6 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "Bag",
     "Ankle boot",
 ];
-
-pub struct IdxDataset {
-    path: PathBuf,
-    split: Split,
-    rows: usize,
-    cols: usize,
-    pixels: Vec<u8>,
-    labels: Vec<u8>,
-    classes: Vec<String>,
-}
 
 fn prefix(split: Split) -> &'static str {
     match split {
@@ -90,83 +81,54 @@ fn parse<'a>(path: &Path, bytes: &'a [u8], dims: usize) -> Result<(Vec<usize>, &
     Ok((shape, payload))
 }
 
-impl IdxDataset {
-    /// Whether `dir` holds IDX training images.
-    pub fn present(dir: &Path) -> bool {
-        find(dir, "train-images-idx3-ubyte").is_some()
-    }
-
-    pub fn open(dir: &Path, split: Split) -> Result<IdxDataset, Error> {
-        let p = prefix(split);
-        let missing = |what: &str| Error::at(dir, format!("has no {p}-{what}[.gz]"));
-        let img_path = find(dir, &format!("{p}-images-idx3-ubyte"))
-            .ok_or_else(|| missing("images-idx3-ubyte"))?;
-        let lab_path = find(dir, &format!("{p}-labels-idx1-ubyte"))
-            .ok_or_else(|| missing("labels-idx1-ubyte"))?;
-        let img_bytes = read_maybe_gz(&img_path)?;
-        let (shape, pixels) = parse(&img_path, &img_bytes, 3)?;
-        let lab_bytes = read_maybe_gz(&lab_path)?;
-        let (lshape, labels) = parse(&lab_path, &lab_bytes, 1)?;
-        if lshape[0] != shape[0] {
-            return Err(Error::at(
-                &lab_path,
-                format!("has {} labels for {} images", lshape[0], shape[0]),
-            ));
-        }
-        let max = labels.iter().copied().max().unwrap_or(0) as usize;
-        let fashion = dir.to_string_lossy().to_lowercase().contains("fashion");
-        let classes = if fashion && max < 10 {
-            FASHION_MNIST_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        } else {
-            (0..=max).map(|i| i.to_string()).collect()
-        };
-        Ok(IdxDataset {
-            path: dir.to_path_buf(),
-            split,
-            rows: shape[1],
-            cols: shape[2],
-            pixels: pixels.to_vec(),
-            labels: labels.to_vec(),
-            classes,
-        })
-    }
+/// Whether `dir` holds IDX training images.
+pub fn present(dir: &Path) -> bool {
+    find(dir, "train-images-idx3-ubyte").is_some()
 }
 
-impl Dataset for IdxDataset {
-    fn len(&self) -> usize {
-        self.labels.len()
+/// Reads one split's images and labels from `dir`.
+pub fn open(dir: &Path, split: Split) -> Result<InMemory, Error> {
+    let p = prefix(split);
+    let missing = |what: &str| Error::at(dir, format!("has no {p}-{what}[.gz]"));
+    let img_path =
+        find(dir, &format!("{p}-images-idx3-ubyte")).ok_or_else(|| missing("images-idx3-ubyte"))?;
+    let lab_path =
+        find(dir, &format!("{p}-labels-idx1-ubyte")).ok_or_else(|| missing("labels-idx1-ubyte"))?;
+    let img_bytes = read_maybe_gz(&img_path)?;
+    let (shape, pixels) = parse(&img_path, &img_bytes, 3)?;
+    let lab_bytes = read_maybe_gz(&lab_path)?;
+    let (lshape, labels) = parse(&lab_path, &lab_bytes, 1)?;
+    if lshape[0] != shape[0] {
+        return Err(Error::at(
+            &lab_path,
+            format!("has {} labels for {} images", lshape[0], shape[0]),
+        ));
     }
-    fn class_names(&self) -> &[String] {
-        &self.classes
-    }
-    fn label(&self, i: usize) -> usize {
-        self.labels[i] as usize
-    }
-    fn image(&self, i: usize) -> Result<Image, Error> {
-        let n = self.rows * self.cols;
-        Ok(Image::new(
-            self.rows,
-            self.cols,
-            1,
-            self.pixels[i * n..(i + 1) * n].to_vec(),
-        ))
-    }
-    fn describe(&self) -> String {
-        format!(
-            "IDX {} ({} split, {} images)",
-            self.path.display(),
-            self.split.name(),
-            self.len()
-        )
-    }
+    let max = labels.iter().copied().max().unwrap_or(0) as usize;
+    let fashion = dir.to_string_lossy().to_lowercase().contains("fashion");
+    let classes = if fashion && max < 10 {
+        FASHION_MNIST_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        (0..=max).map(|i| i.to_string()).collect()
+    };
+    InMemory::new(
+        "IDX",
+        dir,
+        split,
+        (shape[1], shape[2], 1),
+        pixels.to_vec(),
+        labels.iter().map(|&l| u16::from(l)).collect(),
+        classes,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Dataset;
 
     fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
         let mut out = vec![0, 0, 8, dims.len() as u8];
@@ -191,7 +153,7 @@ mod tests {
             idx(&[2], &[5, 1]),
         )
         .unwrap();
-        let ds = IdxDataset::open(dir.path(), Split::Train).unwrap();
+        let ds = open(dir.path(), Split::Train).unwrap();
         assert_eq!((ds.len(), ds.label(0), ds.label(1)), (2, 5, 1));
         let img = ds.image(1).unwrap();
         assert_eq!((img.height, img.width, img.channels), (3, 4, 1));
@@ -202,9 +164,9 @@ mod tests {
             &idx(&[2], &[5, 1])[..9],
         )
         .unwrap();
-        let err = IdxDataset::open(dir.path(), Split::Train).err().unwrap();
+        let err = open(dir.path(), Split::Train).err().unwrap();
         assert!(err.to_string().contains("train-labels-idx1-ubyte"), "{err}");
-        let err = IdxDataset::open(dir.path(), Split::Test).err().unwrap();
+        let err = open(dir.path(), Split::Test).err().unwrap();
         assert!(err.to_string().contains("t10k-images"), "{err}");
     }
 
@@ -218,7 +180,7 @@ mod tests {
             );
             return;
         }
-        let ds = IdxDataset::open(dir, Split::Test).unwrap();
+        let ds = open(dir, Split::Test).unwrap();
         assert_eq!(ds.len(), 10_000);
         assert_eq!(ds.class_names()[9], "Ankle boot");
         let img = ds.image(0).unwrap();

@@ -4,6 +4,7 @@
 //! - [`idx`]: MNIST / Fashion-MNIST IDX files (raw or gzipped);
 //! - [`cifar`]: CIFAR-10/100 binary archives (`.tar.gz` as downloaded, or extracted);
 //! - [`folder`]: ImageFolder trees (`root/<class>/<image>`) and zip archives of them;
+//! - [`memory`]: the in-memory dataset the IDX and CIFAR readers parse into;
 //! - [`decode`](mod@decode): bounded decoding of JPEG/PNG/WebP/BMP bytes to 8-bit pixels;
 //! - [`transform`]: the shared evaluation preprocessing (resize, crop, normalise);
 //! - [`augment`]: the SimCLR / MoCo v2 training augmentations, seedable;
@@ -19,6 +20,7 @@ mod error;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod memory;
 pub mod transform;
 
 use std::path::Path;
@@ -75,10 +77,10 @@ pub fn open(path: &Path, split: Split) -> Result<Box<dyn Dataset>, Error> {
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let ds: Box<dyn Dataset> = if path.is_dir() && idx::IdxDataset::present(path) {
-        Box::new(idx::IdxDataset::open(path, split)?)
+    let ds: Box<dyn Dataset> = if path.is_dir() && idx::present(path) {
+        Box::new(idx::open(path, split)?)
     } else if cifar::looks_like(path) {
-        Box::new(cifar::CifarDataset::open(path, split)?)
+        Box::new(cifar::open(path, split)?)
     } else if name.ends_with(".zip") {
         Box::new(folder::ImageFolder::open_zip(path, split)?)
     } else if path.is_dir() {
