@@ -248,7 +248,7 @@ pub struct PretrainArgs {
     pub weight_decay: f64,
     #[arg(long, default_value_t = 10)]
     pub warmup_epochs: usize,
-    /// Contrastive temperature (SimCLR 0.5 on CIFAR; MoCo v2 0.2).
+    /// Contrastive temperature (SimCLR 0.5 on CIFAR; MoCo v2 0.2; MoCo v3 1.0 for ResNets).
     #[arg(long, default_value_t = 0.5)]
     pub temperature: f64,
     /// Epoch at which the sub-widths join (default: half of training).
@@ -278,8 +278,13 @@ pub struct PretrainArgs {
     /// Projection head output size.
     #[arg(long, default_value_t = 128)]
     pub head_dim: usize,
+    /// MoCo v3's predictor hidden size at full width (default: twice --head-dim).
+    #[arg(long)]
+    pub predictor_hidden: Option<usize>,
+    /// MoCo v2's queue of keys.
     #[arg(long, default_value_t = 4096)]
     pub moco_queue: usize,
+    /// Key-encoder momentum (MoCo v3: the first step's, rising to 1 along a cosine).
     #[arg(long, default_value_t = 0.99)]
     pub moco_momentum: f64,
     /// Smallest random-resized-crop scale (SimCLR 0.08; 0.2 suits 28 px images).
@@ -417,6 +422,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         smoothed,
         head_hidden: model.network().features,
         head_out: args.head_dim,
+        predictor_hidden: args.predictor_hidden.unwrap_or(2 * args.head_dim),
         moco_queue: args.moco_queue,
         moco_momentum: args.moco_momentum,
         crop_scale: (args.crop_min_scale, 1.0),
@@ -453,10 +459,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
     let s = trainer.state();
     eprintln!(
         "{} {} widths {:?} on {:?}{}{}: {} epochs from step {} (epoch {}, batch {})",
-        match s.config.framework {
-            Framework::Simclr => "SimCLR",
-            Framework::MocoV2 => "MoCo v2",
-        },
+        s.config.framework.name(),
         model.backbone.name(),
         model.widths,
         device,

@@ -2,6 +2,9 @@
 //! from the width's embedding to the width's hidden size (first-k slices of one shared
 //! weight, like every backbone layer), that width's own BatchNorm, ReLU, and a Linear to a
 //! fixed output size shared by all widths so their similarities are comparable.
+//!
+//! MoCo v3's prediction head is the same MLP from that output size back to it
+//! ([`SlimHead::predictor`]): its input is not sliced, its hidden layer is.
 
 use slim_core::width::{scaled, tag};
 use tch::Tensor;
@@ -14,15 +17,42 @@ pub struct SlimHead {
     bias2: Tensor,
     widths: Vec<f64>,
     features: usize,
+    /// Whether the input is a width's embedding (its first `features * w` entries) or
+    /// the same size at every width.
+    slim_input: bool,
     hidden: usize,
     eps: f64,
 }
 
 impl SlimHead {
-    /// Variables under `vs` (named `fc1.weight`, `bn.{tag}.*`, `fc2.weight`, `fc2.bias`).
+    /// The projection head, its variables under `vs` (named `fc1.weight`, `bn.{tag}.*`,
+    /// `fc2.weight`, `fc2.bias`).
     pub fn new(
         vs: &nn::Path,
         features: usize,
+        hidden: usize,
+        out: usize,
+        widths: &[f64],
+        eps: f64,
+    ) -> SlimHead {
+        SlimHead::build(vs, (features, true), hidden, out, widths, eps)
+    }
+
+    /// MoCo v3's predictor: `dim` (the projection's output, whole at every width) to
+    /// `dim`, through the width's share of `hidden`.
+    pub fn predictor(
+        vs: &nn::Path,
+        dim: usize,
+        hidden: usize,
+        widths: &[f64],
+        eps: f64,
+    ) -> SlimHead {
+        SlimHead::build(vs, (dim, false), hidden, dim, widths, eps)
+    }
+
+    fn build(
+        vs: &nn::Path,
+        (features, slim_input): (usize, bool),
         hidden: usize,
         out: usize,
         widths: &[f64],
@@ -57,18 +87,21 @@ impl SlimHead {
             bias2: (vs / "fc2").var("bias", &[out as i64], uniform(hidden)),
             widths: widths.to_vec(),
             features,
+            slim_input,
             hidden,
             eps,
         }
     }
 
-    /// Projects `[N, features_at(w)]` embeddings of width `w` (in train or eval mode).
+    /// Projects `[N, features_at(w)]` embeddings of width `w` (`[N, dim]` for a
+    /// predictor), in train or eval mode.
     pub fn forward(&self, embedding: &Tensor, w: f64, train: bool) -> Tensor {
         let i = slim_core::width::find(&self.widths, w).expect("a width of the model");
-        let (f, h) = (
-            scaled(self.features, w) as i64,
-            scaled(self.hidden, w) as i64,
-        );
+        let f = match self.slim_input {
+            true => scaled(self.features, w),
+            false => self.features,
+        } as i64;
+        let h = scaled(self.hidden, w) as i64;
         let fc1 = self.fc1.narrow(0, 0, h).narrow(1, 0, f);
         let [g, b, m, v] = &self.bn[i];
         let x = embedding.matmul(&fc1.transpose(0, 1));
@@ -106,5 +139,23 @@ mod tests {
         });
         let again = head.forward(&e, 0.5, true);
         assert!(out.allclose(&again, 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn the_predictor_reads_the_whole_projection_at_every_width() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let pred = SlimHead::predictor(&vs.root(), 4, 8, &[1.0, 0.5], 1e-5);
+        let z = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        let out = pred.forward(&z, 0.5, true);
+        assert_eq!(out.size(), [5, 4]);
+        // Width 0.5 uses hidden units 0..4 only, but every input column.
+        tch::no_grad(|| {
+            let _ = pred.fc1.narrow(0, 4, 4).fill_(9.0);
+        });
+        assert!(out.allclose(&pred.forward(&z, 0.5, true), 1e-6, 1e-6, false));
+        tch::no_grad(|| {
+            let _ = pred.fc1.narrow(0, 0, 4).narrow(1, 3, 1).fill_(9.0);
+        });
+        assert!(!out.allclose(&pred.forward(&z, 0.5, true), 1e-3, 1e-3, false));
     }
 }

@@ -14,8 +14,8 @@
 //!   ([`smoothed_infonce`]).
 //!
 //! Logits are cosine similarities divided by the contrastive temperature τ:
-//! `logit = cos(a, b) / τ`. [`nt_xent_logits`] (SimCLR) and [`moco_logits`] (MoCo)
-//! produce them.
+//! `logit = cos(a, b) / τ`. [`nt_xent_logits`] (SimCLR), [`moco_logits`] (MoCo v2) and
+//! [`in_batch_logits`] (MoCo v3) produce them.
 //!
 //! # Weights
 //!
@@ -117,6 +117,33 @@ pub fn moco_logits(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> 
     let positive = (&q * &k).sum_dim_intlist([1i64].as_slice(), true, None);
     let negatives = q.mm(&queue.tr());
     Tensor::cat(&[positive, negatives], 1) / temperature
+}
+
+/// MoCo v3's logits `[N, N]` of queries `q` against the keys `k` of the same batch (both
+/// `[N, D]`, L2-normalised here): row `i` is
+///
+/// `[cos(q_i, k_i), cos(q_i, k_j) for j ≠ i in ascending j] / temperature`
+///
+/// so the positive (the other view of the same image) is in column 0 and the other
+/// images' keys are the negatives; no queue. Pass `k` without gradient (momentum keys).
+///
+/// # Panics
+/// If `q` and `k` are not both `[N, D]` with the same shape.
+pub fn in_batch_logits(q: &Tensor, k: &Tensor, temperature: f64) -> Tensor {
+    let size = q.size();
+    assert!(
+        size.len() == 2 && k.size() == size,
+        "in_batch_logits: q {:?} and k {:?} must both be [N, D]",
+        size,
+        k.size()
+    );
+    let n = size[0];
+    let sim = l2_normalize(q).mm(&l2_normalize(k).tr()) / temperature;
+    let cols: Vec<i64> = (0..n)
+        .flat_map(|i| std::iter::once(i).chain((0..n).filter(move |&j| j != i)))
+        .collect();
+    let index = Tensor::from_slice(&cols).view([n, n]).to_device(q.device());
+    sim.gather(1, &index, false)
 }
 
 /// InfoNCE: cross-entropy of `logits` `[N, C]` with the positive in column 0 (target 0),
@@ -434,6 +461,25 @@ mod tests {
         let ce =
             logits.cross_entropy_for_logits(&Tensor::zeros([2], (Kind::Int64, tch::Device::Cpu)));
         assert!(close(scalar(&ce), want, 1e-6));
+    }
+
+    #[test]
+    fn in_batch_logits_put_the_positive_first_by_hand() {
+        // q = [e1, (1,1)/√2, e2] after normalisation; k = [e1, e2, -e1] (k0 unnormalised).
+        let q = t2(&[&[2.0, 0.0], &[1.0, 1.0], &[0.0, 3.0]]);
+        let k = t2(&[&[5.0, 0.0], &[0.0, 1.0], &[-1.0, 0.0]]);
+        let r = FRAC_1_SQRT_2;
+        let want = [
+            [1.0, 0.0, -1.0], // q0·k0 | q0·k1, q0·k2
+            [r, r, -r],       // q1·k1 | q1·k0, q1·k2
+            [0.0, 0.0, 1.0],  // q2·k2 | q2·k0, q2·k1
+        ];
+        let got = rows(&in_batch_logits(&q, &k, 0.5));
+        for (g, w) in got.iter().zip(want) {
+            for (a, b) in g.iter().zip(w) {
+                assert!(close(*a, b / 0.5, 1e-12), "{got:?}");
+            }
+        }
     }
 
     #[test]

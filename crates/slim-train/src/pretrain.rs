@@ -1,8 +1,10 @@
 //! SlimCLR pretraining (arXiv 2209.15525): every width runs forward on the same batch,
 //! the losses are summed, one backward pass updates the shared weights.
 //!
-//! Frameworks: SimCLR (NT-Xent over the batch) and MoCo v2 (a full-width momentum key
-//! encoder and a queue of its keys). SlimCLR's three techniques, each switchable:
+//! Frameworks: SimCLR (NT-Xent over the batch), MoCo v2 (a full-width momentum key
+//! encoder and a queue of its keys) and MoCo v3 (a predictor on every width's query, the
+//! full-width momentum keys of both views, in-batch negatives, no queue). SlimCLR's three
+//! techniques, each switchable:
 //! - slow start: only the full width trains until `slow_start_epoch`, then the
 //!   sub-widths join and the learning rate re-peaks ([`Schedule`]);
 //! - online distillation: the full width's detached similarity logits over
@@ -39,6 +41,21 @@ use slim_core::checkpoint::Precision;
 pub enum Framework {
     Simclr,
     MocoV2,
+    MocoV3,
+}
+
+impl Framework {
+    pub fn name(self) -> &'static str {
+        match self {
+            Framework::Simclr => "SimCLR",
+            Framework::MocoV2 => "MoCo v2",
+            Framework::MocoV3 => "MoCo v3",
+        }
+    }
+
+    fn has_key_encoder(self) -> bool {
+        self != Framework::Simclr
+    }
 }
 
 /// Everything that defines a pretraining run; stored in every checkpoint it writes.
@@ -62,7 +79,11 @@ pub struct PretrainConfig {
     pub smoothed: Option<(f64, usize, f64)>,
     pub head_hidden: usize,
     pub head_out: usize,
+    /// Hidden size of MoCo v3's predictor (at full width).
+    #[serde(default)]
+    pub predictor_hidden: usize,
     pub moco_queue: usize,
+    /// The key encoder's momentum (MoCo v3: its start, raised to 1 along a cosine).
     pub moco_momentum: f64,
     /// Random-resized-crop scale range.
     pub crop_scale: (f32, f32),
@@ -176,21 +197,31 @@ struct Metrics<'a> {
     sub_widths_active: bool,
 }
 
-/// The full-width momentum key encoder and its queue (MoCo v2).
+/// The full-width momentum key encoder, and its queue for MoCo v2.
 struct Moco {
     _vs: nn::VarStore,
     net: SlimNet,
     head: SlimHead,
     /// (name, key-encoder variable, the query variable it follows), sorted by name.
     pairs: Vec<(String, Tensor, Tensor)>,
-    /// `[K, D]` L2-normalised keys.
-    queue: Tensor,
+    /// `[K, D]` L2-normalised keys (MoCo v2).
+    queue: Option<Tensor>,
+}
+
+/// The key encoder's L2-normalised keys for one batch.
+enum Keys {
+    /// MoCo v2: view 2's keys, compared with view 1's queries and then queued.
+    Queued(Tensor),
+    /// MoCo v3: each view's keys, compared with the other view's queries.
+    Batch([Tensor; 2]),
 }
 
 pub struct Trainer {
     vs: nn::VarStore,
     net: SlimNet,
     head: SlimHead,
+    /// MoCo v3's predictor.
+    predictor: Option<SlimHead>,
     moco: Option<Moco>,
     update: Update,
     /// What [`Subspace::build`] reported, for a TWA run.
@@ -298,6 +329,15 @@ impl Trainer {
         let mut net = SlimNet::new(&vs.root(), model)?;
         tune(&mut net, &config);
         let head = head_of(&net, &(vs.root() / "train" / "head"), &config);
+        let predictor = (config.framework == Framework::MocoV3).then(|| {
+            SlimHead::predictor(
+                &(vs.root() / "train" / "predictor"),
+                config.head_out,
+                config.predictor_hidden.max(1),
+                net.widths(),
+                net.config().bn_eps,
+            )
+        });
         let params = crate::optim::trainable_named(&vs);
         let (mut update, basis) = match &config.twa {
             Some(twa) => {
@@ -312,7 +352,7 @@ impl Trainer {
                 None,
             ),
         };
-        let moco = (config.framework == Framework::MocoV2).then(|| {
+        let moco = config.framework.has_key_encoder().then(|| {
             let kvs = nn::VarStore::new(device);
             let mut knet = SlimNet::new(&kvs.root(), model).expect("validated above");
             tune(&mut knet, &config);
@@ -331,10 +371,12 @@ impl Trainer {
                     .iter()
                     .for_each(|(_, k, q)| k.shallow_clone().copy_(q))
             });
-            let queue = loss::l2_normalize(&Tensor::randn(
-                [config.moco_queue as i64, config.head_out as i64],
-                (Kind::Float, device),
-            ));
+            let queue = (config.framework == Framework::MocoV2).then(|| {
+                loss::l2_normalize(&Tensor::randn(
+                    [config.moco_queue as i64, config.head_out as i64],
+                    (Kind::Float, device),
+                ))
+            });
             Moco {
                 _vs: kvs,
                 net: knet,
@@ -350,7 +392,7 @@ impl Trainer {
                 views: 2,
                 augment: Some(Augment {
                     scale: config.crop_scale,
-                    ..if config.framework == Framework::MocoV2 {
+                    ..if config.framework.has_key_encoder() {
                         Augment::moco_v2(model.image_size)
                     } else {
                         Augment::simclr(model.image_size)
@@ -412,8 +454,10 @@ impl Trainer {
                         k.shallow_clone()
                             .f_copy_(&checkpoint::from_core(t, device)?)?;
                     }
-                    if let Some(q) = checkpoint::train_tensor(&c, "queue", device)? {
-                        m.queue = q;
+                    if let (Some(queue), Some(q)) =
+                        (&mut m.queue, checkpoint::train_tensor(&c, "queue", device)?)
+                    {
+                        *queue = q;
                     }
                 }
                 Ok(())
@@ -435,6 +479,7 @@ impl Trainer {
             vs,
             net,
             head,
+            predictor,
             moco: trainer_moco,
             update,
             basis,
@@ -565,39 +610,69 @@ impl Trainer {
     }
 
     fn contrastive(&self, logits: &Tensor) -> Tensor {
-        match self.state.config.smoothed {
+        let c = &self.state.config;
+        let l = match c.smoothed {
             Some((alpha_max, top_k, ramp)) => {
                 let alpha =
                     loss::alpha_at(self.state.step, self.schedule.total_steps, alpha_max, ramp);
                 loss::smoothed_infonce(logits, alpha, top_k)
             }
             None => loss::infonce(logits),
+        };
+        match c.framework {
+            // MoCo v3 sums both directions, each scaled by 2τ; `l` is their mean.
+            Framework::MocoV3 => l * (4.0 * c.temperature),
+            _ => l,
+        }
+    }
+
+    /// The key encoder's momentum now: constant (MoCo v2), or MoCo v3's cosine rise.
+    fn key_momentum(&self) -> f64 {
+        let m = self.state.config.moco_momentum;
+        match self.state.config.framework {
+            Framework::MocoV3 => cosine_momentum(m, self.state.step, self.schedule.total_steps),
+            _ => m,
         }
     }
 
     /// Similarity logits (positive in column 0) of width `w` for the two views.
-    fn logits(&self, x1: &Tensor, x2: &Tensor, keys: Option<&Tensor>, w: f64) -> Tensor {
+    fn logits(&self, x1: &Tensor, x2: &Tensor, keys: Option<&Keys>, w: f64) -> Tensor {
         let t = self.state.config.temperature;
-        let z1 = self.head.forward(&self.net.forward(x1, w, true), w, true);
-        match (&self.moco, keys) {
-            (Some(m), Some(k)) => loss::moco_logits(&z1, k, &m.queue, t),
-            _ => {
-                let z2 = self.head.forward(&self.net.forward(x2, w, true), w, true);
-                loss::nt_xent_logits(&z1, &z2, t).0
+        let project = |x: &Tensor| self.head.forward(&self.net.forward(x, w, true), w, true);
+        match (keys, self.moco.as_ref().and_then(|m| m.queue.as_ref())) {
+            (Some(Keys::Queued(k)), Some(queue)) => loss::moco_logits(&project(x1), k, queue, t),
+            (Some(Keys::Batch([k1, k2])), _) => {
+                let p = self.predictor.as_ref().expect("MoCo v3 has a predictor");
+                let q1 = p.forward(&project(x1), w, true);
+                let q2 = p.forward(&project(x2), w, true);
+                Tensor::cat(
+                    &[
+                        loss::in_batch_logits(&q1, k2, t),
+                        loss::in_batch_logits(&q2, k1, t),
+                    ],
+                    0,
+                )
             }
+            _ => loss::nt_xent_logits(&project(x1), &project(x2), t).0,
         }
     }
 
     /// The slimmable objective on `batch`: (total, MoCo keys, per-width contrastive,
     /// per-width distillation).
-    fn objective_of(&self, batch: &Batch) -> (Tensor, Option<Tensor>, Vec<f64>, Vec<f64>) {
+    fn objective_of(&self, batch: &Batch) -> (Tensor, Option<Keys>, Vec<f64>, Vec<f64>) {
         let x1 = self.view(batch, 0);
         let x2 = self.view(batch, 1);
         let c = self.state.config.clone();
         let keys = self.moco.as_ref().map(|m| {
-            tch::no_grad(|| {
-                loss::l2_normalize(&m.head.forward(&m.net.forward(&x2, 1.0, true), 1.0, true))
-            })
+            let key = |x: &Tensor| {
+                tch::no_grad(|| {
+                    loss::l2_normalize(&m.head.forward(&m.net.forward(x, 1.0, true), 1.0, true))
+                })
+            };
+            match m.queue {
+                Some(_) => Keys::Queued(key(&x2)),
+                None => Keys::Batch([key(&x1), key(&x2)]),
+            }
         });
         let widths = self.net.widths().to_vec();
         let active = if self.sub_widths_active() {
@@ -652,7 +727,6 @@ impl Trainer {
     /// One slimmable step; returns (total, per-width contrastive, per-width distillation).
     fn step(&mut self, batch: &Batch) -> Result<(f64, Vec<f64>, Vec<f64>), Error> {
         let (total, keys, contrastive, distillation) = self.objective_of(batch);
-        let c = &self.state.config;
         let value = total.double_value(&[]);
         if !value.is_finite() {
             return Err(Error::NonFinite {
@@ -663,20 +737,22 @@ impl Trainer {
         self.update.zero_grad();
         total.backward();
         self.update.step(self.schedule.lr(self.state.step));
-        if let (Some(m), Some(k)) = (&mut self.moco, keys) {
+        let momentum = self.key_momentum();
+        if let Some(m) = &mut self.moco {
             tch::no_grad(|| {
                 for (_, kv, qv) in &m.pairs {
                     let _ = kv
                         .shallow_clone()
-                        .g_mul_scalar_(c.moco_momentum)
-                        .g_add_(&(qv * (1.0 - c.moco_momentum)));
+                        .g_mul_scalar_(momentum)
+                        .g_add_(&(qv * (1.0 - momentum)));
                 }
-                let len = m.queue.size()[0];
-                let ptr = self.state.queue_ptr as i64;
-                let take = (k.size()[0]).min(len - ptr);
-                let mut slot = m.queue.narrow(0, ptr, take);
-                slot.copy_(&k.narrow(0, 0, take));
-                self.state.queue_ptr = ((ptr + take) % len) as usize;
+                if let (Some(queue), Some(Keys::Queued(k))) = (&m.queue, keys) {
+                    let len = queue.size()[0];
+                    let ptr = self.state.queue_ptr as i64;
+                    let take = (k.size()[0]).min(len - ptr);
+                    queue.narrow(0, ptr, take).copy_(&k.narrow(0, 0, take));
+                    self.state.queue_ptr = ((ptr + take) % len) as usize;
+                }
             });
         }
         Ok((value, contrastive, distillation))
@@ -698,7 +774,11 @@ impl Trainer {
                     .iter()
                     .map(|(n, k, _)| (format!("key.{n}"), k.shallow_clone())),
             );
-            extra.push(("queue".into(), m.queue.shallow_clone()));
+            extra.extend(
+                m.queue
+                    .iter()
+                    .map(|q| ("queue".to_string(), q.shallow_clone())),
+            );
         }
         let refs: Vec<(&str, &Tensor)> = extra.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let state = serde_json::to_string(&self.state).expect("plain data");
@@ -791,5 +871,24 @@ impl Trainer {
         }
         bar.finish_and_clear();
         self.save()
+    }
+}
+
+/// MoCo v3's (and BYOL's) momentum at `step` of `total`: `base` at the first step, rising
+/// along a half cosine to 1 at the last.
+fn cosine_momentum(base: f64, step: usize, total: usize) -> f64 {
+    let progress = step as f64 / total.max(1) as f64;
+    1.0 - (1.0 - base) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_momentum_rises_from_its_base_to_one() {
+        let m = |step| super::cosine_momentum(0.99, step, 100);
+        assert!((m(0) - 0.99).abs() < 1e-12);
+        assert!((m(50) - 0.995).abs() < 1e-12);
+        assert!((m(100) - 1.0).abs() < 1e-12);
+        assert!(m(25) < m(50) && m(50) < m(75));
     }
 }

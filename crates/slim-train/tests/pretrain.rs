@@ -1,12 +1,13 @@
 //! Pretraining mechanics on a few real Fashion-MNIST images (skipped when the Debian
 //! package is absent): exact resume, slow start, the NaN stop, refusing a checkpoint of
-//! another architecture, and MoCo v2's queue.
+//! another architecture, MoCo v2's queue and MoCo v3's predictor.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use slim_core::Backbone;
-use slim_data::Split;
-use slim_train::pretrain::{Framework, Trainer, checkpoint_path};
+use slim_data::{Dataset, Split};
+use slim_train::pretrain::{Framework, PretrainConfig, Trainer, checkpoint_path};
 use slim_train::{Error, checkpoint};
 use tch::Device;
 
@@ -22,41 +23,20 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
-#[test]
-fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
-    let _serial = serial();
-    let Some(ds) = data(32) else { return };
+/// Trains `c` for 16 steps in `dir/a`, and for 6 steps then (in a new trainer, as after
+/// a kill) the other 10 in `dir/b`; asserts both end with the same tensors, training
+/// state included. Returns `dir/b`.
+fn straight_and_resumed_agree(c: PretrainConfig, ds: Arc<dyn Dataset>, dir: &Path) -> PathBuf {
     tch::set_num_threads(1);
     let m = model(ds.as_ref(), Backbone::Resnet20);
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let mut straight = Trainer::new(
-        &m,
-        config(Framework::Simclr),
-        ds.clone(),
-        &a,
-        false,
-        Device::Cpu,
-        2,
-    )
-    .unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let mut straight = Trainer::new(&m, c.clone(), ds.clone(), &a, false, Device::Cpu, 2).unwrap();
     straight.run(None, false).unwrap();
     assert_eq!(straight.state().step, 16, "4 epochs of 4 batches");
-    // Stop mid-epoch after 6 steps, then resume in a new trainer (as after a kill).
-    let mut first = Trainer::new(
-        &m,
-        config(Framework::Simclr),
-        ds.clone(),
-        &b,
-        false,
-        Device::Cpu,
-        1,
-    )
-    .unwrap();
+    let mut first = Trainer::new(&m, c.clone(), ds.clone(), &b, false, Device::Cpu, 1).unwrap();
     first.run(Some(6), false).unwrap();
     drop(first);
-    let mut resumed =
-        Trainer::new(&m, config(Framework::Simclr), ds, &b, true, Device::Cpu, 3).unwrap();
+    let mut resumed = Trainer::new(&m, c, ds, &b, true, Device::Cpu, 3).unwrap();
     assert_eq!(
         (
             resumed.state().step,
@@ -77,6 +57,15 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
             .fold(0f32, f32::max);
         assert!(d <= 1e-5, "{na} differs by {d} after resume");
     }
+    b
+}
+
+#[test]
+fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
+    let _serial = serial();
+    let Some(ds) = data(32) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let b = straight_and_resumed_agree(config(Framework::Simclr), ds, dir.path());
     // A second start without --resume refuses to overwrite the run.
     let m2 = model(
         &*slim_data::open(Path::new(FASHION), Split::Train).unwrap(),
@@ -94,6 +83,41 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("--resume"), "{err}");
+}
+
+#[test]
+fn moco_v3_trains_its_predictor_and_resumes_exactly() {
+    let _serial = serial();
+    let Some(ds) = data(32) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let c = PretrainConfig {
+        slow_start_epoch: 1,
+        temperature: 1.0,
+        ..config(Framework::MocoV3)
+    };
+    let b = straight_and_resumed_agree(c.clone(), ds.clone(), dir.path());
+    let saved = slim_core::checkpoint::load(&checkpoint_path(&b)).unwrap();
+    assert_eq!(saved.tensors["train.predictor.fc1.weight"].shape, [32, 16]);
+    assert!(saved.tensors.keys().any(|k| k.starts_with("train.key.")));
+    assert!(
+        !saved.tensors.contains_key("train.queue"),
+        "v3 keeps no queue"
+    );
+    // Training moved the predictor away from a fresh one's initialisation.
+    let m = model(ds.as_ref(), Backbone::Resnet20);
+    let fresh = Trainer::new(&m, c, ds, &dir.path().join("c"), false, Device::Cpu, 1).unwrap();
+    fresh.save().unwrap();
+    let init = slim_core::checkpoint::load(&checkpoint_path(&dir.path().join("c"))).unwrap();
+    let (w0, w1) = (
+        &init.tensors["train.predictor.fc1.weight"].data,
+        &saved.tensors["train.predictor.fc1.weight"].data,
+    );
+    let moved = w0
+        .iter()
+        .zip(w1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(moved > 1e-4, "the predictor did not train: {moved}");
 }
 
 #[test]
@@ -231,7 +255,7 @@ fn the_gpu_settings_train_on_any_device() {
     tch::set_num_threads(1);
     let m = model(ds.as_ref(), Backbone::Resnet20);
     let dir = tempfile::tempdir().unwrap();
-    let c = slim_train::pretrain::PretrainConfig {
+    let c = PretrainConfig {
         augment_on_device: true,
         bf16: true,
         channels_last: true,

@@ -66,6 +66,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         smoothed: None,
         head_hidden: 64,
         head_out: 16,
+        predictor_hidden: 32,
         moco_queue: 32,
         moco_momentum: 0.9,
         crop_scale: (0.2, 1.0),
