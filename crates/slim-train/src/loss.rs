@@ -36,18 +36,39 @@ pub fn l2_normalize(x: &Tensor) -> Tensor {
         .clamp_min(NORM_EPS)
 }
 
-/// The column order of [`nt_xent_logits`]: for each of the `2n` rows, the indices of the
-/// `2n` samples it is compared with, positive first, then the other `2n - 2` samples in
-/// ascending order. Row `i`'s positive is `i + n` for `i < n`, `i - n` otherwise.
-fn nt_xent_columns(n: i64) -> Vec<i64> {
-    let m = 2 * n;
-    let mut cols = Vec::with_capacity((m * (m - 1)).max(0) as usize);
-    for i in 0..m {
-        let pos = (i + n) % m;
-        cols.push(pos);
-        cols.extend((0..m).filter(|&j| j != i && j != pos));
+/// `N`, after checking that `a` and `b` are both `[N, D]` with the same shape.
+///
+/// # Panics
+/// Naming `function` and both shapes, if not.
+fn same_rows(function: &str, a: &Tensor, b: &Tensor) -> i64 {
+    let size = a.size();
+    assert!(
+        size.len() == 2 && b.size() == size,
+        "{function}: {:?} and {:?} must both be [N, D]",
+        size,
+        b.size()
+    );
+    size[0]
+}
+
+/// Reorders the columns of a similarity matrix `sim` `[R, C]` into this module's layout: row
+/// `i` gets column `positive(i)` first, then every other column in ascending order,
+/// leaving out column `i` itself when `skip_self` (a sample compared with itself).
+fn positive_first(sim: &Tensor, positive: impl Fn(i64) -> i64, skip_self: bool) -> Tensor {
+    let &[rows, cols] = sim.size().as_slice() else {
+        unreachable!("callers pass a 2-D similarity matrix")
+    };
+    let mut index = Vec::with_capacity((rows * cols) as usize);
+    for i in 0..rows {
+        let pos = positive(i);
+        index.push(pos);
+        index.extend((0..cols).filter(|&j| j != pos && !(skip_self && j == i)));
     }
-    cols
+    let width = index.len() as i64 / rows.max(1);
+    let index = Tensor::from_slice(&index)
+        .view([rows, width])
+        .to_device(sim.device());
+    sim.gather(1, &index, false)
 }
 
 /// SimCLR's NT-Xent logits for two views `z1`, `z2` (`[N, D]`, any scale: both are
@@ -68,22 +89,12 @@ fn nt_xent_columns(n: i64) -> Vec<i64> {
 /// # Panics
 /// If `z1` and `z2` are not both `[N, D]` with the same shape.
 pub fn nt_xent_logits(z1: &Tensor, z2: &Tensor, temperature: f64) -> (Tensor, Tensor) {
-    let size = z1.size();
-    assert!(
-        size.len() == 2 && z2.size() == size,
-        "nt_xent_logits: z1 {:?} and z2 {:?} must both be [N, D]",
-        size,
-        z2.size()
-    );
-    let n = size[0];
+    let n = same_rows("nt_xent_logits", z1, z2);
     let device = z1.device();
     let z = l2_normalize(&Tensor::cat(&[z1, z2], 0));
     let sim = z.mm(&z.tr()) / temperature;
     let m = 2 * n;
-    let index = Tensor::from_slice(&nt_xent_columns(n))
-        .view([m, m - 1])
-        .to_device(device);
-    let logits = sim.gather(1, &index, false);
+    let logits = positive_first(&sim, |i| (i + n) % m, true);
     let targets = Tensor::zeros([m], (Kind::Int64, device));
     (logits, targets)
 }
@@ -130,20 +141,9 @@ pub fn moco_logits(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> 
 /// # Panics
 /// If `q` and `k` are not both `[N, D]` with the same shape.
 pub fn in_batch_logits(q: &Tensor, k: &Tensor, temperature: f64) -> Tensor {
-    let size = q.size();
-    assert!(
-        size.len() == 2 && k.size() == size,
-        "in_batch_logits: q {:?} and k {:?} must both be [N, D]",
-        size,
-        k.size()
-    );
-    let n = size[0];
+    same_rows("in_batch_logits", q, k);
     let sim = l2_normalize(q).mm(&l2_normalize(k).tr()) / temperature;
-    let cols: Vec<i64> = (0..n)
-        .flat_map(|i| std::iter::once(i).chain((0..n).filter(move |&j| j != i)))
-        .collect();
-    let index = Tensor::from_slice(&cols).view([n, n]).to_device(q.device());
-    sim.gather(1, &index, false)
+    positive_first(&sim, |i| i, false)
 }
 
 /// InfoNCE: cross-entropy of `logits` `[N, C]` with the positive in column 0 (target 0),
