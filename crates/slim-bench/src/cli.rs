@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
+use slim_cli::Reporter;
+use slim_core::Progress;
 use slim_runtime::{Backend, SlimModel};
 
 use crate::evalset::EvalSet;
@@ -88,16 +89,6 @@ fn default_label(r: &Report) -> String {
     format!("{model} ({})", r.header.provider)
 }
 
-fn bar(len: u64, unit: &str) -> ProgressBar {
-    ProgressBar::new(len).with_style(
-        ProgressStyle::with_template(&format!(
-            "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{per_sec}})"
-        ))
-        .expect("static template")
-        .progress_chars("=> "),
-    )
-}
-
 /// Intra-op threads of one graph, and where that figure comes from.
 fn intra_op_threads(backend_used: &str, m: &Machine) -> (Option<usize>, String) {
     if backend_used == "tract" {
@@ -139,6 +130,7 @@ fn measure_width(
     w: f64,
     set: Option<&EvalSet>,
     args: &Args,
+    progress: &mut dyn Progress,
 ) -> Result<WidthReport> {
     let entry = model.entry(w)?.clone();
     let tracker = PeakTracker::start();
@@ -148,10 +140,18 @@ fn measure_width(
     let provider = engine.provider().to_string();
     let accuracy = match set {
         Some(set) => {
-            let b = bar(set.len() as u64, "images");
-            b.set_message(format!("width {w}: accuracy"));
-            let acc = measure::accuracy(model, w, set, 64, |n| b.inc(n as u64))?;
-            b.finish_and_clear();
+            let mut done = 0;
+            progress.begin(
+                &format!("width {w}: accuracy"),
+                set.len() as u64,
+                "images",
+                0,
+            );
+            let acc = measure::accuracy(model, w, set, 64, |n| {
+                done += n as u64;
+                progress.update(done, "");
+            })?;
+            progress.end();
             Some(report::Accuracy {
                 figures: slim_core::manifest::Accuracy {
                     top1: acc.top1,
@@ -168,11 +168,13 @@ fn measure_width(
         }),
     };
     let per_image: usize = model.input_chw().iter().product();
-    let b = bar(
+    let mut calls = 0;
+    progress.begin(
+        &format!("width {w}: latency"),
         (args.batch.len() * (args.warmup + args.runs)) as u64,
         "calls",
+        0,
     );
-    b.set_message(format!("width {w}: latency"));
     let mut latency = Vec::new();
     for &batch in &args.batch {
         // Real images when there are enough, else a fixed ramp: never zeros.
@@ -188,11 +190,14 @@ fn measure_width(
             &input,
             batch,
             (args.warmup, args.runs),
-            || b.inc(1),
+            || {
+                calls += 1;
+                progress.update(calls, "");
+            },
         )?;
         latency.push(LatencySummary::new(batch, &samples));
     }
-    b.finish_and_clear();
+    progress.end();
     let (memory, memory_note) = match tracker.and_then(|t| t.finish()) {
         Ok(m) => (Some(m), None),
         Err(why) => (None, Some(why)),
@@ -252,10 +257,11 @@ pub fn run(args: &Args) -> Result<Report> {
         None => None,
     };
 
+    let mut reporter = Reporter::stderr();
     let widths = model
         .widths()
         .into_iter()
-        .map(|w| measure_width(&model, w, set.as_ref(), args))
+        .map(|w| measure_width(&model, w, set.as_ref(), args, &mut reporter))
         .collect::<Result<Vec<_>>>()?;
 
     let machine = Machine::detect();

@@ -8,6 +8,7 @@
 //! - [`checkpoint`]: safetensors checkpoints, written atomically;
 //! - [`manifest`]: the exported model folder's manifest;
 //! - [`metadata`]: the metadata keys of every exported graph;
+//! - [`progress`]: how long work reports its progress (libraries draw nothing);
 //! - [`rng`]: a small seedable generator that is the same everywhere.
 
 pub mod arch;
@@ -19,6 +20,7 @@ pub mod fsutil;
 pub mod init;
 pub mod manifest;
 pub mod metadata;
+pub mod progress;
 pub mod rng;
 pub mod width;
 
@@ -28,3 +30,4 @@ pub use config::ModelConfig;
 pub use cost::{Cost, cost};
 pub use error::Error;
 pub use manifest::{Manifest, WidthEntry};
+pub use progress::{Progress, Silent};

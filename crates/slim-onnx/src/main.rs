@@ -8,19 +8,13 @@ use clap::Parser;
 use slim_onnx::cli::{Args, table};
 
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("slim-export: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(args: &Args) -> anyhow::Result<()> {
-    let report = slim_onnx::export(&args.checkpoint, args.selection(), &args.out)?;
-    std::io::stdout()
-        .lock()
-        .write_all(table(&report).as_bytes())
-        .context("writing the summary to stdout")
+    let args = Args::parse();
+    slim_cli::main("slim-export", || {
+        let report = slim_onnx::export(&args.checkpoint, args.selection(), &args.out)?;
+        std::io::stdout()
+            .lock()
+            .write_all(table(&report).as_bytes())
+            .context("writing the summary to stdout")?;
+        Ok(ExitCode::SUCCESS)
+    })
 }

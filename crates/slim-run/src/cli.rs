@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use slim_cli::Reporter;
+use slim_core::Progress;
 use slim_runtime::select::describe;
 use slim_runtime::{Backend, Budget, Provider, SlimModel};
 
@@ -140,15 +141,16 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
         m.class_names.len()
     )?;
     if args.calibrate {
-        let bar = ProgressBar::new(0).with_style(
-            ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} calls")
-                .expect("template"),
-        );
+        let mut reporter = Reporter::stderr();
+        let mut begun = false;
         let (cal, reused) = model.calibrate(args.batch, args.calibration_runs, |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
+            if !begun {
+                reporter.begin("calibrating", total as u64, "calls", 0);
+                begun = true;
+            }
+            reporter.update(done as u64, "");
         })?;
-        bar.finish_and_clear();
+        reporter.end();
         writeln!(
             out,
             "calibration at batch {} on {} with {}: {} ({})",

@@ -1,16 +1,10 @@
 //! `slim-run`: see [`slim_run::cli`].
 
-use std::process::ExitCode;
-
 use clap::Parser;
 
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let args = slim_run::cli::Args::parse();
-    match slim_run::cli::run(&args, &mut std::io::stdout().lock()) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    slim_cli::main("slim-run", || {
+        slim_run::cli::run(&args, &mut std::io::stdout().lock())
+    })
 }

@@ -10,7 +10,7 @@ use slim_core::{Backbone, ModelConfig};
 use slim_data::{Dataset, Split, Subset};
 use tch::Device;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use slim_cli::Reporter;
 use tch::Tensor;
 
 use crate::eval::{self, FeatureSet, LinearConfig};
@@ -474,7 +474,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         s.epoch,
         s.position
     );
-    let path = trainer.run(args.max_steps, !args.quiet)?;
+    let path = trainer.run(args.max_steps, &mut reporter(args.quiet))?;
     let s = trainer.state();
     println!(
         "step {} (epoch {}): checkpoint {}",
@@ -486,6 +486,15 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         println!("{} corrupt images were skipped", s.skipped);
     }
     Ok(())
+}
+
+/// The progress display of a training run: nothing but warnings with `--quiet`.
+fn reporter(quiet: bool) -> Reporter {
+    if quiet {
+        Reporter::hidden()
+    } else {
+        Reporter::stderr()
+    }
 }
 
 fn mib(bytes: usize) -> f64 {
@@ -528,13 +537,11 @@ fn features(net: &SlimNet, a: &EvalImages) -> Result<(FeatureSet, FeatureSet)> {
                 c.class_names
             );
         }
-        let bar = ProgressBar::new(limit.unwrap_or(ds.len()).min(ds.len()) as u64);
-        bar.set_style(
-            ProgressStyle::with_template("features ({msg}) [{bar:30}] {pos}/{len} ({per_sec})")
-                .expect("static template")
-                .progress_chars("=> "),
+        eprintln!(
+            "embedding the {} split of {}",
+            split.name(),
+            a.data.display()
         );
-        bar.set_message(split.name());
         let set = eval::extract_features(
             net,
             ds,
@@ -543,9 +550,8 @@ fn features(net: &SlimNet, a: &EvalImages) -> Result<(FeatureSet, FeatureSet)> {
             a.batch_size,
             limit,
             a.workers,
-            Some(&bar),
+            &mut Reporter::stderr(),
         )?;
-        bar.finish_and_clear();
         for s in &set.skipped {
             eprintln!("warning: skipped {s}");
         }
@@ -627,13 +633,7 @@ pub fn linear(a: &LinearArgs) -> Result<()> {
         seed: a.seed,
         ..LinearConfig::default()
     };
-    let bar = ProgressBar::new(a.epochs as u64);
-    bar.set_style(
-        ProgressStyle::with_template("probe [{bar:30}] {pos}/{len} epochs")
-            .expect("static template"),
-    );
-    let losses = eval::train_probe(&net, &train, &config, Some(&bar))?;
-    bar.finish_and_clear();
+    let losses = eval::train_probe(&net, &train, &config, &mut Reporter::stderr())?;
     println!(
         "switchable linear probe on {} ({} train / {} test images)",
         a.eval.data.display(),
@@ -736,6 +736,7 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
         ..state.config
     };
     let device = a.device.device()?;
+    eprintln!("TWA: building the basis of {} checkpoints", files.len());
     let mut trainer = Trainer::new(
         &model,
         config,
@@ -766,7 +767,7 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
         }
     );
     let swa_objective = (!a.resume).then(|| trainer.objective(a.objective_batches));
-    trainer.run(a.max_steps, !a.quiet)?;
+    trainer.run(a.max_steps, &mut reporter(a.quiet))?;
     if !trainer.finished() {
         println!(
             "stopped at step {}; continue with --resume (TWA and SWA are written at the end)",
@@ -832,7 +833,7 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
             epochs: a.probe_epochs,
             ..LinearConfig::default()
         };
-        eval::train_probe(net, &train, &linear, None)?;
+        eval::train_probe(net, &train, &linear, &mut Reporter::stderr())?;
         let linear_top1 = (0..net.widths().len())
             .map(|i| eval::probe_accuracy(net, &test, i).0)
             .collect();

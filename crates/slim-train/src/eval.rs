@@ -18,7 +18,7 @@
 use std::f64::consts::PI;
 use std::sync::Arc;
 
-use indicatif::ProgressBar;
+use slim_core::Progress;
 use slim_core::width;
 use slim_data::loader::{Loader, LoaderConfig};
 use slim_data::transform::Normalize;
@@ -140,8 +140,8 @@ pub fn normalize_of(config: &slim_core::ModelConfig) -> Normalize {
 /// width.
 ///
 /// `limit = Some(n)` embeds only [`slim_data::evenly_spaced`]`(len, n)` samples. Samples that fail
-/// to decode are left out and listed in [`FeatureSet::skipped`], not fatal. `progress`,
-/// if given, is set to the number of samples and advanced per batch.
+/// to decode are left out and listed in [`FeatureSet::skipped`], not fatal. `progress`
+/// counts the samples, per batch.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_features(
     net: &SlimNet,
@@ -151,7 +151,7 @@ pub fn extract_features(
     batch: usize,
     limit: Option<usize>,
     workers: usize,
-    progress: Option<&ProgressBar>,
+    progress: &mut dyn Progress,
 ) -> Result<FeatureSet, Error> {
     if widths.is_empty() {
         return Err(Error::Eval("no widths to extract features at".into()));
@@ -177,10 +177,7 @@ pub fn extract_features(
         _ => dataset,
     };
     let total = dataset.len();
-    if let Some(pb) = progress {
-        pb.set_length(total as u64);
-        pb.set_position(0);
-    }
+    progress.begin("features", total as u64, "images", 0);
     let workers = workers.max(1);
     let loader = Loader::new(
         dataset,
@@ -201,6 +198,7 @@ pub fn extract_features(
     let side = normalize.size as i64;
     let mut chunks: Vec<Vec<Tensor>> = widths.iter().map(|_| Vec::new()).collect();
     let mut labels: Vec<i64> = Vec::with_capacity(total);
+    let mut done = 0;
     let mut epoch = loader.epoch(0);
     for b in epoch.by_ref() {
         let n = b.len() as i64;
@@ -215,15 +213,13 @@ pub fn extract_features(
             Ok(())
         })?;
         labels.extend(b.labels.iter().map(|&l| l as i64));
-        if let Some(pb) = progress {
-            pb.inc((b.len() + b.skipped.len()) as u64);
-        }
+        done += b.len() + b.skipped.len();
+        progress.update(done as u64, "");
     }
     let skipped = epoch.skipped().to_vec();
     drop(epoch);
-    if let Some(pb) = progress {
-        pb.set_position(total as u64);
-    }
+    progress.update(total as u64, "");
+    progress.end();
     let per_width = chunks
         .into_iter()
         .zip(widths)
@@ -497,12 +493,12 @@ fn check_features(net: &SlimNet, set: &FeatureSet) -> Result<(), Error> {
 /// Re-initialisation and order come from a generator seeded by `config.seed` (libtorch's
 /// global generator is left alone), so the result depends only on the features and the
 /// config. Returns each width's loss (its own objective) averaged over the last epoch, in
-/// the order of `train.widths`. `progress`, if given, is set to the number of steps.
+/// the order of `train.widths`. `progress` counts the steps.
 pub fn train_probe(
     net: &SlimNet,
     train: &FeatureSet,
     config: &LinearConfig,
-    progress: Option<&ProgressBar>,
+    progress: &mut dyn Progress,
 ) -> Result<Vec<f64>, Error> {
     check_features(net, train)?;
     let n = train.len();
@@ -552,10 +548,7 @@ pub fn train_probe(
     let mut buffers: Vec<Tensor> = params.iter().map(Tensor::zeros_like).collect();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let total_steps = config.epochs * steps_per_epoch;
-    if let Some(pb) = progress {
-        pb.set_length(total_steps as u64);
-        pb.set_position(0);
-    }
+    progress.begin("linear probe", total_steps as u64, "steps", 0);
     let mut last = vec![0.0; nw];
     let mut step = 0;
     for _ in 0..config.epochs {
@@ -604,12 +597,11 @@ pub fn train_probe(
             }
             start += len;
             step += 1;
-            if let Some(pb) = progress {
-                pb.inc(1);
-            }
+            progress.update(step as u64, "");
         }
         last = sums.into_iter().map(|s| s / n as f64).collect();
     }
+    progress.end();
     Ok(last)
 }
 

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use slim_data::Dataset;
 use slim_data::augment::Augment;
@@ -34,6 +33,7 @@ use crate::model::channels_last;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::twa::{BasisReport, Subspace, TwaConfig, trajectory_dir};
 use crate::{Error, SlimNet, checkpoint};
+use slim_core::Progress;
 use slim_core::checkpoint::Precision;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -787,23 +787,15 @@ impl Trainer {
     }
 
     /// Trains to the end (or to `max_steps` more steps), writing checkpoints and
-    /// `metrics.jsonl`, with a progress bar.
-    pub fn run(&mut self, max_steps: Option<usize>, progress: bool) -> Result<PathBuf, Error> {
+    /// `metrics.jsonl`, reporting each step to `progress`.
+    pub fn run(
+        &mut self,
+        max_steps: Option<usize>,
+        progress: &mut dyn Progress,
+    ) -> Result<PathBuf, Error> {
         let spe = self.loader.batches_per_epoch();
         let total = self.schedule.total_steps;
-        let bar = if progress {
-            ProgressBar::new(total as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps {elapsed_precise}<{eta_precise} {msg}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
-        bar.set_position(self.state.step as u64);
+        progress.begin("pretrain", total as u64, "steps", self.state.step as u64);
         let metrics_path = self.out.join("metrics.jsonl");
         let mut metrics = std::fs::OpenOptions::new()
             .create(true)
@@ -822,7 +814,7 @@ impl Trainer {
             let mut exhausted = true;
             for batch in batches.by_ref() {
                 for s in &batch.skipped {
-                    bar.println(format!("warning: skipped {s}"));
+                    progress.note(&format!("warning: skipped {s}"));
                 }
                 self.state.skipped += batch.skipped.len();
                 let lr = self.schedule.lr(self.state.step);
@@ -850,10 +842,13 @@ impl Trainer {
                     path: metrics_path.clone(),
                     source: e,
                 })?;
-                bar.set_message(format!(
-                    "epoch {epoch} loss {loss:.3} lr {lr:.4} {ips:.0} img/s"
-                ));
-                bar.set_position(self.state.step as u64);
+                progress.update(
+                    self.state.step as u64,
+                    &format!(
+                        "step {} epoch {epoch} loss {loss:.3} lr {lr:.4} {ips:.0} img/s",
+                        self.state.step
+                    ),
+                );
                 self.keep_trajectory(false)?;
                 if self.state.step.is_multiple_of(every) {
                     self.save()?;
@@ -869,7 +864,7 @@ impl Trainer {
                 self.keep_trajectory(true)?;
             }
         }
-        bar.finish_and_clear();
+        progress.end();
         self.save()
     }
 }

@@ -203,17 +203,7 @@ impl Subspace {
             .collect();
         let mut dependent = Vec::new();
         let n = paths.len() as f64;
-        // Drawn only on a terminal (indicatif hides it otherwise).
-        let bar = indicatif::ProgressBar::new(paths.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "TWA basis [{bar:30}] {pos}/{len} checkpoints {elapsed}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
         for path in paths {
-            bar.inc(1);
             let c = slim_core::checkpoint::load(path)?;
             if c.config.backbone != config.backbone || c.config.widths != config.widths {
                 return Err(Error::Twa(format!(
@@ -276,7 +266,6 @@ impl Subspace {
                 rows[g].push(v.into_iter().map(|x| x / norm).collect());
             }
         }
-        bar.finish_and_clear();
         let mut groups = Vec::new();
         let mut basis_bytes = 0;
         for ((label, group), group_rows) in labels.into_iter().zip(members).zip(rows) {

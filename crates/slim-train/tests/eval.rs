@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use slim_core::{Backbone, ModelConfig};
+use slim_core::{Backbone, ModelConfig, Silent};
 use slim_data::transform::Normalize;
 use slim_data::{Dataset, Image, Split};
 use slim_train::SlimNet;
@@ -204,7 +204,7 @@ fn the_probe_learns_separable_features_at_every_width_and_touches_nothing_else()
     let train = blobs(&net, classes, 80, 1);
     let test = blobs(&net, classes, 40, 2);
     let before = snapshot(&net);
-    let losses = train_probe(&net, &train, &probe_config(), None).unwrap();
+    let losses = train_probe(&net, &train, &probe_config(), &mut Silent).unwrap();
     assert_eq!(losses.len(), net.widths().len());
     for (i, &w) in net.widths().iter().enumerate() {
         let (top1, top5) = probe_accuracy(&net, &test, i);
@@ -238,7 +238,7 @@ fn the_probe_depends_only_on_features_and_seed() {
             seed,
             ..LinearConfig::default()
         };
-        let losses = train_probe(&net, &train, &config, None).unwrap();
+        let losses = train_probe(&net, &train, &config, &mut Silent).unwrap();
         let probes: Vec<Tensor> = snapshot(&net)
             .into_iter()
             .filter(|(n, _)| n.starts_with("probe."))
@@ -353,7 +353,7 @@ fn extracted_features_equal_a_direct_forward_pass_at_every_width() {
     let (_vs, net) = resnet20(3);
     let ds = tiny(7, &[]);
     let widths = net.widths().to_vec();
-    let pb = indicatif::ProgressBar::hidden();
+    let mut counted = Counted::default();
     let set = extract_features(
         &net,
         Arc::clone(&ds),
@@ -362,10 +362,10 @@ fn extracted_features_equal_a_direct_forward_pass_at_every_width() {
         3,
         None,
         2,
-        Some(&pb),
+        &mut counted,
     )
     .unwrap();
-    assert_eq!(pb.position(), 7);
+    assert_eq!((counted.total, counted.done, counted.ended), (7, 7, true));
     assert_eq!(set.len(), 7);
     assert!(set.skipped.is_empty());
     assert_eq!(
@@ -386,7 +386,17 @@ fn extracted_features_equal_a_direct_forward_pass_at_every_width() {
         assert!(set.features(w).unwrap().equal(f));
     }
     // A subset of widths, in the order asked for.
-    let set = extract_features(&net, ds, &normalize(), &[0.25, 1.0], 4, None, 1, None).unwrap();
+    let set = extract_features(
+        &net,
+        ds,
+        &normalize(),
+        &[0.25, 1.0],
+        4,
+        None,
+        1,
+        &mut Silent,
+    )
+    .unwrap();
     assert_eq!(set.widths, [0.25, 1.0]);
     assert_eq!(
         set.per_width[0].size()[1],
@@ -406,7 +416,7 @@ fn extraction_skips_corrupt_images_and_limits_evenly() {
         4,
         None,
         2,
-        None,
+        &mut Silent,
     )
     .unwrap();
     assert_eq!(set.len(), 9);
@@ -423,13 +433,22 @@ fn extraction_skips_corrupt_images_and_limits_evenly() {
         3,
         Some(4),
         1,
-        None,
+        &mut Silent,
     )
     .unwrap();
     assert_eq!(slim_data::evenly_spaced(10, 4), [0, 2, 5, 7]);
     assert_eq!(Vec::<i64>::try_from(&limited.labels).unwrap(), [0, 2, 2, 1]);
-    let full =
-        extract_features(&net, tiny(10, &[]), &normalize(), &[1.0], 10, None, 1, None).unwrap();
+    let full = extract_features(
+        &net,
+        tiny(10, &[]),
+        &normalize(),
+        &[1.0],
+        10,
+        None,
+        1,
+        &mut Silent,
+    )
+    .unwrap();
     let rows = Tensor::from_slice(&[0i64, 2, 5, 7]);
     assert!(limited.per_width[0].allclose(
         &full.per_width[0].index_select(0, &rows),
@@ -439,14 +458,26 @@ fn extraction_skips_corrupt_images_and_limits_evenly() {
     ));
 
     // Wrong widths and channels are errors, not panics.
-    assert!(extract_features(&net, tiny(2, &[]), &normalize(), &[0.3], 2, None, 1, None).is_err());
+    assert!(
+        extract_features(
+            &net,
+            tiny(2, &[]),
+            &normalize(),
+            &[0.3],
+            2,
+            None,
+            1,
+            &mut Silent
+        )
+        .is_err()
+    );
     let rgb = Normalize {
         channels: 3,
         mean: vec![0.5; 3],
         std: vec![0.25; 3],
         ..normalize()
     };
-    assert!(extract_features(&net, tiny(2, &[]), &rgb, &widths, 2, None, 1, None).is_err());
+    assert!(extract_features(&net, tiny(2, &[]), &rgb, &widths, 2, None, 1, &mut Silent).is_err());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -474,8 +505,28 @@ fn random_init_resnet20_features_give_knn_well_above_chance_on_fashion_mnist() {
         std: vec![0.353],
     };
     let widths = net.widths().to_vec();
-    let train = extract_features(&net, train_ds, &norm, &widths, 250, Some(2000), 2, None).unwrap();
-    let test = extract_features(&net, test_ds, &norm, &widths, 250, Some(500), 2, None).unwrap();
+    let train = extract_features(
+        &net,
+        train_ds,
+        &norm,
+        &widths,
+        250,
+        Some(2000),
+        2,
+        &mut Silent,
+    )
+    .unwrap();
+    let test = extract_features(
+        &net,
+        test_ds,
+        &norm,
+        &widths,
+        250,
+        Some(500),
+        2,
+        &mut Silent,
+    )
+    .unwrap();
     assert_eq!((train.len(), test.len()), (2000, 500));
     for (i, &w) in widths.iter().enumerate() {
         let acc = knn_accuracy(
@@ -494,4 +545,25 @@ fn random_init_resnet20_features_give_knn_well_above_chance_on_fashion_mnist() {
         assert!(acc > 0.3, "width {w}: {acc}");
     }
     eprintln!("took {:.1} s", start.elapsed().as_secs_f64());
+}
+
+/// Records what a library reports.
+#[derive(Default)]
+struct Counted {
+    total: u64,
+    done: u64,
+    ended: bool,
+}
+
+impl slim_core::Progress for Counted {
+    fn begin(&mut self, _: &str, total: u64, _: &str, done: u64) {
+        (self.total, self.done) = (total, done);
+    }
+    fn update(&mut self, done: u64, _: &str) {
+        self.done = done;
+    }
+    fn note(&mut self, _: &str) {}
+    fn end(&mut self) {
+        self.ended = true;
+    }
 }

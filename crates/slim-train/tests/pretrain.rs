@@ -31,10 +31,10 @@ fn straight_and_resumed_agree(c: PretrainConfig, ds: Arc<dyn Dataset>, dir: &Pat
     let m = model(ds.as_ref(), Backbone::Resnet20);
     let (a, b) = (dir.join("a"), dir.join("b"));
     let mut straight = Trainer::new(&m, c.clone(), ds.clone(), &a, false, Device::Cpu, 2).unwrap();
-    straight.run(None, false).unwrap();
+    straight.run(None, &mut slim_core::Silent).unwrap();
     assert_eq!(straight.state().step, 16, "4 epochs of 4 batches");
     let mut first = Trainer::new(&m, c.clone(), ds.clone(), &b, false, Device::Cpu, 1).unwrap();
-    first.run(Some(6), false).unwrap();
+    first.run(Some(6), &mut slim_core::Silent).unwrap();
     drop(first);
     let mut resumed = Trainer::new(&m, c, ds, &b, true, Device::Cpu, 3).unwrap();
     assert_eq!(
@@ -45,7 +45,7 @@ fn straight_and_resumed_agree(c: PretrainConfig, ds: Arc<dyn Dataset>, dir: &Pat
         ),
         (6, 1, 2)
     );
-    resumed.run(None, false).unwrap();
+    resumed.run(None, &mut slim_core::Silent).unwrap();
     let (wa, wb) = (weights(&checkpoint_path(&a)), weights(&checkpoint_path(&b)));
     assert_eq!(wa.len(), wb.len());
     for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
@@ -137,7 +137,7 @@ fn sub_widths_join_only_at_the_slow_start_epoch() {
     )
     .unwrap();
     let bn = "stem.bn.w500.running_mean";
-    t.run(Some(8), false).unwrap(); // epochs 0 and 1: full width only
+    t.run(Some(8), &mut slim_core::Silent).unwrap(); // epochs 0 and 1: full width only
     let before = slim_core::checkpoint::load(&checkpoint_path(dir.path())).unwrap();
     assert!(
         before.tensor(bn).data.iter().all(|&v| v == 0.0),
@@ -150,7 +150,7 @@ fn sub_widths_join_only_at_the_slow_start_epoch() {
             .iter()
             .any(|&v| v != 0.0)
     );
-    t.run(Some(1), false).unwrap();
+    t.run(Some(1), &mut slim_core::Silent).unwrap();
     let after = slim_core::checkpoint::load(&checkpoint_path(dir.path())).unwrap();
     assert!(
         after.tensor(bn).data.iter().any(|&v| v != 0.0),
@@ -177,7 +177,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     c.lr = 1e30;
     c.warmup_epochs = 0;
     let mut t = Trainer::new(&m, c, ds, dir.path(), false, Device::Cpu, 2).unwrap();
-    let err = t.run(None, false).unwrap_err();
+    let err = t.run(None, &mut slim_core::Silent).unwrap_err();
     assert!(matches!(err, Error::NonFinite { .. }), "{err}");
     assert!(err.to_string().contains("NaN"), "{err}");
     // Whatever checkpoint exists loads and holds finite weights.
@@ -206,7 +206,7 @@ fn resuming_with_another_architecture_is_refused() {
         2,
     )
     .unwrap();
-    t.run(Some(1), false).unwrap();
+    t.run(Some(1), &mut slim_core::Silent).unwrap();
     let other = model(ds.as_ref(), Backbone::MobilenetV2);
     let err = Trainer::new(
         &other,
@@ -237,7 +237,7 @@ fn moco_v2_fills_its_queue_and_resumes_it() {
     let mut c = config(Framework::MocoV2);
     c.slow_start_epoch = 0;
     let mut t = Trainer::new(&m, c.clone(), ds.clone(), dir.path(), false, Device::Cpu, 2).unwrap();
-    t.run(Some(5), false).unwrap();
+    t.run(Some(5), &mut slim_core::Silent).unwrap();
     assert_eq!(t.state().queue_ptr, (5 * 8) % 32);
     let saved = slim_core::checkpoint::load(&checkpoint_path(dir.path())).unwrap();
     assert_eq!(saved.tensors["train.queue"].shape, vec![32, 16]);
@@ -264,7 +264,7 @@ fn the_gpu_settings_train_on_any_device() {
     };
     let mut t = Trainer::new(&m, c, ds, dir.path(), false, Device::Cpu, 2).unwrap();
     let before = t.objective(2);
-    let path = t.run(Some(8), false).unwrap();
+    let path = t.run(Some(8), &mut slim_core::Silent).unwrap();
     let after = t.objective(2);
     assert!(before.is_finite() && after.is_finite());
     assert!(

@@ -33,7 +33,7 @@ fn trajectory(ds: Arc<dyn Dataset>, dir: &Path) -> Vec<PathBuf> {
     let mut t = Trainer::new(&m, c, ds, dir, false, Device::Cpu, 2).unwrap();
     let plan = t.trajectory_plan().unwrap();
     assert_eq!(plan.count, 8);
-    t.run(None, false).unwrap();
+    t.run(None, &mut slim_core::Silent).unwrap();
     let files = list_checkpoints(&[dir.join("trajectory")]).unwrap();
     assert_eq!(files.len(), 8);
     let on_disk = std::fs::metadata(&files[0]).unwrap().len() as usize;
@@ -143,7 +143,7 @@ fn twa_trains_in_the_span_and_ends_no_worse_than_the_swa_point() {
     assert!(gap < 1e-5, "start is {gap} away from the mean");
 
     let swa = t.objective(4);
-    t.run(None, false).unwrap();
+    t.run(None, &mut slim_core::Silent).unwrap();
     assert!(t.finished());
     let twa = t.objective(4);
     assert!(swa.is_finite() && twa.is_finite());
@@ -226,7 +226,7 @@ fn dependent_checkpoints_add_no_direction_and_per_block_gives_each_block_a_rank(
         let expected = if l == "probe" { 1 } else { 3 };
         assert_eq!(*r, expected, "block {l}");
     }
-    t.run(Some(3), false).unwrap();
+    t.run(Some(3), &mut slim_core::Silent).unwrap();
     assert!(t.subspace().unwrap().off_span() < 1e-5);
 }
 
@@ -356,16 +356,16 @@ fn a_resumed_twa_run_ends_where_an_uninterrupted_one_does() {
     let files = trajectory(ds.clone(), &dir.path().join("pre"));
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let mut straight = twa_trainer(ds.clone(), files.clone(), Grouping::PerBlock, &a).unwrap();
-    straight.run(None, false).unwrap();
+    straight.run(None, &mut slim_core::Silent).unwrap();
     let mut first = twa_trainer(ds.clone(), files.clone(), Grouping::PerBlock, &b).unwrap();
-    first.run(Some(5), false).unwrap();
+    first.run(Some(5), &mut slim_core::Silent).unwrap();
     drop(first);
     let m = slim_core::checkpoint::load(&files[0]).unwrap().config;
     // The stored run config (checkpoint list, grouping) wins over the one passed here.
     let mut resumed =
         Trainer::new(&m, config(Framework::Simclr), ds, &b, true, Device::Cpu, 2).unwrap();
     assert_eq!(resumed.state().step, 5);
-    resumed.run(None, false).unwrap();
+    resumed.run(None, &mut slim_core::Silent).unwrap();
     let (x, y) = (flat_trainer(&a, &straight), flat_trainer(&b, &resumed));
     let gap = (&x - &y).abs().max().double_value(&[]);
     assert!(gap < 1e-5, "resumed run differs by {gap}");

@@ -1,0 +1,87 @@
+//! The `slim-train` binary as a log sees it: progress lines when stderr is not a
+//! terminal, and errors in the shared `slim-train: error: ...` form.
+
+mod common;
+
+use std::process::Command;
+
+fn slim_train() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_slim-train"))
+}
+
+#[test]
+fn pretraining_into_a_log_prints_progress_lines() {
+    if common::data(1).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = slim_train()
+        .args(["pretrain", "--data", common::FASHION, "--limit", "64"])
+        .args(["--widths", "1.0,0.5", "--image-size", "16", "--epochs", "1"])
+        .args([
+            "--batch-size",
+            "16",
+            "--warmup-epochs",
+            "0",
+            "--max-steps",
+            "3",
+        ])
+        .args(["--workers", "1", "--out"])
+        .arg(dir.path())
+        .env("SLIM_PROGRESS_SECS", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("pretrain:"))
+        .collect();
+    // 64 images in batches of 16: 4 steps, of which 3 are run.
+    assert_eq!(lines.len(), 5, "{stderr}");
+    assert_eq!(lines[0], "pretrain: 4 steps");
+    for (i, line) in lines[1..4].iter().enumerate() {
+        let step = i + 1;
+        assert!(
+            line.starts_with(&format!("pretrain: {step}/4 steps (")),
+            "{line}"
+        );
+        assert!(
+            line.contains(" elapsed, ") && line.contains(" left | "),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("| step {step} epoch 0 loss ")) && line.ends_with(" img/s"),
+            "{line}"
+        );
+    }
+    assert!(
+        lines[4].starts_with("pretrain: 3/4 steps in "),
+        "{}",
+        lines[4]
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no terminal escapes in a log: {stderr:?}"
+    );
+}
+
+#[test]
+fn an_error_is_one_line_naming_the_command_and_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.safetensors");
+    let out = slim_train()
+        .args(["knn", "--checkpoint"])
+        .arg(&missing)
+        .args(["--data", common::FASHION])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("slim-train: error: "), "{stderr}");
+    assert!(stderr.contains("missing.safetensors"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Error {"),
+        "{stderr}"
+    );
+}
