@@ -15,7 +15,11 @@ TORCH_VERSION=2.11.0          # tch 0.24.0 is built against exactly this libtorc
 ORT_VERSION=1.31.1            # ort 2.0.0-rc.15 (load-dynamic) loads this libonnxruntime
 ONNX_VERSION=1.20.1           # only for onnx.checker in the conformance check
 
-say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+if [ -t 1 ]; then
+  say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+else
+  say() { printf 'setup: %s\n' "$*"; }
+fi
 
 mkdir -p "$deps"
 
@@ -36,15 +40,40 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 py="$venv/bin/python"
 have() { "$py" -m pip show "$1" 2>/dev/null | grep -q "^Version: $2\$"; }
-pipi() { "$py" -m pip install -q --disable-pip-version-check "$@"; }
+# pip, quietly. torch and onnxruntime are installed without their dependencies on purpose
+# (below), so every later install makes pip's resolver list those as "not installed"
+# (nvidia-*, triton, sympy, flatbuffers, ...). Those lines are expected and summed up in
+# one; anything else pip says is shown, and a failed install shows everything.
+pipi() {
+  local log
+  log=$(mktemp)
+  if ! PIP_ROOT_USER_ACTION=ignore "$py" -m pip install -q --disable-pip-version-check "$@" \
+      >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  local missing
+  local expected='^(torch|onnxruntime) [^ ]+ requires .*, which is not installed\.$'
+  missing=$(grep -cE "$expected" "$log" || true)
+  grep -vE "^ERROR: pip's dependency resolver does not currently take into account" "$log" |
+    grep -vE "$expected" || true
+  if [ "$missing" -gt 0 ]; then
+    say "(pip notes $missing dependencies of torch and onnxruntime as not installed:" \
+        "on purpose, only their libraries are used)"
+  fi
+  rm -f "$log"
+}
 if ! have torch "$TORCH_VERSION"; then
-  say "installing torch $TORCH_VERSION (libtorch, CPU use; about 540 MB)"
-  # --no-deps: the CUDA wheels are only needed by libtorch_cuda, which CPU builds do
-  # not link; libtorch_cpu still needs the CUDA runtime and CUPTI libraries.
+  say "installing torch $TORCH_VERSION for libtorch, CPU use, about 540 MB"
+  say "  without its dependencies on purpose: the CUDA wheels (about 2.5 GB) are needed only"
+  say "  by libtorch_cuda, which CPU builds do not link (GPU builds: tools/build_cuda.sh);"
+  say "  libtorch_cpu still needs the CUDA runtime and CUPTI libraries, installed here"
   pipi --no-deps "torch==$TORCH_VERSION" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
 fi
 if ! have onnxruntime "$ORT_VERSION"; then
-  say "installing onnxruntime $ORT_VERSION"
+  say "installing onnxruntime $ORT_VERSION for libonnxruntime (the ort crate loads it), without"
+  say "  its Python dependencies on purpose"
   pipi --no-deps "onnxruntime==$ORT_VERSION"
 fi
 if ! have onnx "$ONNX_VERSION"; then
