@@ -39,7 +39,9 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 py="$venv/bin/python"
-have() { "$py" -m pip show "$1" 2>/dev/null | grep -q "^Version: $2\$"; }
+# (sed reads all of pip's output: `grep -q` would stop early, pip would die of a broken pipe
+# and, under pipefail, every run would reinstall everything.)
+have() { [ "$("$py" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p')" = "$2" ]; }
 # pip, quietly. torch and onnxruntime are installed without their dependencies on purpose
 # (below), so every later install makes pip's resolver list those as "not installed"
 # (nvidia-*, triton, sympy, flatbuffers, ...). Those lines are expected and summed up in
