@@ -8,11 +8,7 @@ tools/setup.sh
 # shellcheck source=/dev/null
 source .deps/env.sh
 export CARGO_TERM_COLOR=never
-features=$(cargo metadata --no-deps --format-version 1 | "$SLIM_PYTHON" -c '
-import json, sys
-m = json.load(sys.stdin)
-print(",".join(p["name"] + "/" + f for p in m["packages"] for f in p["features"]
-               if f != "default" and (p["name"], f) != ("slim-train", "cuda")))')
+features=$(tools/features.sh)
 echo "== features: $features"
 echo "== cargo fmt --check"
 cargo fmt --all --check
