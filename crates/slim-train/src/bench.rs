@@ -1,16 +1,14 @@
 //! `slim-train bench-step`: the speed of one SlimCLR training step, slimmable against
 //! full-width only (a benchmark, not a test: nothing here asserts a time).
 //!
-//! Two independent copies of the same randomly initialised network (same seed), each
-//! with its projection head ([`SlimHead`]) and SGD optimiser ([`Optimizer`]), train on
+//! Two pretraining [`Trainer`]s of the same randomly initialised network (same seed),
+//! SimCLR with the `pretrain` defaults (temperature 0.5, distillation at 5/5, re-weighting,
+//! a 128-d head, SGD), take [`Trainer::train_step`], the step pretraining itself runs, on
 //! the same random two-view batch:
 //!
-//! - **slimmable**: the SlimCLR SimCLR step of [`crate::pretrain`] with every width
-//!   active: each width runs both views forward, NT-Xent per width, distillation of every
-//!   sub-width toward the full width's detached logits, SlimCLR's re-weighting
-//!   ([`LossWeights::reweighted`]), one backward, one optimiser step;
-//! - **full**: the same step with width 1.0 only (what pretraining does before the slow
-//!   start lets the sub-widths join).
+//! - **slimmable**: every width active (the slow start is over);
+//! - **full**: width 1.0 only (what pretraining does before the slow start lets the
+//!   sub-widths join).
 //!
 //! After `warmup` untimed steps of each, the two kinds alternate step by step (so that a
 //! change of machine load hits both alike), each timed with [`Instant`]. Reported per
@@ -23,63 +21,40 @@
 //! `tools/bench_step.sh` runs this against a PyTorch eager reference of the same step
 //! (`tools/bench_step_torch.py`).
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use slim_core::{Backbone, ModelConfig};
-use tch::{Device, Kind, Tensor, nn};
+use slim_data::{Dataset, Image};
+use tch::{Device, Kind, Tensor};
 
-use crate::SlimNet;
-use crate::cli::DeviceArgs;
-use crate::head::SlimHead;
-use crate::loss::{self, LossWeights};
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::Error;
+use crate::optim::{OptimizerConfig, OptimizerKind};
+use crate::pretrain::{Framework, PretrainConfig, Trainer};
 
-/// SimCLR's contrastive temperature on CIFAR (the `pretrain` default).
-const TEMPERATURE: f64 = 0.5;
-/// SlimCLR's distillation temperatures (student, teacher).
-const DISTILL_T: (f64, f64) = (5.0, 5.0);
-/// The projection head's output size (the `pretrain` default).
-const HEAD_OUT: usize = 128;
 /// A fixed learning rate, small enough that random data does not blow up the weights.
 const LR: f64 = 0.05;
 
-#[derive(Debug, clap::Args)]
-pub struct BenchStepArgs {
-    /// resnet20, resnet18-cifar, resnet50 or mobilenet-v2.
-    #[arg(long, default_value = "resnet20")]
-    pub backbone: String,
+/// What `bench-step` measures.
+#[derive(Clone, Debug)]
+pub struct BenchStepConfig {
+    pub backbone: Backbone,
     /// Input side in pixels.
-    #[arg(long, default_value_t = 32)]
     pub image_size: usize,
     /// Image channels.
-    #[arg(long, default_value_t = 3)]
     pub channels: usize,
     /// Images per view (the step sees 2 views of this many).
-    #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Widths of the slimmable step, comma-separated; must include 1.0.
-    #[arg(long, value_delimiter = ',', default_value = "1.0,0.75,0.5,0.25")]
+    /// Widths of the slimmable step; must include 1.0.
     pub widths: Vec<f64>,
     /// Untimed steps of each kind first.
-    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Timed steps of each kind.
-    #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    #[command(flatten)]
-    pub device: DeviceArgs,
-    /// libtorch's intra-op threads (default: libtorch's own choice).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    pub device: Device,
     /// Seed of the weights and of the random inputs.
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Write the figures as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
 }
 
 /// Timings of one kind of step.
@@ -140,111 +115,109 @@ pub struct BenchReport {
     pub macs_ratio: f64,
 }
 
-/// One copy of the network, head and optimiser, training some of the widths.
-struct Stepper {
-    _vs: nn::VarStore,
-    net: SlimNet,
-    head: SlimHead,
-    optimizer: Optimizer,
-    /// Widest first; `[1.0]` for the full-width-only step.
-    active: Vec<f64>,
-    weights: LossWeights,
-    device: Device,
+/// Stands in for a dataset: a trainer needs one to build its loader, but here it is
+/// only ever given tensors.
+struct Unused {
+    batch: usize,
+    channels: usize,
+    side: usize,
+    classes: Vec<String>,
 }
 
-impl Stepper {
-    fn new(model: &ModelConfig, active: Vec<f64>, seed: u64, device: Device) -> Result<Stepper> {
-        tch::manual_seed(seed as i64);
-        let vs = nn::VarStore::new(device);
-        let net = SlimNet::new(&vs.root(), model)?;
-        let features = net.network().features;
-        let head = SlimHead::new(
-            &(vs.root() / "train" / "head"),
-            features,
-            features,
-            HEAD_OUT,
-            net.widths(),
-            model.bn_eps,
-        );
-        let params = crate::optim::trainable_named(&vs);
-        let optimizer = Optimizer::new(
-            OptimizerConfig {
-                kind: OptimizerKind::Sgd,
-                momentum: 0.9,
-                weight_decay: 1e-4,
-                eta: 0.001,
-            },
-            params,
-        );
-        // As in pretraining: re-weighted with distillation once the sub-widths are in,
-        // uniform without distillation for the full width alone.
-        let weights = if active.len() > 1 {
-            LossWeights::reweighted(model.widths.as_slice(), true)
-        } else {
-            LossWeights::uniform(false)
-        };
-        Ok(Stepper {
-            _vs: vs,
-            net,
-            head,
-            optimizer,
-            active,
-            weights,
-            device,
-        })
+impl Dataset for Unused {
+    fn len(&self) -> usize {
+        self.batch
     }
+    fn class_names(&self) -> &[String] {
+        &self.classes
+    }
+    fn label(&self, _: usize) -> usize {
+        0
+    }
+    fn image(&self, _: usize) -> Result<Image, slim_data::Error> {
+        let n = self.side * self.side * self.channels;
+        Ok(Image::new(
+            self.side,
+            self.side,
+            self.channels,
+            vec![128; n],
+        ))
+    }
+    fn describe(&self) -> String {
+        "no images (bench-step feeds the trainer random tensors)".into()
+    }
+}
 
-    /// NT-Xent logits (positive in column 0) of width `w` for the two views.
-    fn logits(&self, x1: &Tensor, x2: &Tensor, w: f64) -> Tensor {
-        let z1 = self.head.forward(&self.net.forward(x1, w, true), w, true);
-        let z2 = self.head.forward(&self.net.forward(x2, w, true), w, true);
-        loss::nt_xent_logits(&z1, &z2, TEMPERATURE).0
-    }
+/// A trainer of `model` with every width active (`slimmable`) or the full width only.
+fn trainer(
+    model: &ModelConfig,
+    c: &BenchStepConfig,
+    slimmable: bool,
+    dir: &std::path::Path,
+) -> Result<Trainer, Error> {
+    let features = model.network().features;
+    let config = PretrainConfig {
+        framework: Framework::Simclr,
+        epochs: 1,
+        batch_size: c.batch,
+        lr: LR,
+        warmup_epochs: 0,
+        optimizer: OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            eta: 0.001,
+        },
+        temperature: 0.5,
+        // Epoch 0 of 1: past the slow start at 0, before it at 1.
+        slow_start_epoch: if slimmable { 0 } else { 1 },
+        distill: true,
+        distill_t_student: 5.0,
+        distill_t_teacher: 5.0,
+        reweight: true,
+        smoothed: None,
+        head_hidden: features,
+        head_out: 128,
+        predictor_hidden: 256,
+        moco_queue: 4096,
+        moco_momentum: 0.99,
+        crop_scale: (0.08, 1.0),
+        seed: c.seed,
+        checkpoint_every: usize::MAX,
+        trajectory: None,
+        twa: None,
+        bf16: false,
+        channels_last: false,
+        augment_on_device: false,
+    };
+    let data = Arc::new(Unused {
+        batch: c.batch,
+        channels: c.channels,
+        side: c.image_size,
+        classes: model.class_names.clone(),
+    });
+    Trainer::new(model, config, data, dir, false, c.device, 1)
+}
 
-    /// One training step; returns the loss.
-    fn step(&mut self, x1: &Tensor, x2: &Tensor) -> f64 {
-        let full = self.logits(x1, x2, 1.0);
-        let mut total = loss::infonce(&full) * self.weights.full;
-        let teacher = full.detach();
-        for &w in &self.active[1..] {
-            let logits = self.logits(x1, x2, w);
-            total += loss::infonce(&logits) * self.weights.sub_contrastive;
-            total += loss::distillation(&logits, &teacher, DISTILL_T.0, DISTILL_T.1)
-                * self.weights.sub_distillation;
-        }
-        let value = total.double_value(&[]);
-        self.optimizer.zero_grad();
-        total.backward();
-        self.optimizer.step(LR);
-        if let Device::Cuda(i) = self.device {
-            tch::Cuda::synchronize(i as i64);
-        }
-        value
+/// One step, timed to the end of its work on the device.
+fn timed(t: &mut Trainer, x1: &Tensor, x2: &Tensor, device: Device) -> Result<(f64, f64), Error> {
+    let start = Instant::now();
+    let loss = t.train_step(x1, x2)?;
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
     }
-
-    /// One step, timed.
-    fn timed(&mut self, x1: &Tensor, x2: &Tensor) -> (f64, f64) {
-        let t = Instant::now();
-        let loss = self.step(x1, x2);
-        (t.elapsed().as_secs_f64(), loss)
-    }
+    Ok((start.elapsed().as_secs_f64(), loss))
 }
 
 /// Runs the benchmark (prints nothing).
-pub fn bench_step(a: &BenchStepArgs) -> Result<BenchReport> {
+pub fn bench_step(a: &BenchStepConfig) -> Result<BenchReport, Error> {
     if a.steps == 0 || a.batch < 2 {
-        bail!("bench-step needs --steps >= 1 and --batch >= 2");
+        return Err(Error::Eval(
+            "bench-step needs --steps >= 1 and --batch >= 2".into(),
+        ));
     }
-    let backbone = Backbone::parse(&a.backbone).with_context(|| {
-        let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
-        format!("unknown backbone {:?}; known: {names:?}", a.backbone)
-    })?;
-    if let Some(n) = a.threads {
-        tch::set_num_threads(n as i32);
-    }
-    let device = a.device.device()?;
     let mut model = ModelConfig::new(
-        backbone,
+        a.backbone,
         a.channels,
         a.image_size,
         vec!["unused".into()],
@@ -255,8 +228,14 @@ pub fn bench_step(a: &BenchStepArgs) -> Result<BenchReport> {
     let model = model.validated()?;
     let widths = model.widths.clone();
 
-    let mut slim = Stepper::new(&model, widths.clone(), a.seed, device)?;
-    let mut full = Stepper::new(&model, vec![1.0], a.seed, device)?;
+    let dir = std::env::temp_dir().join(format!("slim-bench-step-{}", std::process::id()));
+    let trainers = trainer(&model, a, true, &dir).and_then(|slim| {
+        let full = trainer(&model, a, false, &dir)?;
+        Ok((slim, full))
+    });
+    // The trainers write nothing: only the folder they were given.
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut slim, mut full) = trainers?;
     tch::manual_seed(a.seed as i64 + 1);
     let shape = [
         a.batch as i64,
@@ -264,20 +243,20 @@ pub fn bench_step(a: &BenchStepArgs) -> Result<BenchReport> {
         a.image_size as i64,
         a.image_size as i64,
     ];
-    let x1 = Tensor::randn(shape, (Kind::Float, device));
-    let x2 = Tensor::randn(shape, (Kind::Float, device));
+    let x1 = Tensor::randn(shape, (Kind::Float, a.device));
+    let x2 = Tensor::randn(shape, (Kind::Float, a.device));
 
     for _ in 0..a.warmup {
-        slim.step(&x1, &x2);
-        full.step(&x1, &x2);
+        slim.train_step(&x1, &x2)?;
+        full.train_step(&x1, &x2)?;
     }
     let (mut t_slim, mut t_full) = (Vec::new(), Vec::new());
     let (mut l_slim, mut l_full) = (0.0, 0.0);
     for _ in 0..a.steps {
-        let (t, l) = slim.timed(&x1, &x2);
+        let (t, l) = timed(&mut slim, &x1, &x2, a.device)?;
         t_slim.push(t);
         l_slim = l;
-        let (t, l) = full.timed(&x1, &x2);
+        let (t, l) = timed(&mut full, &x1, &x2, a.device)?;
         t_full.push(t);
         l_full = l;
     }
@@ -293,12 +272,12 @@ pub fn bench_step(a: &BenchStepArgs) -> Result<BenchReport> {
     let macs_ratio = macs.iter().sum::<u64>() as f64 / macs[0] as f64;
     Ok(BenchReport {
         implementation: "slim-train (tch)",
-        backbone: backbone.name().into(),
+        backbone: a.backbone.name().into(),
         image_size: a.image_size,
         channels: a.channels,
         batch: a.batch,
         widths,
-        device: format!("{device:?}").to_lowercase(),
+        device: format!("{:?}", a.device).to_lowercase(),
         threads: tch::get_num_threads(),
         warmup: a.warmup,
         steps: a.steps,
@@ -345,45 +324,28 @@ pub fn format_report(r: &BenchReport) -> String {
     s
 }
 
-/// `slim-train bench-step`.
-pub fn run(a: &BenchStepArgs) -> Result<()> {
-    let report = bench_step(a)?;
-    print!("{}", format_report(&report));
-    if let Some(p) = &a.json {
-        slim_core::fsutil::atomic_write(p, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        args: BenchStepArgs,
-    }
 
     #[test]
     fn a_tiny_bench_runs_and_reports_a_ratio() {
-        let w = Wrap::parse_from([
-            "x",
-            "--steps",
-            "1",
-            "--warmup",
-            "0",
-            "--batch",
-            "4",
-            "--image-size",
-            "16",
-            "--device",
-            "cpu",
-        ]);
-        let r = bench_step(&w.args).unwrap();
+        let r = bench_step(&BenchStepConfig {
+            backbone: Backbone::Resnet20,
+            image_size: 16,
+            channels: 3,
+            batch: 4,
+            widths: vec![1.0, 0.75, 0.5, 0.25],
+            warmup: 0,
+            steps: 1,
+            device: Device::Cpu,
+            seed: 0,
+        })
+        .unwrap();
         assert!(r.ratio.is_finite() && r.ratio > 0.0, "{r:?}");
         assert!(r.slimmable.last_loss.is_finite() && r.full.last_loss.is_finite());
+        // Every width's loss (re-weighted, with distillation) against the full width's.
+        assert!(r.slimmable.last_loss > r.full.last_loss, "{r:?}");
         // ResNet-20: the unsliced stem input puts the MACs ratio just over 1.875.
         assert!(
             r.macs_ratio > 1.875 && r.macs_ratio < 1.9,

@@ -19,6 +19,8 @@
 //! large models. Memory: `rank × parameters` floats of basis, reported by [`Subspace::build`]
 //! and bounded by its `max_bytes`.
 
+mod compare;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -27,12 +29,14 @@ use tch::{Device, Kind, Tensor};
 
 use crate::{Error, checkpoint};
 
+pub use compare::{Compared, comparison_table, swa_network};
+
 /// Residual norm, relative to the checkpoint's own norm, under which a checkpoint counts
 /// as linearly dependent on the ones before it and adds no direction.
 const DEPENDENT_TOLERANCE: f64 = 1e-5;
 
 /// One set of coefficients for all weights, or one per layer block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Grouping {
     Global,

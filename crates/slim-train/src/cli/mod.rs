@@ -1,0 +1,71 @@
+//! The `slim-train` command layer: one file per subcommand, the argument structs they
+//! share in [`args`]. It parses and checks arguments (clap), draws progress
+//! ([`slim_cli::Reporter`]) and prints; the library modules it calls do neither.
+//!
+//! - [`pretrain`]: SlimCLR pretraining;
+//! - [`eval`]: `knn` and `linear`, evaluation per width;
+//! - [`twa`]: trainable weight averaging and its comparison with the last checkpoint and SWA;
+//! - [`bench_step`]: the speed of one training step, slimmable against full width only.
+
+pub mod args;
+pub mod bench_step;
+pub mod eval;
+pub mod pretrain;
+pub mod twa;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use slim_cli::Reporter;
+
+pub use args::{DataArgs, DeviceArgs, Toggle};
+pub use bench_step::BenchStepArgs;
+pub use eval::{EvalArgs, KnnArgs, LinearArgs};
+pub use pretrain::PretrainArgs;
+pub use twa::TwaArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slim-train",
+    about = "Pretrain and evaluate slimmable networks (SlimCLR)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Contrastive self-supervised pretraining of every width at once.
+    Pretrain(PretrainArgs),
+    /// Weighted cosine kNN accuracy of each width's frozen features.
+    Knn(KnnArgs),
+    /// Train the switchable linear probe on frozen features and write it into the
+    /// checkpoint, so that slim-export puts it into each width's graph.
+    Linear(LinearArgs),
+    /// Trainable weight averaging: train in the span of trajectory checkpoints from
+    /// their mean, recompute each width's BatchNorm, and (with --compare) evaluate the
+    /// last checkpoint, SWA and TWA side by side.
+    Twa(TwaArgs),
+    /// Benchmark: images/s of one slimmable training step (every width) against one
+    /// full-width-only step on the same random batch, with the ideal (MACs) ratio.
+    BenchStep(BenchStepArgs),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Pretrain(a) => pretrain::pretrain(&a),
+        Command::Knn(a) => eval::knn(&a),
+        Command::Linear(a) => eval::linear(&a),
+        Command::Twa(a) => twa::twa(&a),
+        Command::BenchStep(a) => bench_step::run(&a),
+    }
+}
+
+/// The progress display of a training run: nothing but warnings with `--quiet`.
+pub(crate) fn reporter(quiet: bool) -> Reporter {
+    if quiet {
+        Reporter::hidden()
+    } else {
+        Reporter::stderr()
+    }
+}

@@ -1,0 +1,280 @@
+//! `slim-train pretrain`: SlimCLR pretraining of every width at once.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use slim_core::checkpoint::Precision;
+use slim_core::{Backbone, ModelConfig};
+use slim_data::{Dataset, Split};
+
+use super::args::{DataArgs, DeviceArgs, Toggle, above_zero, by_name, positive, unit_fraction};
+use super::reporter;
+use crate::optim::{OptimizerConfig, OptimizerKind};
+use crate::pretrain::{Framework, PretrainConfig, Trainer, TrajectoryConfig, TrajectoryUnit};
+
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Output folder: checkpoint.safetensors, metrics.jsonl.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out exactly where its last checkpoint stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// resnet20, resnet18-cifar, resnet50 or mobilenet-v2.
+    #[arg(long, default_value = "resnet20")]
+    pub backbone: String,
+    /// Widths, comma-separated; must include 1.0.
+    #[arg(long, value_delimiter = ',', default_value = "1.0,0.75,0.5,0.25")]
+    pub widths: Vec<f64>,
+    /// Input side in pixels (default: the dataset's first image's shorter side).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// simclr, moco-v2 or moco-v3.
+    #[arg(long, default_value = "simclr", value_parser = by_name::<Framework>)]
+    pub framework: Framework,
+    #[arg(long, default_value_t = 100, value_parser = positive)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 256, value_parser = positive)]
+    pub batch_size: usize,
+    /// Learning rate per 256 images (scaled linearly with the batch size).
+    #[arg(long, default_value_t = 0.5, value_parser = above_zero)]
+    pub lr: f64,
+    /// sgd or lars.
+    #[arg(long, default_value = "sgd", value_parser = by_name::<OptimizerKind>)]
+    pub optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 10)]
+    pub warmup_epochs: usize,
+    /// Contrastive temperature (SimCLR 0.5 on CIFAR; MoCo v2 0.2; MoCo v3 1.0 for ResNets).
+    #[arg(long, default_value_t = 0.5, value_parser = above_zero)]
+    pub temperature: f64,
+    /// Epoch at which the sub-widths join (default: half of training).
+    #[arg(long, conflicts_with = "no_slow_start")]
+    pub slow_start_epoch: Option<usize>,
+    /// Train every width from the first step.
+    #[arg(long)]
+    pub no_slow_start: bool,
+    /// Turn off online distillation from the full width.
+    #[arg(long)]
+    pub no_distill: bool,
+    /// Turn off loss re-weighting by model size.
+    #[arg(long)]
+    pub no_reweight: bool,
+    /// Distillation temperatures, student and teacher.
+    #[arg(long, num_args = 2, value_names = ["STUDENT", "TEACHER"], default_values_t = [5.0, 5.0])]
+    pub distill_temperature: Vec<f64>,
+    /// Use smoothed InfoNCE with this final alpha (arXiv 2212.07158).
+    #[arg(long)]
+    pub smoothed_alpha: Option<f64>,
+    /// Negatives that share the smoothed alpha.
+    #[arg(long, default_value_t = 5, value_parser = positive)]
+    pub smoothed_top_k: usize,
+    /// Fraction of training over which alpha ramps up from 0.
+    #[arg(long, default_value_t = 0.5)]
+    pub smoothed_ramp: f64,
+    /// Projection head output size.
+    #[arg(long, default_value_t = 128, value_parser = positive)]
+    pub head_dim: usize,
+    /// MoCo v3's predictor hidden size at full width (default: twice --head-dim).
+    #[arg(long, value_parser = positive)]
+    pub predictor_hidden: Option<usize>,
+    /// MoCo v2's queue of keys.
+    #[arg(long, default_value_t = 4096, value_parser = positive)]
+    pub moco_queue: usize,
+    /// Key-encoder momentum (MoCo v3: the first step's, rising to 1 along a cosine).
+    #[arg(long, default_value_t = 0.99)]
+    pub moco_momentum: f64,
+    /// Smallest random-resized-crop scale (SimCLR 0.08; 0.2 suits 28 px images).
+    #[arg(long, default_value_t = 0.08, value_parser = unit_fraction)]
+    pub crop_min_scale: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 100, value_parser = positive)]
+    pub checkpoint_every: usize,
+    /// Stop after this many steps (a resumed run continues from there).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Keep a trajectory checkpoint (model + head) in OUT/trajectory every N steps or
+    /// epochs, for `slim-train twa`.
+    #[arg(long, value_parser = positive)]
+    pub trajectory_every: Option<usize>,
+    /// steps or epochs.
+    #[arg(long, default_value = "steps", value_parser = by_name::<TrajectoryUnit>)]
+    pub trajectory_unit: TrajectoryUnit,
+    /// f32, f16 or bf16 (half the size).
+    #[arg(long, default_value = "f32")]
+    pub trajectory_precision: Precision,
+    /// Mixed precision (convolutions in bfloat16); auto: on when training on a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub bf16: Toggle,
+    /// Channels-last (NHWC) weights and inputs; auto: on when training on a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub channels_last: Toggle,
+    /// Colour augmentations batched on the training device instead of the loader's CPU
+    /// threads (geometry stays on the CPU); auto: on when training on a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub augment_on_device: Toggle,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The model config for `ds`: channels and size from its first decodable image, classes
+/// from its folder names, mean/std measured on up to 2000 of its images.
+pub fn model_config(
+    ds: &dyn Dataset,
+    backbone: &str,
+    widths: &[f64],
+    image_size: Option<usize>,
+) -> Result<ModelConfig> {
+    let backbone = Backbone::parse(backbone).with_context(|| {
+        let names: Vec<_> = Backbone::ALL.iter().map(|b| b.name()).collect();
+        format!("unknown backbone {backbone:?}; known: {names:?}")
+    })?;
+    let first = (0..ds.len().min(50))
+        .find_map(|i| ds.image(i).ok())
+        .with_context(|| format!("{}: none of the first images decodes", ds.describe()))?;
+    let size = image_size.unwrap_or(first.height.min(first.width));
+    let channels = first.channels;
+    let (mean, std) = slim_data::transform::channel_stats(ds, channels, size, 2000);
+    let mut config = ModelConfig::new(
+        backbone,
+        channels,
+        size,
+        ds.class_names().to_vec(),
+        mean,
+        std,
+    );
+    config.widths = widths.to_vec();
+    Ok(config.validated()?)
+}
+
+pub fn pretrain(args: &PretrainArgs) -> Result<()> {
+    let ds = args.data.open(Split::Train)?;
+    eprintln!("data: {}", ds.describe());
+    let model = match args.resume {
+        // The stored config decides what a resumed run is.
+        true => slim_core::checkpoint::load(&crate::pretrain::checkpoint_path(&args.out))?.config,
+        false => model_config(ds.as_ref(), &args.backbone, &args.widths, args.image_size)?,
+    };
+    if args.resume && model.backbone.name() != args.backbone {
+        bail!(
+            "cannot resume from {}: it holds {}, not the requested {}",
+            crate::pretrain::checkpoint_path(&args.out).display(),
+            model.backbone.name(),
+            args.backbone
+        );
+    }
+    if ds.class_names() != model.class_names.as_slice() {
+        bail!(
+            "{}: its classes differ from the checkpoint's",
+            args.data.data.display()
+        );
+    }
+    let device = args.device.device()?;
+    let smoothed = args
+        .smoothed_alpha
+        .map(|a| (a, args.smoothed_top_k, args.smoothed_ramp));
+    let config = PretrainConfig {
+        framework: args.framework,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr * args.batch_size as f64 / 256.0,
+        warmup_epochs: args.warmup_epochs,
+        optimizer: OptimizerConfig {
+            kind: args.optimizer,
+            momentum: args.momentum,
+            weight_decay: args.weight_decay,
+            eta: 0.001,
+        },
+        temperature: args.temperature,
+        slow_start_epoch: if args.no_slow_start {
+            0
+        } else {
+            args.slow_start_epoch.unwrap_or(args.epochs / 2)
+        },
+        distill: !args.no_distill,
+        distill_t_student: args.distill_temperature[0],
+        distill_t_teacher: args.distill_temperature[1],
+        reweight: !args.no_reweight,
+        smoothed,
+        head_hidden: model.network().features,
+        head_out: args.head_dim,
+        predictor_hidden: args.predictor_hidden.unwrap_or(2 * args.head_dim),
+        moco_queue: args.moco_queue,
+        moco_momentum: args.moco_momentum,
+        crop_scale: (args.crop_min_scale, 1.0),
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        trajectory: args.trajectory_every.map(|every| TrajectoryConfig {
+            every,
+            unit: args.trajectory_unit,
+            precision: args.trajectory_precision,
+        }),
+        twa: None,
+        bf16: args.bf16.on(device),
+        channels_last: args.channels_last.on(device),
+        augment_on_device: args.augment_on_device.on(device),
+    };
+    let mut trainer = Trainer::new(
+        &model,
+        config,
+        ds,
+        &args.out,
+        args.resume,
+        device,
+        args.data.workers,
+    )?;
+    if let Some(plan) = trainer.trajectory_plan() {
+        eprintln!(
+            "trajectory: {} more checkpoints of {:.2} MiB each, {:.1} MiB in all, in {}",
+            plan.count,
+            mib(plan.bytes_each),
+            mib(plan.count * plan.bytes_each),
+            plan.dir.display()
+        );
+    }
+    let s = trainer.state();
+    eprintln!(
+        "{} {} widths {:?} on {:?}{}{}: {} epochs from step {} (epoch {}, batch {})",
+        s.config.framework.name(),
+        model.backbone.name(),
+        model.widths,
+        device,
+        if s.config.bf16 { ", bf16 convs" } else { "" },
+        if s.config.channels_last {
+            ", channels-last"
+        } else {
+            ""
+        },
+        s.config.epochs,
+        s.step,
+        s.epoch,
+        s.position
+    );
+    let path = trainer.run(args.max_steps, &mut reporter(args.quiet))?;
+    let s = trainer.state();
+    println!(
+        "step {} (epoch {}): checkpoint {}",
+        s.step,
+        s.epoch,
+        path.display()
+    );
+    if s.skipped > 0 {
+        println!("{} corrupt images were skipped", s.skipped);
+    }
+    Ok(())
+}
+
+pub(super) fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}

@@ -1,0 +1,28 @@
+//! Evaluation of a slimmable backbone at each of its widths.
+//!
+//! - [`extract_features`]: one eval-mode pass over a dataset (no augmentation, the shared
+//!   [`Normalize`] preprocessing) computing every requested width's embedding from the
+//!   same batch, into a [`FeatureSet`] on the CPU;
+//! - [`knn_accuracy`]: the weighted cosine kNN monitor of Wu et al. 2018 ("Unsupervised
+//!   Feature Learning via Non-Parametric Instance Discrimination"), as SimCLR / MoCo
+//!   reproductions report it (`k` = [`DEFAULT_KNN_K`], `T` = [`DEFAULT_KNN_TEMPERATURE`]);
+//! - [`train_probe`] / [`probe_accuracy`]: SlimCLR's switchable linear evaluation. The
+//!   `probe.{tag}.*` tensors inside the [`SlimNet`] are trained on precomputed features
+//!   (so the backbone is frozen and BatchNorm is in eval mode by construction), all widths
+//!   in one optimisation: the full width on cross-entropy, every sub-width on
+//!   [`probe_loss`] (half cross-entropy, half soft cross-entropy toward the full width's
+//!   prediction);
+//! - [`recompute_batchnorm`]: every width's BatchNorm statistics from clean training
+//!   images (for a random network, or weights that were averaged: SWA, TWA).
+//!
+//! The parts: `features`, `knn`, `probe`, `batchnorm`.
+
+mod batchnorm;
+mod features;
+mod knn;
+mod probe;
+
+pub use batchnorm::recompute_batchnorm;
+pub use features::{FeatureSet, extract_features, normalize_of};
+pub use knn::{DEFAULT_KNN_K, DEFAULT_KNN_TEMPERATURE, knn_accuracy, knn_per_width, knn_predict};
+pub use probe::{LinearConfig, probe_accuracy, probe_loss, train_probe};

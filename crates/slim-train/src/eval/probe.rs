@@ -1,0 +1,294 @@
+//! SlimCLR's switchable linear probe: one linear layer per width trained on frozen
+//! features, the full width on cross-entropy, each sub-width half on it and half toward
+//! the full width's prediction.
+
+use std::f64::consts::PI;
+
+use slim_core::Progress;
+use slim_core::rng::SplitMix64;
+use slim_core::width;
+use tch::{Kind, Tensor};
+
+use super::FeatureSet;
+use crate::loss::soft_cross_entropy;
+use crate::{Error, SlimNet};
+
+/// Rows per forward pass of [`probe_accuracy`].
+const PROBE_EVAL_ROWS: usize = 4096;
+
+/// Settings of the switchable linear probe ([`train_probe`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate, decayed to 0 by a per-step cosine schedule.
+    pub lr: f64,
+    /// SGD momentum (PyTorch's form: `buf = m * buf + grad`, no dampening).
+    pub momentum: f64,
+    /// L2 penalty added to the gradient of every probe tensor (bias included).
+    pub weight_decay: f64,
+    /// Seeds the probes' re-initialisation and the sample order.
+    pub seed: u64,
+}
+
+impl Default for LinearConfig {
+    /// 30 epochs of batch 256, SGD with lr 0.1 (cosine to 0), momentum 0.9, no weight
+    /// decay: cheap on precomputed features and enough for a linear layer to converge.
+    fn default() -> LinearConfig {
+        LinearConfig {
+            epochs: 30,
+            batch_size: 256,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+/// A sub-width probe's loss (SlimCLR's linear evaluation):
+/// `0.5 * CE(sub_logits, labels) + 0.5 * soft_CE(sub_logits, softmax(full_logits))`, the
+/// full width's prediction detached (no gradient reaches `full_logits`). Both logits are
+/// `[N, C]` for the same batch, `labels` `[N]` int64.
+pub fn probe_loss(full_logits: &Tensor, sub_logits: &Tensor, labels: &Tensor) -> Tensor {
+    let teacher = full_logits.detach().softmax(-1, full_logits.kind());
+    cross_entropy(sub_logits, labels) * 0.5 + soft_cross_entropy(sub_logits, &teacher) * 0.5
+}
+
+/// Mean cross-entropy of `logits` `[N, C]` against `labels` `[N]`, in the logits' own
+/// precision (tch's `cross_entropy_for_logits` computes in float32).
+fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits
+        .log_softmax(-1, logits.kind())
+        .nll_loss(&labels.to_kind(Kind::Int64))
+}
+
+/// The `probe.{tag}.weight` and `.bias` variables of width `w` (sharing storage and
+/// autograd identity with the model's).
+fn probe_tensors(net: &SlimNet, w: f64) -> (Tensor, Tensor) {
+    let t = width::tag(w);
+    let (wname, bname) = (format!("probe.{t}.weight"), format!("probe.{t}.bias"));
+    let mut weight = None;
+    let mut bias = None;
+    for (name, tensor) in net.named_tensors() {
+        if name == wname {
+            weight = Some(tensor);
+        } else if name == bname {
+            bias = Some(tensor);
+        }
+    }
+    match (weight, bias) {
+        (Some(w), Some(b)) => (w, b),
+        _ => panic!("the model has no probe for width {w}"),
+    }
+}
+
+/// Checks that `set` fits `net`: model widths, `[N, features_at(w)]` features, `[N]`
+/// labels within the model's classes.
+fn check_features(net: &SlimNet, set: &FeatureSet) -> Result<(), Error> {
+    if set.per_width.len() != set.widths.len() {
+        return Err(Error::Eval(format!(
+            "the feature set has {} feature tensors for {} widths",
+            set.per_width.len(),
+            set.widths.len()
+        )));
+    }
+    let ls = set.labels.size();
+    if ls.len() != 1 {
+        return Err(Error::Eval(format!("labels {ls:?} must be [N]")));
+    }
+    let n = ls[0];
+    for (&w, f) in set.widths.iter().zip(&set.per_width) {
+        net.width_index(w)?;
+        let d = net.network().features_at(w) as i64;
+        if f.size() != [n, d] {
+            return Err(Error::Eval(format!(
+                "features at width {w} are {:?}, the model's embedding is [{n}, {d}]",
+                f.size()
+            )));
+        }
+    }
+    if n > 0 {
+        let classes = net.config().num_classes() as i64;
+        let labels = set.labels.to_kind(Kind::Int64);
+        let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
+        if lo < 0 || hi >= classes {
+            return Err(Error::Eval(format!(
+                "labels range over {lo}..={hi}, the model has {classes} classes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Trains the switchable linear probe inside `net` (its `probe.{tag}.weight/bias` for
+/// each of `train`'s widths) on the precomputed features `train`; nothing else in `net`
+/// changes.
+///
+/// The probes are first re-initialised (weight ~ N(0, 0.01²), bias 0, as MoCo's linear
+/// evaluation does), then trained for `config.epochs` epochs over a shuffled order with
+/// SGD (momentum, optional weight decay, learning rate cosine-decayed per step from
+/// `config.lr` to 0), every width's probe in one optimisation on the sum of:
+/// - the widest width of the set (the full width 1.0 when extracted at all of the model's
+///   widths): cross-entropy with the labels;
+/// - every other width: [`probe_loss`], toward the widest width's prediction on the same
+///   batch.
+///
+/// Re-initialisation and order come from a generator seeded by `config.seed` (libtorch's
+/// global generator is left alone), so the result depends only on the features and the
+/// config. Returns each width's loss (its own objective) averaged over the last epoch, in
+/// the order of `train.widths`. `progress` counts the steps.
+pub fn train_probe(
+    net: &SlimNet,
+    train: &FeatureSet,
+    config: &LinearConfig,
+    progress: &mut dyn Progress,
+) -> Result<Vec<f64>, Error> {
+    check_features(net, train)?;
+    let n = train.len();
+    if n == 0 {
+        return Err(Error::Eval(
+            "no training samples for the linear probe".into(),
+        ));
+    }
+    if config.batch_size == 0 {
+        return Err(Error::Eval(
+            "the probe's batch size must be positive".into(),
+        ));
+    }
+    let device = net.device();
+    let nw = train.widths.len();
+    let teacher = (0..nw)
+        .max_by(|&a, &b| train.widths[a].total_cmp(&train.widths[b]))
+        .expect("at least one width");
+    let probes: Vec<(Tensor, Tensor)> = train
+        .widths
+        .iter()
+        .map(|&w| probe_tensors(net, w))
+        .collect();
+    let params: Vec<Tensor> = probes
+        .iter()
+        .flat_map(|(w, b)| [w.shallow_clone(), b.shallow_clone()])
+        .collect();
+    let mut rng = SplitMix64(config.seed);
+    tch::no_grad(|| -> Result<(), Error> {
+        for (w, b) in &probes {
+            let values: Vec<f32> = (0..w.numel()).map(|_| 0.01 * rng.normal()).collect();
+            let init = Tensor::f_from_slice(&values)?
+                .f_view(w.size().as_slice())?
+                .f_to_kind(w.kind())?;
+            w.shallow_clone().f_copy_(&init)?;
+            let _ = b.shallow_clone().f_zero_()?;
+        }
+        Ok(())
+    })?;
+    let kind = probes[0].0.kind();
+    let features = train
+        .per_width
+        .iter()
+        .map(|f| f.f_to_device(device)?.f_to_kind(kind))
+        .collect::<Result<Vec<_>, _>>()?;
+    let labels = train.labels.f_to_device(device)?.f_to_kind(Kind::Int64)?;
+    let mut buffers: Vec<Tensor> = params.iter().map(Tensor::zeros_like).collect();
+    let steps_per_epoch = n.div_ceil(config.batch_size);
+    let total_steps = config.epochs * steps_per_epoch;
+    progress.begin("linear probe", total_steps as u64, "steps", 0);
+    let mut last = vec![0.0; nw];
+    let mut step = 0;
+    for _ in 0..config.epochs {
+        let order: Vec<i64> = rng.permutation(n).into_iter().map(|i| i as i64).collect();
+        let order = Tensor::f_from_slice(&order)?.f_to_device(device)?;
+        let mut sums = vec![0.0; nw];
+        let mut start = 0;
+        while start < n {
+            let len = config.batch_size.min(n - start);
+            let index = order.narrow(0, start as i64, len as i64);
+            let y = labels.index_select(0, &index);
+            let logits: Vec<Tensor> = train
+                .widths
+                .iter()
+                .zip(&features)
+                .map(|(&w, f)| net.probe(&f.index_select(0, &index), w))
+                .collect();
+            let losses: Vec<Tensor> = (0..nw)
+                .map(|i| {
+                    if i == teacher {
+                        cross_entropy(&logits[i], &y)
+                    } else {
+                        probe_loss(&logits[teacher], &logits[i], &y)
+                    }
+                })
+                .collect();
+            let total = losses
+                .iter()
+                .skip(1)
+                .fold(losses[0].shallow_clone(), |acc, l| acc + l);
+            let grads = Tensor::f_run_backward(&[&total], &params, false, false)?;
+            let lr = config.lr * 0.5 * (1.0 + (PI * step as f64 / total_steps as f64).cos());
+            tch::no_grad(|| {
+                for ((p, g), buf) in params.iter().zip(&grads).zip(buffers.iter_mut()) {
+                    let g = if config.weight_decay != 0.0 {
+                        g + p * config.weight_decay
+                    } else {
+                        g.shallow_clone()
+                    };
+                    *buf = &*buf * config.momentum + g;
+                    let _ = p.shallow_clone().g_sub_(&(&*buf * lr));
+                }
+            });
+            for (sum, l) in sums.iter_mut().zip(&losses) {
+                *sum += l.double_value(&[]) * len as f64;
+            }
+            start += len;
+            step += 1;
+            progress.update(step as u64, "");
+        }
+        last = sums.into_iter().map(|s| s / n as f64).collect();
+    }
+    progress.end();
+    Ok(last)
+}
+
+/// Top-1 and top-5 accuracy (top-`min(5, C)`) of the probe of `test.widths[width_index]`
+/// inside `net` (`net.probe(features, w)`) on `test`'s features; (0.0, 0.0) for an empty
+/// set. Runs on `net.device()` under no-grad.
+///
+/// # Panics
+/// If `width_index` is out of range or `test` does not fit `net` (widths, feature sizes,
+/// labels within the classes).
+pub fn probe_accuracy(net: &SlimNet, test: &FeatureSet, width_index: usize) -> (f64, f64) {
+    if let Err(e) = check_features(net, test) {
+        panic!("{e}");
+    }
+    let w = test.widths[width_index];
+    let n = test.len() as i64;
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let device = net.device();
+    let kind = probe_tensors(net, w).0.kind();
+    let k = (net.config().num_classes() as i64).min(5);
+    let (mut top1, mut topk) = (0i64, 0i64);
+    tch::no_grad(|| {
+        let mut start = 0;
+        while start < n {
+            let len = (PROBE_EVAL_ROWS as i64).min(n - start);
+            let f = test.per_width[width_index]
+                .narrow(0, start, len)
+                .to_device(device)
+                .to_kind(kind);
+            let y = test
+                .labels
+                .narrow(0, start, len)
+                .to_device(device)
+                .to_kind(Kind::Int64)
+                .unsqueeze(1);
+            let (_, top) = net.probe(&f, w).topk(k, 1, true, true);
+            let hit = top.eq_tensor(&y);
+            top1 += hit.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
+            topk += hit.sum(Kind::Int64).int64_value(&[]);
+            start += len;
+        }
+    });
+    (top1 as f64 / n as f64, topk as f64 / n as f64)
+}

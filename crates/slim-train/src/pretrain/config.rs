@@ -1,0 +1,120 @@
+//! What defines a pretraining run and where it stands: both are stored in every
+//! checkpoint it writes (the config decides what a resumed run is).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use slim_core::checkpoint::Precision;
+
+use crate::optim::OptimizerConfig;
+use crate::twa::TwaConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Framework {
+    Simclr,
+    MocoV2,
+    MocoV3,
+}
+
+impl Framework {
+    pub fn name(self) -> &'static str {
+        match self {
+            Framework::Simclr => "SimCLR",
+            Framework::MocoV2 => "MoCo v2",
+            Framework::MocoV3 => "MoCo v3",
+        }
+    }
+
+    pub(super) fn has_key_encoder(self) -> bool {
+        self != Framework::Simclr
+    }
+}
+
+/// Everything that defines a pretraining run; stored in every checkpoint it writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainConfig {
+    pub framework: Framework,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate (already scaled for the batch size).
+    pub lr: f64,
+    pub warmup_epochs: usize,
+    pub optimizer: OptimizerConfig,
+    pub temperature: f64,
+    /// Epoch at which the sub-widths join; 0 trains every width from the start.
+    pub slow_start_epoch: usize,
+    pub distill: bool,
+    pub distill_t_student: f64,
+    pub distill_t_teacher: f64,
+    pub reweight: bool,
+    /// Smoothed InfoNCE: (alpha_max, top_k, ramp_fraction); `None` for plain InfoNCE.
+    pub smoothed: Option<(f64, usize, f64)>,
+    pub head_hidden: usize,
+    pub head_out: usize,
+    /// Hidden size of MoCo v3's predictor (at full width).
+    #[serde(default)]
+    pub predictor_hidden: usize,
+    pub moco_queue: usize,
+    /// The key encoder's momentum (MoCo v3: its start, raised to 1 along a cosine).
+    pub moco_momentum: f64,
+    /// Random-resized-crop scale range.
+    pub crop_scale: (f32, f32),
+    pub seed: u64,
+    pub checkpoint_every: usize,
+    /// Keep trajectory checkpoints (for TWA / SWA) in `out/trajectory`.
+    #[serde(default)]
+    pub trajectory: Option<TrajectoryConfig>,
+    /// Train in the span of these checkpoints instead of in weight space (TWA).
+    #[serde(default)]
+    pub twa: Option<TwaConfig>,
+    /// Mixed precision: convolutions in bfloat16, the rest in float32.
+    #[serde(default)]
+    pub bf16: bool,
+    /// Channels-last (NHWC) weights and inputs.
+    #[serde(default)]
+    pub channels_last: bool,
+    /// Colour augmentations (jitter, grayscale, blur) batched on the training device
+    /// instead of on the loader's CPU threads.
+    #[serde(default)]
+    pub augment_on_device: bool,
+}
+
+/// When trajectory checkpoints are kept, and at which precision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryConfig {
+    pub every: usize,
+    pub unit: TrajectoryUnit,
+    pub precision: Precision,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrajectoryUnit {
+    Steps,
+    Epochs,
+}
+
+/// The trajectory checkpoints a run will write, known before it starts.
+#[derive(Clone, Debug)]
+pub struct TrajectoryPlan {
+    pub dir: PathBuf,
+    /// Checkpoints still to be written by this run.
+    pub count: usize,
+    /// Bytes of tensor data per checkpoint (the header adds a few KiB).
+    pub bytes_each: usize,
+}
+
+/// Where a run stands; saved as the checkpoint's train state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub config: PretrainConfig,
+    /// Optimiser steps taken.
+    pub step: usize,
+    pub epoch: usize,
+    /// Next batch position within `epoch`.
+    pub position: usize,
+    pub queue_ptr: usize,
+    /// Corrupt images skipped so far.
+    pub skipped: usize,
+}

@@ -1,0 +1,250 @@
+//! SlimCLR pretraining (arXiv 2209.15525): every width runs forward on the same batch,
+//! the losses are summed, one backward pass updates the shared weights.
+//!
+//! Frameworks: SimCLR (NT-Xent over the batch), MoCo v2 (a full-width momentum key
+//! encoder and a queue of its keys) and MoCo v3 (a predictor on every width's query, the
+//! full-width momentum keys of both views, in-batch negatives, no queue). SlimCLR's three
+//! techniques, each switchable:
+//! - slow start: only the full width trains until `slow_start_epoch`, then the
+//!   sub-widths join and the learning rate re-peaks ([`Schedule`]);
+//! - online distillation: the full width's detached similarity logits over
+//!   [positive, negatives] teach each sub-width ([`loss::distillation`]);
+//! - loss re-weighting by model size ([`LossWeights`]).
+//!
+//! Smoothed InfoNCE (arXiv 2212.07158) can replace the contrastive term. A checkpoint is
+//! written atomically every `checkpoint_every` steps with everything `--resume` needs to
+//! continue exactly: weights, head, momentum buffers, key encoder, queue, and the data
+//! position (the loader's order and augmentations are functions of seed, epoch, index).
+//!
+//! The parts: [`config`] (what defines a run and where it stands), `resume`, `moco` (the
+//! key encoder and queue), `objective` (the slimmable loss and one step), `trajectory`
+//! (checkpoints for TWA), `run` (the loop and the checkpoint), `update` (weights or TWA
+//! coefficients).
+
+pub mod config;
+mod moco;
+mod objective;
+mod resume;
+mod run;
+mod trajectory;
+mod update;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use slim_data::Dataset;
+use slim_data::augment::Augment;
+use slim_data::loader::{Loader, LoaderConfig};
+use tch::{Device, Kind, nn};
+
+pub use config::{
+    Framework, PretrainConfig, TrainState, TrajectoryConfig, TrajectoryPlan, TrajectoryUnit,
+};
+use moco::Moco;
+use update::Update;
+
+use crate::head::SlimHead;
+use crate::optim::{Optimizer, Schedule};
+use crate::twa::{BasisReport, Subspace};
+use crate::{Error, SlimNet};
+
+pub struct Trainer {
+    vs: nn::VarStore,
+    net: SlimNet,
+    head: SlimHead,
+    /// MoCo v3's predictor.
+    predictor: Option<SlimHead>,
+    moco: Option<Moco>,
+    update: Update,
+    /// What [`Subspace::build`] reported, for a TWA run.
+    basis: Option<BasisReport>,
+    schedule: Schedule,
+    loader: Loader,
+    state: TrainState,
+    out: PathBuf,
+    device: Device,
+}
+
+/// The checkpoint a run in `out` writes and resumes from.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("checkpoint.safetensors")
+}
+
+/// Mixed precision and memory order as `config` asks.
+fn tune(net: &mut SlimNet, config: &PretrainConfig) {
+    if config.bf16 {
+        net.set_compute_kind(Kind::BFloat16);
+    }
+    if config.channels_last {
+        net.to_channels_last();
+    }
+}
+
+/// The two-view loader of a run: the framework's augmentations at the crop scale asked for,
+/// shuffled and seeded by the config.
+fn loader(
+    dataset: Arc<dyn Dataset>,
+    model: &slim_core::ModelConfig,
+    config: &PretrainConfig,
+    workers: usize,
+) -> Loader {
+    let augment = match config.framework.has_key_encoder() {
+        true => Augment::moco_v2(model.image_size),
+        false => Augment::simclr(model.image_size),
+    };
+    Loader::new(
+        dataset,
+        LoaderConfig {
+            batch_size: config.batch_size,
+            views: 2,
+            augment: Some(Augment {
+                scale: config.crop_scale,
+                ..augment
+            }),
+            normalize: crate::eval::normalize_of(model),
+            workers,
+            seed: config.seed,
+            shuffle: true,
+            drop_last: true,
+            prefetch: 2 * workers.max(1),
+            colour_on_device: config.augment_on_device,
+        },
+    )
+}
+
+fn head_of(net: &SlimNet, vs: &nn::Path, c: &PretrainConfig) -> SlimHead {
+    let features = net.network().features;
+    SlimHead::new(
+        vs,
+        features,
+        c.head_hidden.max(1),
+        c.head_out,
+        net.widths(),
+        net.config().bn_eps,
+    )
+}
+
+impl Trainer {
+    /// A new run, or (with `resume`) the run whose checkpoint is in `out`. A resumed run
+    /// keeps its stored [`PretrainConfig`]; a checkpoint of another architecture is
+    /// refused. Initialisation draws from libtorch's process-wide generator, seeded here
+    /// with the config's seed: runs are reproducible when no other thread draws from it
+    /// meanwhile.
+    pub fn new(
+        model: &slim_core::ModelConfig,
+        config: PretrainConfig,
+        dataset: Arc<dyn Dataset>,
+        out: &Path,
+        resume: bool,
+        device: Device,
+        workers: usize,
+    ) -> Result<Trainer, Error> {
+        std::fs::create_dir_all(out).map_err(|e| Error::Io {
+            path: out.to_path_buf(),
+            source: e,
+        })?;
+        let resumed = resume::read(out, model, resume)?;
+        let config = resumed.as_ref().map_or(config, |(_, s)| s.config.clone());
+        tch::manual_seed(config.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let mut net = SlimNet::new(&vs.root(), model)?;
+        tune(&mut net, &config);
+        let head = head_of(&net, &(vs.root() / "train" / "head"), &config);
+        let predictor = (config.framework == Framework::MocoV3).then(|| {
+            SlimHead::predictor(
+                &(vs.root() / "train" / "predictor"),
+                config.head_out,
+                config.predictor_hidden.max(1),
+                net.widths(),
+                net.config().bn_eps,
+            )
+        });
+        let params = crate::optim::trainable_named(&vs);
+        let (update, basis) = match &config.twa {
+            Some(twa) => {
+                let (subspace, report) =
+                    Subspace::build(params, model, twa, &config.optimizer, device)?;
+                // Start at the checkpoints' mean (a resumed run restores its own point).
+                subspace.apply();
+                (Update::Subspace(subspace), Some(report))
+            }
+            None => (
+                Update::Weights(Optimizer::new(config.optimizer.clone(), params)),
+                None,
+            ),
+        };
+        let moco = match config.framework.has_key_encoder() {
+            true => Some(Moco::new(&vs, model, &config, device)?),
+            false => None,
+        };
+        let loader = loader(dataset, model, &config, workers);
+        let spe = loader.batches_per_epoch();
+        if spe == 0 {
+            return Err(Error::Data(slim_data::Error::at(
+                out,
+                format!(
+                    "the dataset holds fewer images than one batch of {}",
+                    config.batch_size
+                ),
+            )));
+        }
+        let schedule = Schedule {
+            base_lr: config.lr,
+            total_steps: config.epochs * spe,
+            warmup_steps: config.warmup_epochs * spe,
+            switch_step: (config.slow_start_epoch > 0 && config.slow_start_epoch < config.epochs)
+                .then_some(config.slow_start_epoch * spe),
+        };
+        let state = TrainState {
+            config,
+            step: 0,
+            epoch: 0,
+            position: 0,
+            queue_ptr: 0,
+            skipped: 0,
+        };
+        let mut trainer = Trainer {
+            vs,
+            net,
+            head,
+            predictor,
+            moco,
+            update,
+            basis,
+            schedule,
+            loader,
+            state,
+            out: out.to_path_buf(),
+            device,
+        };
+        if let Some((c, s)) = resumed {
+            trainer.restore(&c, s)?;
+        }
+        Ok(trainer)
+    }
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    pub fn net(&self) -> &SlimNet {
+        &self.net
+    }
+
+    /// Whether the run has taken all its steps.
+    pub fn finished(&self) -> bool {
+        self.state.step >= self.schedule.total_steps
+    }
+
+    /// The subspace of a TWA run.
+    pub fn subspace(&self) -> Option<&Subspace> {
+        match &self.update {
+            Update::Subspace(s) => Some(s),
+            Update::Weights(_) => None,
+        }
+    }
+
+    /// What building a TWA run's basis found.
+    pub fn basis_report(&self) -> Option<&BasisReport> {
+        self.basis.as_ref()
+    }
+}

@@ -1,0 +1,111 @@
+//! Continuing a run: the checkpoint in `out` is read and checked against the requested
+//! model before anything is built, then its tensors (weights, head, key encoder, queue,
+//! optimiser state) are copied into the freshly built trainer.
+
+use std::path::Path;
+
+use slim_core::{Checkpoint, ModelConfig};
+
+use super::{TrainState, Trainer, checkpoint_path};
+use crate::{Error, checkpoint};
+
+/// The checkpoint and training state to resume from (`resume`), or nothing for a new
+/// run, which must not overwrite a checkpoint already in `out`.
+pub(super) fn read(
+    out: &Path,
+    model: &ModelConfig,
+    resume: bool,
+) -> Result<Option<(Checkpoint, TrainState)>, Error> {
+    let ckpt_path = checkpoint_path(out);
+    if resume {
+        let c = slim_core::checkpoint::load(&ckpt_path)?;
+        if &c.config != model {
+            return Err(Error::Resume {
+                path: ckpt_path,
+                msg: format!(
+                    "it holds {} at widths {:?} ({} channels, {} px, {} classes), not the requested {} at {:?} ({} channels, {} px, {} classes)",
+                    c.config.backbone.name(),
+                    c.config.widths,
+                    c.config.in_channels,
+                    c.config.image_size,
+                    c.config.num_classes(),
+                    model.backbone.name(),
+                    model.widths,
+                    model.in_channels,
+                    model.image_size,
+                    model.num_classes()
+                ),
+            });
+        }
+        let state: TrainState = c
+            .train_state
+            .as_deref()
+            .ok_or_else(|| Error::Resume {
+                path: ckpt_path.clone(),
+                msg: "it holds no training state (not written by slim-train pretrain)".into(),
+            })
+            .and_then(|s| {
+                serde_json::from_str(s).map_err(|e| Error::Resume {
+                    path: ckpt_path.clone(),
+                    msg: format!("its training state does not parse: {e}"),
+                })
+            })?;
+        Ok(Some((c, state)))
+    } else {
+        if ckpt_path.exists() {
+            return Err(Error::Resume {
+                path: ckpt_path,
+                msg: "a checkpoint is already there: pass --resume to continue it, or choose another --out".into(),
+            });
+        }
+        Ok(None)
+    }
+}
+
+impl Trainer {
+    /// Copies the tensors of `c` into this trainer and takes over `state`.
+    pub(super) fn restore(&mut self, c: &Checkpoint, state: TrainState) -> Result<(), Error> {
+        tch::no_grad(|| -> Result<(), Error> {
+            // Model tensors keep their names in the checkpoint; the head is under train.
+            for (name, mut var) in self.vs.variables() {
+                let t = c.tensors.get(&name).ok_or_else(|| Error::Resume {
+                    path: checkpoint_path(&self.out),
+                    msg: format!("tensor {name} is missing"),
+                })?;
+                var.f_copy_(&checkpoint::from_core(t, self.device)?)?;
+            }
+            if let Some(m) = &mut self.moco {
+                for (name, k, _) in &m.pairs {
+                    let t = c.tensors.get(&format!("train.key.{name}")).ok_or_else(|| {
+                        Error::Resume {
+                            path: checkpoint_path(&self.out),
+                            msg: format!("key-encoder tensor train.key.{name} is missing"),
+                        }
+                    })?;
+                    k.shallow_clone()
+                        .f_copy_(&checkpoint::from_core(t, self.device)?)?;
+                }
+                if let (Some(queue), Some(q)) = (
+                    &mut m.queue,
+                    checkpoint::train_tensor(c, "queue", self.device)?,
+                ) {
+                    *queue = q;
+                }
+            }
+            Ok(())
+        })?;
+        let restored = self.update.restore(|name| {
+            checkpoint::train_tensor(c, &format!("opt.{name}"), self.device)
+                .ok()
+                .flatten()
+        });
+        if restored == 0 && state.step > 0 {
+            return Err(Error::Resume {
+                path: checkpoint_path(&self.out),
+                msg: "it holds no optimiser state".into(),
+            });
+        }
+        self.state = state;
+        Ok(())
+    }
+}
