@@ -85,3 +85,29 @@ fn an_error_is_one_line_naming_the_command_and_the_cause() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bad_argument_values_are_refused_by_name_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let pretrain = ["pretrain", "--data", common::FASHION, "--out", out];
+    let knn = ["knn", "--checkpoint", out, "--data", common::FASHION];
+    let cases: [(&[&str], &[&str], &str); 7] = [
+        (&pretrain, &["--workers", "0"], "--workers"),
+        (&pretrain, &["--batch-size", "0"], "--batch-size"),
+        (&pretrain, &["--crop-min-scale", "1.5"], "--crop-min-scale"),
+        (&pretrain, &["--crop-min-scale", "0"], "--crop-min-scale"),
+        (&pretrain, &["--temperature", "0"], "--temperature"),
+        (&pretrain, &["--framework", "byol"], "--framework"),
+        (&knn, &["--k", "0"], "--k"),
+    ];
+    for (command, extra, flag) in cases {
+        let o = slim_train().args(command).args(extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(flag), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{extra:?}: {stderr}");
+    }
+    // Nothing was started: the output folder holds no run.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
