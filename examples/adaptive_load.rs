@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use slim_core::stats::percentile;
 use slim_data::Split;
 use slim_runtime::adaptive::{Adaptive, Config, SystemClock};
-use slim_runtime::calibrate::{latency_samples, percentile};
+use slim_runtime::calibrate::latency_samples;
 use slim_runtime::{Backend, SlimModel};
 
 const CLIENTS: usize = 2;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use slim_runtime::calibrate::percentile;
+use slim_core::stats::percentile;
 use slim_runtime::{Backend, Budget, SlimModel};
 
 fn main() -> Result<()> {

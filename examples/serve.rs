@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use slim_core::stats::percentile;
 use slim_runtime::adaptive::{Adaptive, Config};
-use slim_runtime::calibrate::percentile;
 use slim_runtime::preprocess::MAX_FILE_BYTES;
 use slim_runtime::{Backend, SlimModel};
 
@@ -213,7 +213,7 @@ fn classify(service: &Service, body: &[u8]) -> Result<Value> {
         .collect();
     Ok(json!({
         "width": width,
-        "provider": m.engine(width)?.provider(),
+        "provider": m.engine(width)?.placement().to_string(),
         "model_ms": ms,
         "top": top,
     }))

@@ -137,7 +137,7 @@ fn measure_width(
     let t = Instant::now();
     let engine = model.engine(w)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let provider = engine.provider().to_string();
+    let provider = engine.placement().to_string();
     let accuracy = match set {
         Some(set) => {
             let mut done = 0;
@@ -266,7 +266,8 @@ pub fn run(args: &Args) -> Result<Report> {
 
     let machine = Machine::detect();
     let provider = widths[0].provider.clone();
-    let used = machine::backend_used(&provider);
+    let placement = model.engine(widths[0].width)?.placement();
+    let used = placement.backend_name();
     let (intra_op_threads, threads_note) = intra_op_threads(&used, &machine);
     let (ort, onnxruntime) = onnxruntime_versions(&used);
     let report = Report {
@@ -303,7 +304,7 @@ pub fn run(args: &Args) -> Result<Report> {
     }
     if args.write_manifest {
         let mut manifest = model.manifest().clone();
-        let device = report.header.machine.device(&report.header.provider);
+        let device = report.header.machine.device(placement.on_gpu());
         let changed = writeback::apply(&mut manifest, &report, &used, &device);
         let path = manifest.save(&args.model)?;
         println!(

@@ -72,10 +72,9 @@ impl Machine {
         }
     }
 
-    /// What ran the graphs, for the manifest's latency entries: the GPU for the CUDA and
-    /// TensorRT providers, else the CPU.
-    pub fn device(&self, provider: &str) -> String {
-        let on_gpu = provider.starts_with("ort/CUDA") || provider.starts_with("ort/TensorRT");
+    /// What ran the graphs, for the manifest's latency entries: the GPU when they ran on
+    /// one ([`slim_runtime::Placement::on_gpu`]), else the CPU.
+    pub fn device(&self, on_gpu: bool) -> String {
         match self.gpus.first() {
             Some(gpu) if on_gpu => gpu.clone(),
             None if on_gpu => "GPU (model unknown)".into(),
@@ -87,18 +86,6 @@ impl Machine {
 /// Threads of this process now (`/proc/self/task`), where the OS says.
 pub fn process_threads() -> Option<usize> {
     std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
-}
-
-/// The backend that actually ran, from an engine's provider string: `tract`, `ort-cpu`,
-/// `ort-cuda`, `ort-tensorrt` (a CPU fallback counts as `ort-cpu`).
-pub fn backend_used(provider: &str) -> String {
-    match provider.strip_prefix("ort/") {
-        Some(rest) => {
-            let name = rest.split_whitespace().next().unwrap_or(rest);
-            format!("ort-{}", name.to_lowercase())
-        }
-        None => provider.to_string(),
-    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time.
@@ -186,14 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn providers_name_the_backend_and_device() {
-        assert_eq!(backend_used("tract"), "tract");
-        assert_eq!(backend_used("ort/CPU"), "ort-cpu");
-        assert_eq!(backend_used("ort/TensorRT"), "ort-tensorrt");
-        assert_eq!(
-            backend_used("ort/CPU (fallback: CUDA failed to register)"),
-            "ort-cpu"
-        );
+    fn the_device_is_the_gpu_only_when_the_graphs_ran_on_one() {
         let m = Machine {
             cpu: "AMD EPYC".into(),
             logical_cores: 2,
@@ -201,12 +181,10 @@ mod tests {
             os: "Linux".into(),
             gpus: vec!["NVIDIA H100".into()],
         };
-        assert_eq!(m.device("ort/CUDA"), "NVIDIA H100");
-        assert_eq!(
-            m.device("ort/CPU (fallback: CUDA failed to register)"),
-            "AMD EPYC"
-        );
-        assert_eq!(m.device("tract"), "AMD EPYC");
+        assert_eq!(m.device(true), "NVIDIA H100");
+        assert_eq!(m.device(false), "AMD EPYC");
+        let no_gpu = Machine { gpus: vec![], ..m };
+        assert_eq!(no_gpu.device(true), "GPU (model unknown)");
     }
 
     #[test]

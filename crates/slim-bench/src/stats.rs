@@ -2,7 +2,7 @@
 //! and min/max as the noise), and throughput over the timed runs.
 
 use serde::{Deserialize, Serialize};
-use slim_runtime::calibrate::percentile;
+use slim_core::stats::percentile;
 
 /// Latency of one width at one batch size, in milliseconds per call (warmup excluded).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

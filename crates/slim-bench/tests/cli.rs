@@ -37,7 +37,7 @@ fn fails(args: &[&str]) -> String {
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{args:?} succeeded:\n{stdout}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(stderr.starts_with("Error: "), "{stderr}");
+    assert!(stderr.starts_with("slim-bench: error: "), "{stderr}");
     stderr
 }
 

@@ -196,34 +196,49 @@ fn shortcut_if_needed(prefix: &str, cin: usize, cout: usize, stride: usize) -> O
     })
 }
 
-/// CIFAR-style ResNet of basic blocks: 3x3 stem at the first stage's width, stride 1.
-fn resnet_cifar_basic(in_channels: usize, stages: &[usize], blocks: &[usize]) -> Network {
-    let mut layers = vec![Layer::ConvBn(ConvBn {
-        slim_input: false,
-        ..conv("stem", in_channels, stages[0], 3, 1, Activation::Relu)
-    })];
-    let mut cin = stages[0];
-    for (s, (&cout, &n)) in stages.iter().zip(blocks).enumerate() {
+/// Residual stages after a stem of `cin` channels: stage `s` holds `blocks[s]` blocks of
+/// `out[s]` output channels named `layer{s+1}.{b}`, the first block of every stage but
+/// the first striding by 2; `body(prefix, cin, stride, out)` gives a block's convs.
+/// Returns the layers and the last stage's channels.
+fn stages(
+    mut cin: usize,
+    out: &[usize],
+    blocks: &[usize],
+    body: impl Fn(&str, usize, usize, usize) -> Vec<ConvBn>,
+) -> (Vec<Layer>, usize) {
+    let mut layers = Vec::new();
+    for (s, (&cout, &n)) in out.iter().zip(blocks).enumerate() {
         for b in 0..n {
             let stride = if s > 0 && b == 0 { 2 } else { 1 };
             let p = format!("layer{}.{b}", s + 1);
             layers.push(Layer::Residual {
-                body: vec![
-                    conv(format!("{p}.conv1"), cin, cout, 3, stride, Activation::Relu),
-                    conv(format!("{p}.conv2"), cout, cout, 3, 1, Activation::None),
-                ],
+                body: body(&p, cin, stride, cout),
                 shortcut: shortcut_if_needed(&p, cin, cout, stride),
                 activation: Activation::Relu,
             });
             cin = cout;
         }
     }
-    Network {
-        layers,
-        features: cin,
-    }
+    (layers, cin)
 }
 
+/// CIFAR-style ResNet of basic blocks: 3x3 stem at the first stage's width, stride 1.
+fn resnet_cifar_basic(in_channels: usize, widths: &[usize], blocks: &[usize]) -> Network {
+    let mut layers = vec![Layer::ConvBn(ConvBn {
+        slim_input: false,
+        ..conv("stem", in_channels, widths[0], 3, 1, Activation::Relu)
+    })];
+    let (body, features) = stages(widths[0], widths, blocks, |p, cin, stride, cout| {
+        vec![
+            conv(format!("{p}.conv1"), cin, cout, 3, stride, Activation::Relu),
+            conv(format!("{p}.conv2"), cout, cout, 3, 1, Activation::None),
+        ]
+    });
+    layers.extend(body);
+    Network { layers, features }
+}
+
+/// ResNet-50 v1.5: bottleneck blocks (1x1, 3x3 with the stride, 1x1 to 4x the middle).
 fn resnet50(in_channels: usize) -> Network {
     let mut layers = vec![
         Layer::ConvBn(ConvBn {
@@ -236,28 +251,21 @@ fn resnet50(in_channels: usize) -> Network {
             padding: 1,
         },
     ];
-    let mut cin = 64;
-    for (s, (&mid, &n)) in [64, 128, 256, 512].iter().zip(&[3, 4, 6, 3]).enumerate() {
-        let cout = mid * 4;
-        for b in 0..n {
-            let stride = if s > 0 && b == 0 { 2 } else { 1 };
-            let p = format!("layer{}.{b}", s + 1);
-            layers.push(Layer::Residual {
-                body: vec![
-                    conv(format!("{p}.conv1"), cin, mid, 1, 1, Activation::Relu),
-                    conv(format!("{p}.conv2"), mid, mid, 3, stride, Activation::Relu),
-                    conv(format!("{p}.conv3"), mid, cout, 1, 1, Activation::None),
-                ],
-                shortcut: shortcut_if_needed(&p, cin, cout, stride),
-                activation: Activation::Relu,
-            });
-            cin = cout;
-        }
-    }
-    Network {
-        layers,
-        features: cin,
-    }
+    let (body, features) = stages(
+        64,
+        &[256, 512, 1024, 2048],
+        &[3, 4, 6, 3],
+        |p, cin, stride, cout| {
+            let mid = cout / 4;
+            vec![
+                conv(format!("{p}.conv1"), cin, mid, 1, 1, Activation::Relu),
+                conv(format!("{p}.conv2"), mid, mid, 3, stride, Activation::Relu),
+                conv(format!("{p}.conv3"), mid, cout, 1, 1, Activation::None),
+            ]
+        },
+    );
+    layers.extend(body);
+    Network { layers, features }
 }
 
 fn mobilenet_v2(in_channels: usize) -> Network {

@@ -316,7 +316,9 @@ fn check_tensors(config: &ModelConfig, tensors: &BTreeMap<String, Tensor>) -> Re
     }
     let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     if let Some(extra) = tensors.keys().find(|k| {
-        !known.contains(k.as_str()) && !k.starts_with("reference.") && !k.starts_with("train.")
+        !known.contains(k.as_str())
+            && !k.starts_with(names::REFERENCE)
+            && !k.starts_with(names::TRAIN)
     }) {
         return Err(format!(
             "tensor {extra} is not part of {} at widths {:?}: the config does not match the weights",
@@ -325,6 +327,40 @@ fn check_tensors(config: &ModelConfig, tensors: &BTreeMap<String, Tensor>) -> Re
         ));
     }
     Ok(())
+}
+
+/// The names of a checkpoint's tensors beyond the model's own (which are named by the
+/// architecture description), written by slim-train and read by slim-export.
+pub mod names {
+    /// Prefix of what only training needs: the projection head (`train.head.*`), MoCo v3's
+    /// predictor, the optimiser state ([`OPTIMIZER`]), MoCo's key encoder ([`KEY_ENCODER`])
+    /// and queue ([`QUEUE`]). slim-export leaves these out of the graphs.
+    pub const TRAIN: &str = "train.";
+    /// Under [`TRAIN`]: a momentum buffer of the parameter named after it.
+    pub const OPTIMIZER: &str = "opt.";
+    /// Under [`TRAIN`]: MoCo's key-encoder copy of the variable named after it.
+    pub const KEY_ENCODER: &str = "key.";
+    /// Under [`TRAIN`]: MoCo v2's queue of keys.
+    pub const QUEUE: &str = "queue";
+    /// Prefix of the reference outputs of the tch forward pass, the exporter's test data.
+    pub const REFERENCE: &str = "reference.";
+    /// The reference input images `[N, C, S, S]`.
+    pub const REFERENCE_IMAGE: &str = "reference.image";
+
+    /// `train.{name}`.
+    pub fn train(name: &str) -> String {
+        format!("{TRAIN}{name}")
+    }
+
+    /// The reference embedding of the width tagged `tag` (`reference.w250.embedding`).
+    pub fn reference_embedding(tag: &str) -> String {
+        format!("{REFERENCE}{tag}.embedding")
+    }
+
+    /// The reference logits of the width tagged `tag`.
+    pub fn reference_logits(tag: &str) -> String {
+        format!("{REFERENCE}{tag}.logits")
+    }
 }
 
 impl Checkpoint {

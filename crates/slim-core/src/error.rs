@@ -3,11 +3,8 @@ use std::path::PathBuf;
 /// Everything that can go wrong in `slim-core`; each variant names the file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{}: {io}", path.display())]
+    Io { path: PathBuf, io: std::io::Error },
     #[error("checkpoint {}: {msg}", path.display())]
     Checkpoint { path: PathBuf, msg: String },
     #[error("manifest {}: {msg}", path.display())]
@@ -17,10 +14,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, io: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            io,
         }
     }
 }

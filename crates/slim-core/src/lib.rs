@@ -9,7 +9,8 @@
 //! - [`manifest`]: the exported model folder's manifest;
 //! - [`metadata`]: the metadata keys of every exported graph;
 //! - [`progress`]: how long work reports its progress (libraries draw nothing);
-//! - [`rng`]: a small seedable generator that is the same everywhere.
+//! - [`rng`]: a small seedable generator that is the same everywhere;
+//! - [`stats`]: the one percentile of measured samples.
 
 pub mod arch;
 pub mod checkpoint;
@@ -22,6 +23,7 @@ pub mod manifest;
 pub mod metadata;
 pub mod progress;
 pub mod rng;
+pub mod stats;
 pub mod width;
 
 pub use arch::{Activation, Backbone, ConvBn, Layer, Network};

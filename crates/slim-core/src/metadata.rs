@@ -3,6 +3,15 @@
 //! what it costs and how to feed it. Values are strings as ONNX requires; lists are JSON
 //! arrays, numbers are decimal.
 
+/// Name of the graph input: normalised images `[N, C, S, S]`, float32.
+pub const INPUT: &str = "image";
+/// Name of the first output: the backbone's pooled features `[N, features_at(w)]`.
+pub const EMBEDDING: &str = "embedding";
+/// Name of the second output: the probe's logits `[N, classes]`.
+pub const LOGITS: &str = "logits";
+/// The symbolic batch dimension of the input and outputs.
+pub const BATCH: &str = "N";
+
 /// The width, e.g. `0.25`.
 pub const WIDTH: &str = "width";
 /// The width's tag, e.g. `w250` (see [`crate::width::tag`]).

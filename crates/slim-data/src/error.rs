@@ -5,11 +5,8 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     #[error("{}: {msg}", path.display())]
     At { path: PathBuf, msg: String },
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{}: {io}", path.display())]
+    Io { path: PathBuf, io: std::io::Error },
 }
 
 impl Error {
@@ -19,10 +16,10 @@ impl Error {
             msg: msg.into(),
         }
     }
-    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
+    pub(crate) fn io(path: impl AsRef<Path>, io: std::io::Error) -> Error {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            io,
         }
     }
 }

@@ -8,11 +8,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// The checkpoint file cannot be opened or read (missing, a folder, no permission).
-    #[error("cannot read checkpoint {}: {source}", path.display())]
-    ReadCheckpoint {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read checkpoint {}: {io}", path.display())]
+    ReadCheckpoint { path: PathBuf, io: std::io::Error },
     /// The checkpoint was read but is unusable: not a slim checkpoint, truncated, a config
     /// that does not match its weights, or no such width. The message names the file.
     #[error(transparent)]
@@ -22,11 +19,8 @@ pub enum ExportError {
     #[error("checkpoint {}: {msg}", path.display())]
     Tensors { path: PathBuf, msg: String },
     /// The output folder cannot be created (e.g. a path below a regular file).
-    #[error("cannot create output folder {}: {source}", path.display())]
-    OutputDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot create output folder {}: {io}", path.display())]
+    OutputDir { path: PathBuf, io: std::io::Error },
     /// Writing a graph, test tensor or the manifest failed; the inner error names the file.
     #[error("cannot write the export: {0}")]
     Write(slim_core::Error),
@@ -36,7 +30,7 @@ impl ExportError {
     /// Classifies an error of `slim_core::checkpoint::load`.
     pub(crate) fn from_load(e: slim_core::Error) -> ExportError {
         match e {
-            slim_core::Error::Io { path, source } => ExportError::ReadCheckpoint { path, source },
+            slim_core::Error::Io { path, io } => ExportError::ReadCheckpoint { path, io },
             other => ExportError::Checkpoint(other),
         }
     }

@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use slim_core::checkpoint::names;
 use slim_core::manifest::{self, Manifest, WidthEntry};
 use slim_core::{Checkpoint, Tensor, checkpoint, cost, fsutil, width};
 
@@ -87,7 +88,7 @@ pub fn export(
         .iter()
         .map(|&w| reference(&ckpt, w))
         .collect::<Result<Vec<_>, _>>()?;
-    if ckpt.tensors.contains_key(REF_IMAGE) {
+    if ckpt.tensors.contains_key(names::REFERENCE_IMAGE) {
         for (&w, r) in selected.iter().zip(&references) {
             if r.is_none() {
                 notes.push(format!(
@@ -98,7 +99,8 @@ pub fn export(
         }
     } else {
         notes.push(format!(
-            "the checkpoint has no {REF_IMAGE} tensor: no test data written"
+            "the checkpoint has no {} tensor: no test data written",
+            names::REFERENCE_IMAGE
         ));
     }
     let previous = previous_manifest(out_dir, &ckpt, &mut notes);
@@ -125,8 +127,6 @@ pub fn export(
     })
 }
 
-const REF_IMAGE: &str = "reference.image";
-
 /// Test data of one width: input image, expected embedding and logits.
 struct Reference<'a> {
     image: &'a Tensor,
@@ -139,9 +139,9 @@ fn reference(ckpt: &Checkpoint, w: f64) -> Result<Option<Reference<'_>>, ExportE
     let t = width::tag(w);
     let get = |name: &str| ckpt.tensors.get(name);
     let (Some(image), Some(embedding), Some(logits)) = (
-        get(REF_IMAGE),
-        get(&format!("reference.{t}.embedding")),
-        get(&format!("reference.{t}.logits")),
+        get(names::REFERENCE_IMAGE),
+        get(&names::reference_embedding(&t)),
+        get(&names::reference_logits(&t)),
     ) else {
         return Ok(None);
     };
@@ -149,17 +149,17 @@ fn reference(ckpt: &Checkpoint, w: f64) -> Result<Option<Reference<'_>>, ExportE
     let n = image.shape.first().copied().unwrap_or(0);
     let wanted = [
         (
-            REF_IMAGE.to_string(),
+            names::REFERENCE_IMAGE.to_string(),
             image,
             vec![n, c.in_channels, c.image_size, c.image_size],
         ),
         (
-            format!("reference.{t}.embedding"),
+            names::reference_embedding(&t),
             embedding,
             vec![n, c.network().features_at(w)],
         ),
         (
-            format!("reference.{t}.logits"),
+            names::reference_logits(&t),
             logits,
             vec![n, c.num_classes()],
         ),
@@ -320,9 +320,9 @@ impl Staging {
         // Record what exists now even on failure: a parent may have been created.
         self.created_dirs
             .extend(missing.into_iter().rev().filter(|p| p.is_dir()));
-        result.map_err(|source| ExportError::OutputDir {
+        result.map_err(|io| ExportError::OutputDir {
             path: dir.to_path_buf(),
-            source,
+            io,
         })
     }
 

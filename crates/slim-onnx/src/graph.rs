@@ -25,14 +25,7 @@ use crate::proto::{Dim, float_scalar, float_tensor, float_value_info, int_attr, 
 pub const OPSET: i64 = 13;
 /// The ONNX IR version written (the one that goes with opsets up to 18).
 pub const IR_VERSION: i64 = 8;
-/// Name of the graph input: normalised images `[N, C, S, S]`, float32.
-pub const INPUT: &str = "image";
-/// Name of the first output: the backbone's pooled features `[N, features_at(w)]`.
-pub const EMBEDDING: &str = "embedding";
-/// Name of the second output: the probe's logits `[N, classes]`.
-pub const LOGITS: &str = "logits";
-/// The symbolic batch dimension of the input and outputs.
-pub const BATCH: &str = "N";
+pub use slim_core::metadata::{BATCH, EMBEDDING, INPUT, LOGITS};
 
 /// The graph of width `w` (which must be one of the checkpoint's widths) as an ONNX
 /// model with metadata.

@@ -185,7 +185,11 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
         )?,
         None => writeln!(out, "no more accurate width")?,
     }
-    writeln!(out, "running on {}", model.engine(chosen.width)?.provider())?;
+    writeln!(
+        out,
+        "running on {}",
+        model.engine(chosen.width)?.placement()
+    )?;
 
     let mut failed = 0;
     let mut good = Vec::new();

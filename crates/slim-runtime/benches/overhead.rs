@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use slim_runtime::calibrate::percentile;
+use slim_core::stats::percentile;
 use slim_runtime::{Backend, SlimModel};
 use tract_onnx::prelude::*;
 
@@ -42,10 +42,10 @@ fn tract_direct(path: &Path, chw: [usize; 3], x: Vec<f32>) -> TractResult<Box<dy
 fn ort_direct(path: &Path, chw: [usize; 3], x: Vec<f32>) -> Box<dyn FnMut()> {
     use ort::session::Session;
     use ort::value::TensorRef;
-    let env = slim_runtime::ort_engine::environment().expect("ONNX Runtime loads");
+    let env = slim_runtime::engine::ort::environment().expect("ONNX Runtime loads");
     let mut session = Session::builder(env)
         .expect("builder")
-        // The same session options as the runtime's (see ort_engine.rs).
+        // The same session options as the runtime's (see engine/ort.rs).
         .with_intra_op_spinning(false)
         .expect("config")
         .commit_from_file(path)

@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::calibrate::percentile;
 use crate::{Error, Outputs, SlimModel};
+use slim_core::stats::percentile;
 
 /// Monotonic time since some fixed start.
 pub trait Clock: Send + Sync {

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use slim_core::stats::percentile;
+
 use crate::{Error, SlimModel};
 
 pub const FILE_NAME: &str = "calibration.json";
@@ -58,19 +60,6 @@ impl Calibration {
 struct CacheFile {
     format: String,
     entries: Vec<Calibration>,
-}
-
-/// The `q`-quantile (0..=1) of `samples` by linear interpolation between order statistics;
-/// `None` for no samples.
-pub fn percentile(samples: &[f64], q: f64) -> Option<f64> {
-    if samples.is_empty() {
-        return None;
-    }
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    Some(s[lo] + (s[hi] - s[lo]) * (pos - lo as f64))
 }
 
 /// `model name` of the first processor in a `/proc/cpuinfo` text.
@@ -197,7 +186,7 @@ impl SlimModel {
     pub fn calibration_key(&self, batch: usize) -> Result<Key, Error> {
         let widest = self.widths()[0];
         Ok(Key {
-            provider: self.engine(widest)?.provider().to_string(),
+            provider: self.engine(widest)?.placement().to_string(),
             device: device(),
             batch,
             checkpoint_sha256: self.manifest().checkpoint_sha256.clone(),
@@ -256,16 +245,6 @@ impl SlimModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_interpolate() {
-        let s = [4.0, 1.0, 3.0, 2.0, 5.0];
-        assert_eq!(percentile(&s, 0.5), Some(3.0));
-        assert_eq!(percentile(&s, 0.0), Some(1.0));
-        assert_eq!(percentile(&s, 1.0), Some(5.0));
-        assert!((percentile(&s, 0.9).unwrap() - 4.6).abs() < 1e-12);
-        assert_eq!(percentile(&[], 0.5), None);
-    }
 
     #[test]
     fn cpu_model_reads_the_first_model_name() {

@@ -1,8 +1,8 @@
 //! `slim-runtime`: run an exported slimmable model at the width you can afford.
 //!
 //! - [`model`]: open a folder that `slim-export` wrote, load widths lazily, run them;
-//! - [`engine`]: the tract engine and, with the `ort` feature, ONNX Runtime
-//!   ([`ort_engine`]) with CPU, CUDA or TensorRT execution providers;
+//! - [`engine`]: the engine trait, the tract engine and, with the `ort` feature, ONNX
+//!   Runtime ([`engine::ort`]) with CPU, CUDA or TensorRT execution providers;
 //! - [`preprocess`]: image files to inputs, outputs to top-k classes and embeddings;
 //! - [`graph`]: reading a graph safely and checking its metadata against the manifest;
 //! - [`select`](mod@select): the most accurate width within a compute budget;
@@ -15,14 +15,12 @@ pub mod engine;
 mod error;
 pub mod graph;
 pub mod model;
-#[cfg(feature = "ort")]
-pub mod ort_engine;
 pub mod preprocess;
 pub mod select;
 
 pub use adaptive::Adaptive;
 pub use calibrate::Calibration;
-pub use engine::{Backend, Engine, Outputs, Provider};
+pub use engine::{Backend, Engine, Outputs, Placement, Provider};
 pub use error::Error;
 pub use model::SlimModel;
 pub use preprocess::{Class, top_k};

@@ -229,7 +229,7 @@ fn tract_and_onnx_runtime_agree_on_the_trained_model() {
             .fold(0f32, f32::max);
         assert!(d <= 1e-4, "width {w}: {d}");
     }
-    assert_eq!(b.engine(1.0).unwrap().provider(), "ort/CPU");
+    assert_eq!(b.engine(1.0).unwrap().placement().to_string(), "ort/CPU");
 }
 
 /// The onnxruntime wheel that tools/setup.sh installs is CPU-only, so CUDA cannot
@@ -256,7 +256,7 @@ fn a_provider_that_fails_to_register_is_an_error_or_a_reported_fallback() {
         },
     )
     .unwrap();
-    let used = lenient.engine(1.0).unwrap().provider().to_string();
+    let used = lenient.engine(1.0).unwrap().placement().to_string();
     assert!(
         used.contains("CPU") && used.contains("fallback") && used.contains("CUDA"),
         "{used}"

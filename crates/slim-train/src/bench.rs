@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
+use slim_core::stats::percentile;
 use slim_core::{Backbone, ModelConfig};
 use slim_data::{Dataset, Image};
 use tch::{Device, Kind, Tensor};
@@ -73,18 +74,12 @@ pub struct StepStats {
 
 impl StepStats {
     fn new(times: Vec<f64>, images: usize, last_loss: f64) -> StepStats {
-        let mut sorted = times.clone();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let median = if n % 2 == 1 {
-            sorted[n / 2]
-        } else {
-            0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
-        };
+        let p = |q| percentile(&times, q).expect("at least one timed step");
+        let median = p(0.5);
         StepStats {
             median_s: median,
-            min_s: sorted[0],
-            max_s: sorted[n - 1],
+            min_s: p(0.0),
+            max_s: p(1.0),
             images_per_s: images as f64 / median,
             times_s: times,
             last_loss,

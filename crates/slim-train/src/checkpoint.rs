@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use slim_core::checkpoint::Precision;
+use slim_core::checkpoint::{Precision, names};
 use slim_core::rng::SplitMix64;
 use slim_core::{Checkpoint, ModelConfig, width};
 use tch::{Device, Kind, Tensor, nn};
@@ -68,12 +68,12 @@ pub fn save_with_state(
     let mut tensors = core_tensors(net, train)?;
     let image = reference_image(net.config());
     let x = from_core(&image, net.device())?;
-    tensors.insert("reference.image".to_string(), image);
+    tensors.insert(names::REFERENCE_IMAGE.to_string(), image);
     for &w in net.widths() {
         let (embedding, logits) = tch::no_grad(|| net.forward_t(&x, w, false));
         let t = width::tag(w);
-        tensors.insert(format!("reference.{t}.embedding"), to_core(&embedding)?);
-        tensors.insert(format!("reference.{t}.logits"), to_core(&logits)?);
+        tensors.insert(names::reference_embedding(&t), to_core(&embedding)?);
+        tensors.insert(names::reference_logits(&t), to_core(&logits)?);
     }
     slim_core::checkpoint::save_with_state(path, net.config(), &tensors, train_state)?;
     Ok(())
@@ -103,7 +103,7 @@ fn core_tensors(
         tensors.insert(name, to_core(&t)?);
     }
     for (name, t) in train {
-        tensors.insert(format!("train.{name}"), to_core(t)?);
+        tensors.insert(names::train(name), to_core(t)?);
     }
     Ok(tensors)
 }
@@ -133,7 +133,7 @@ pub fn train_tensor(
 ) -> Result<Option<Tensor>, Error> {
     checkpoint
         .tensors
-        .get(&format!("train.{name}"))
+        .get(&names::train(name))
         .map(|t| from_core(t, device))
         .transpose()
 }

@@ -6,8 +6,10 @@
 pub enum Error {
     #[error(transparent)]
     Core(#[from] slim_core::Error),
+    /// libtorch's message is part of this one's, so it is not also a `source` (an error
+    /// chain printed with its causes would repeat it).
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     /// A width that is not one of the model's trained widths.
     #[error("width {width} is not one of the model's widths {widths:?}")]
     Width { width: f64, widths: Vec<f64> },
@@ -17,10 +19,10 @@ pub enum Error {
     Eval(String),
     #[error(transparent)]
     Data(#[from] slim_data::Error),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {io}", path.display())]
     Io {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        io: std::io::Error,
     },
     /// A `--resume` that cannot continue the run in its folder.
     #[error("cannot resume from {}: {msg}", path.display())]
@@ -41,4 +43,10 @@ pub enum Error {
         step: usize,
         checkpoint: std::path::PathBuf,
     },
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Error {
+        Error::Torch(e)
+    }
 }

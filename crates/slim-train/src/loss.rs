@@ -44,7 +44,7 @@ fn same_rows(function: &str, a: &Tensor, b: &Tensor) -> i64 {
     let size = a.size();
     assert!(
         size.len() == 2 && b.size() == size,
-        "{function}: {:?} and {:?} must both be [N, D]",
+        "{function}: {:?} and {:?} must both be [N, D] (student and teacher, or two views)",
         size,
         b.size()
     );
@@ -180,13 +180,7 @@ pub fn distillation(
     t_student: f64,
     t_teacher: f64,
 ) -> Tensor {
-    assert!(
-        student_logits.dim() == 2 && student_logits.size() == teacher_logits.size(),
-        "distillation: student {:?} and teacher {:?} must both be [N, C]",
-        student_logits.size(),
-        teacher_logits.size()
-    );
-    let n = student_logits.size()[0] as f64;
+    let n = same_rows("distillation", student_logits, teacher_logits) as f64;
     let log_p_teacher = (teacher_logits.detach() / t_teacher).log_softmax(-1, None);
     let p_teacher = log_p_teacher.exp();
     let log_p_student = (student_logits / t_student).log_softmax(-1, None);
@@ -262,13 +256,7 @@ pub fn alpha_at(step: usize, total: usize, alpha_max: f64, ramp_fraction: f64) -
 /// # Panics
 /// If the shapes differ or are not `[N, C]`.
 pub fn soft_cross_entropy(student_logits: &Tensor, teacher_probs: &Tensor) -> Tensor {
-    assert!(
-        student_logits.dim() == 2 && student_logits.size() == teacher_probs.size(),
-        "soft_cross_entropy: student {:?} and teacher {:?} must both be [N, C]",
-        student_logits.size(),
-        teacher_probs.size()
-    );
-    let n = student_logits.size()[0] as f64;
+    let n = same_rows("soft_cross_entropy", student_logits, teacher_probs) as f64;
     -(teacher_probs.detach() * student_logits.log_softmax(-1, None)).sum(None) / n
 }
 

@@ -80,6 +80,8 @@ fn an_error_is_one_line_naming_the_command_and_the_cause() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with("slim-train: error: "), "{stderr}");
     assert!(stderr.contains("missing.safetensors"), "{stderr}");
+    // Each cause once: an error whose message holds its cause does not also chain it.
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
     assert!(
         !stderr.contains("panicked") && !stderr.contains("Error {"),
         "{stderr}"

@@ -1,11 +1,16 @@
-//! The engines that run one width's graph: tract (always built) and ONNX Runtime (feature
-//! `ort`). Both take a float32 NCHW batch and return the graph's two outputs.
+//! The engines that run one width's graph: the [`Engine`] trait and what it exchanges
+//! here, the backends in their own files: [`tract`] (always built) and [`ort`] (ONNX
+//! Runtime, feature `ort`). Both take a float32 NCHW batch and return the graph's two
+//! outputs.
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "ort")]
+pub mod ort;
+pub mod tract;
 
-use tract_onnx::prelude::*;
+use std::path::Path;
 
 use crate::Error;
+pub use tract::TractEngine;
 
 /// The graph's outputs for a batch of `batch` images, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,13 +84,67 @@ impl Backend {
     }
 }
 
+/// Where a loaded graph really runs: its backend, ONNX Runtime's execution provider, and
+/// the provider that was asked for when it failed to register and the engine fell back.
+/// Displayed as `tract`, `ort/CUDA` or `ort/CPU (fallback: CUDA failed to register)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    Tract,
+    Ort {
+        provider: Provider,
+        fell_back_from: Option<Provider>,
+    },
+}
+
+impl Placement {
+    /// The backend that ran, spelled as [`Backend::name`] spells the one asked for:
+    /// `tract`, `ort-cpu`, `ort-cuda`, `ort-tensorrt` (a CPU fallback is `ort-cpu`).
+    pub fn backend_name(&self) -> String {
+        match self {
+            Placement::Tract => "tract".into(),
+            Placement::Ort { provider, .. } => format!("ort-{}", provider.name().to_lowercase()),
+        }
+    }
+
+    /// Whether the graph runs on a GPU (CUDA or TensorRT).
+    pub fn on_gpu(&self) -> bool {
+        matches!(
+            self,
+            Placement::Ort {
+                provider: Provider::Cuda | Provider::TensorRt,
+                ..
+            }
+        )
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::Tract => f.write_str("tract"),
+            Placement::Ort {
+                provider,
+                fell_back_from: None,
+            } => write!(f, "ort/{}", provider.name()),
+            Placement::Ort {
+                provider,
+                fell_back_from: Some(asked),
+            } => write!(
+                f,
+                "ort/{} (fallback: {} failed to register)",
+                provider.name(),
+                asked.name()
+            ),
+        }
+    }
+}
+
 /// One loaded graph, shareable across threads.
 pub trait Engine: Send + Sync {
     /// Runs `batch` images (`image.len() == batch * C * H * W`).
     fn run(&self, image: &[f32], batch: usize) -> Result<Outputs, Error>;
-    /// What actually runs the graph, e.g. `tract` or `ort/CUDA` or
-    /// `ort/CPU (fallback: CUDA failed: ...)`.
-    fn provider(&self) -> &str;
+    /// Where the graph really runs.
+    fn placement(&self) -> Placement;
 }
 
 /// Loads `proto` (already read and checked from `path`) into `backend`.
@@ -98,7 +157,7 @@ pub fn load(
     match backend {
         Backend::Tract => Ok(Box::new(TractEngine::load(path, proto, input_chw)?)),
         #[cfg(feature = "ort")]
-        Backend::Ort { provider, fallback } => Ok(Box::new(crate::ort_engine::OrtEngine::load(
+        Backend::Ort { provider, fallback } => Ok(Box::new(ort::OrtEngine::load(
             path, *provider, *fallback, input_chw,
         )?)),
         #[cfg(not(feature = "ort"))]
@@ -121,60 +180,33 @@ pub(crate) fn check_input(image: &[f32], batch: usize, chw: [usize; 3]) -> Resul
     Ok(())
 }
 
-/// tract: the graph optimised once with a symbolic batch, run with any batch size.
-pub struct TractEngine {
-    path: PathBuf,
-    plan: Arc<TypedSimplePlan>,
-    chw: [usize; 3],
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl TractEngine {
-    pub fn load(
-        path: &Path,
-        proto: tract_onnx::pb::ModelProto,
-        chw: [usize; 3],
-    ) -> Result<TractEngine, Error> {
-        let fail = |e: TractError| Error::Backend {
-            backend: "tract",
-            path: path.to_path_buf(),
-            msg: format!("{e:#}"),
+    #[test]
+    fn a_placement_names_its_backend_device_and_fallback() {
+        let cuda = Placement::Ort {
+            provider: Provider::Cuda,
+            fell_back_from: None,
         };
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(fail)?;
-        Ok(TractEngine {
-            path: path.to_path_buf(),
-            plan,
-            chw,
-        })
-    }
-}
-
-impl Engine for TractEngine {
-    fn run(&self, image: &[f32], batch: usize) -> Result<Outputs, Error> {
-        check_input(image, batch, self.chw)?;
-        let fail = |e: TractError| Error::Backend {
-            backend: "tract",
-            path: self.path.clone(),
-            msg: format!("{e:#}"),
+        let fell_back = Placement::Ort {
+            provider: Provider::Cpu,
+            fell_back_from: Some(Provider::Cuda),
         };
-        let [c, h, w] = self.chw;
-        let input = Tensor::from_shape(&[batch, c, h, w], image).map_err(fail)?;
-        let out = self.plan.run(tvec![input.into()]).map_err(fail)?;
-        let take = |i: usize| -> Result<Vec<f32>, Error> {
-            let view = out[i].to_plain_array_view::<f32>().map_err(fail)?;
-            Ok(view.iter().copied().collect())
-        };
-        Ok(Outputs {
-            batch,
-            embedding: take(0)?,
-            logits: take(1)?,
-        })
-    }
-
-    fn provider(&self) -> &str {
-        "tract"
+        assert_eq!(Placement::Tract.to_string(), "tract");
+        assert_eq!(cuda.to_string(), "ort/CUDA");
+        assert_eq!(
+            fell_back.to_string(),
+            "ort/CPU (fallback: CUDA failed to register)"
+        );
+        assert_eq!(Placement::Tract.backend_name(), "tract");
+        assert_eq!(cuda.backend_name(), "ort-cuda");
+        assert_eq!(fell_back.backend_name(), "ort-cpu");
+        assert!(cuda.on_gpu() && !fell_back.on_gpu() && !Placement::Tract.on_gpu());
+        // The names a placement gives are the names a backend is asked for by.
+        for b in ["tract", "ort-cpu", "ort-cuda", "ort-tensorrt"] {
+            assert_eq!(Backend::parse(b).unwrap().name(), b);
+        }
     }
 }

@@ -10,9 +10,10 @@ use ort::environment::Environment;
 use ort::ep;
 use ort::session::Session;
 use ort::value::TensorRef;
+use slim_core::metadata;
 
+use super::{Engine, Outputs, Placement, Provider, check_input};
 use crate::Error;
-use crate::engine::{Engine, Outputs, Provider, check_input};
 
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
@@ -45,7 +46,7 @@ pub fn environment() -> Result<&'static Environment, Error> {
 pub struct OrtEngine {
     path: PathBuf,
     session: Mutex<Session>,
-    provider: String,
+    placement: Placement,
     chw: [usize; 3],
 }
 
@@ -88,13 +89,20 @@ impl OrtEngine {
                 )));
             }
         };
-        let (mut builder, used) = match dispatch {
-            None => (builder, provider.name().to_string()),
+        let registered = Placement::Ort {
+            provider,
+            fell_back_from: None,
+        };
+        let (mut builder, placement) = match dispatch {
+            None => (builder, registered),
             Some(d) => match builder.with_execution_providers([d]) {
-                Ok(b) => (b, provider.name().to_string()),
+                Ok(b) => (b, registered),
                 Err(e) if fallback => (
                     e.recover(),
-                    format!("CPU (fallback: {} failed to register)", provider.name()),
+                    Placement::Ort {
+                        provider: Provider::Cpu,
+                        fell_back_from: Some(provider),
+                    },
                 ),
                 Err(e) => {
                     return Err(fail(format!(
@@ -110,7 +118,7 @@ impl OrtEngine {
         Ok(OrtEngine {
             path: path.to_path_buf(),
             session: Mutex::new(session),
-            provider: format!("ort/{used}"),
+            placement,
             chw,
         })
     }
@@ -127,19 +135,21 @@ impl Engine for OrtEngine {
         let [c, h, w] = self.chw;
         let input = TensorRef::from_array_view(([batch, c, h, w], image)).map_err(fail)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let out = session.run(ort::inputs!["image" => input]).map_err(fail)?;
+        let out = session
+            .run(ort::inputs![metadata::INPUT => input])
+            .map_err(fail)?;
         let take = |name: &str| -> Result<Vec<f32>, Error> {
             let (_, data) = out[name].try_extract_tensor::<f32>().map_err(fail)?;
             Ok(data.to_vec())
         };
         Ok(Outputs {
             batch,
-            embedding: take("embedding")?,
-            logits: take("logits")?,
+            embedding: take(metadata::EMBEDDING)?,
+            logits: take(metadata::LOGITS)?,
         })
     }
 
-    fn provider(&self) -> &str {
-        &self.provider
+    fn placement(&self) -> Placement {
+        self.placement
     }
 }

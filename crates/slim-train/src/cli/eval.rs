@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use clap::Args;
 use slim_cli::Reporter;
+use slim_core::checkpoint::names;
 use slim_data::{Dataset, Split};
 use tch::Tensor;
 
@@ -221,7 +222,7 @@ pub fn linear(a: &LinearArgs) -> Result<()> {
     let kept: Vec<(String, Tensor)> = ckpt
         .tensors
         .iter()
-        .filter_map(|(n, t)| n.strip_prefix("train.").map(|n| (n, t)))
+        .filter_map(|(n, t)| n.strip_prefix(names::TRAIN).map(|n| (n, t)))
         .map(|(n, t)| Ok((n.to_string(), checkpoint::from_core(t, device)?)))
         .collect::<Result<_, crate::Error>>()?;
     let refs: Vec<(&str, &Tensor)> = kept.iter().map(|(n, t)| (n.as_str(), t)).collect();

@@ -141,7 +141,7 @@ impl Trainer {
     ) -> Result<Trainer, Error> {
         std::fs::create_dir_all(out).map_err(|e| Error::Io {
             path: out.to_path_buf(),
-            source: e,
+            io: e,
         })?;
         let resumed = resume::read(out, model, resume)?;
         let config = resumed.as_ref().map_or(config, |(_, s)| s.config.clone());

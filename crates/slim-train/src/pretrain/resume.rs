@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use slim_core::checkpoint::names;
 use slim_core::{Checkpoint, ModelConfig};
 
 use super::{TrainState, Trainer, checkpoint_path};
@@ -76,18 +77,17 @@ impl Trainer {
             }
             if let Some(m) = &mut self.moco {
                 for (name, k, _) in &m.pairs {
-                    let t = c.tensors.get(&format!("train.key.{name}")).ok_or_else(|| {
-                        Error::Resume {
-                            path: checkpoint_path(&self.out),
-                            msg: format!("key-encoder tensor train.key.{name} is missing"),
-                        }
+                    let key = names::train(&format!("{}{name}", names::KEY_ENCODER));
+                    let t = c.tensors.get(&key).ok_or_else(|| Error::Resume {
+                        path: checkpoint_path(&self.out),
+                        msg: format!("key-encoder tensor {key} is missing"),
                     })?;
                     k.shallow_clone()
                         .f_copy_(&checkpoint::from_core(t, self.device)?)?;
                 }
                 if let (Some(queue), Some(q)) = (
                     &mut m.queue,
-                    checkpoint::train_tensor(c, "queue", self.device)?,
+                    checkpoint::train_tensor(c, names::QUEUE, self.device)?,
                 ) {
                     *queue = q;
                 }
@@ -95,7 +95,7 @@ impl Trainer {
             Ok(())
         })?;
         let restored = self.update.restore(|name| {
-            checkpoint::train_tensor(c, &format!("opt.{name}"), self.device)
+            checkpoint::train_tensor(c, &format!("{}{name}", names::OPTIMIZER), self.device)
                 .ok()
                 .flatten()
         });

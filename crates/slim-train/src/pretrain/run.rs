@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use slim_core::Progress;
+use slim_core::checkpoint::names;
 use tch::Tensor;
 
 use super::{Trainer, checkpoint_path};
@@ -35,18 +36,18 @@ impl Trainer {
             self.update
                 .state()
                 .into_iter()
-                .map(|(n, t)| (format!("opt.{n}"), t.shallow_clone())),
+                .map(|(n, t)| (format!("{}{n}", names::OPTIMIZER), t.shallow_clone())),
         );
         if let Some(m) = &self.moco {
             extra.extend(
                 m.pairs
                     .iter()
-                    .map(|(n, k, _)| (format!("key.{n}"), k.shallow_clone())),
+                    .map(|(n, k, _)| (format!("{}{n}", names::KEY_ENCODER), k.shallow_clone())),
             );
             extra.extend(
                 m.queue
                     .iter()
-                    .map(|q| ("queue".to_string(), q.shallow_clone())),
+                    .map(|q| (names::QUEUE.to_string(), q.shallow_clone())),
             );
         }
         let refs: Vec<(&str, &Tensor)> = extra.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -72,7 +73,7 @@ impl Trainer {
             .open(&metrics_path)
             .map_err(|e| Error::Io {
                 path: metrics_path.clone(),
-                source: e,
+                io: e,
             })?;
         let stop_at = max_steps.map_or(total, |m| (self.state.step + m).min(total));
         let every = self.state.config.checkpoint_every.max(1);
@@ -109,7 +110,7 @@ impl Trainer {
                 )
                 .map_err(|e| Error::Io {
                     path: metrics_path.clone(),
-                    source: e,
+                    io: e,
                 })?;
                 progress.update(
                     self.state.step as u64,

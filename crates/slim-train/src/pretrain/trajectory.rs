@@ -1,6 +1,7 @@
 //! Trajectory checkpoints (the model and head every N steps or epochs, for TWA): what a
 //! run will write, and writing one when it is due.
 
+use slim_core::checkpoint::names;
 use tch::Tensor;
 
 use super::{Trainer, TrajectoryPlan, TrajectoryUnit};
@@ -39,7 +40,7 @@ impl Trainer {
         self.vs
             .variables()
             .into_iter()
-            .filter_map(|(n, t)| n.strip_prefix("train.").map(|n| (n.to_string(), t)))
+            .filter_map(|(n, t)| n.strip_prefix(names::TRAIN).map(|n| (n.to_string(), t)))
             .collect()
     }
 
@@ -60,7 +61,7 @@ impl Trainer {
         let dir = trajectory_dir(&self.out);
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
             path: dir.clone(),
-            source: e,
+            io: e,
         })?;
         let tensors = self.trajectory_tensors();
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();

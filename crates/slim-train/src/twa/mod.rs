@@ -92,7 +92,7 @@ pub fn block_of(network: &Network, name: &str) -> String {
     if name.starts_with("probe.") {
         return "probe".into();
     }
-    if name.starts_with("train.") {
+    if name.starts_with(slim_core::checkpoint::names::TRAIN) {
         return "head".into();
     }
     for layer in &network.layers {
@@ -124,7 +124,7 @@ pub fn list_checkpoints(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error::Io {
                     path: p.clone(),
-                    source: e,
+                    io: e,
                 })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
