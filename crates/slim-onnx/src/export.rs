@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use slim_core::checkpoint::names;
 use slim_core::manifest::{self, Manifest, WidthEntry};
+use slim_core::metadata::GraphMetadata;
 use slim_core::{Checkpoint, Tensor, checkpoint, cost, fsutil, width};
 
 use crate::error::ExportError;
@@ -223,10 +224,34 @@ fn write_all(
 ) -> Result<Written, ExportError> {
     let config = &ckpt.config;
     let net = config.network();
+    let mut manifest = Manifest {
+        format: manifest::FORMAT.to_string(),
+        backbone: config.backbone.name().to_string(),
+        in_channels: config.in_channels,
+        image_size: config.image_size,
+        mean: config.mean.clone(),
+        std: config.std.clone(),
+        class_names: config.class_names.clone(),
+        checkpoint_sha256: ckpt.sha256.clone(),
+        widths: Vec::new(),
+    };
     files.create_dir(out_dir)?;
     let mut exported = Vec::new();
     for (&w, reference) in selected.iter().zip(references) {
-        let model = build_model(ckpt, w)?;
+        let c = cost(&net, w, config.image_size, config.num_classes());
+        let old = previous.as_ref().and_then(|m| m.entry(w));
+        let entry = WidthEntry {
+            width: w,
+            file: format!("{}/{MODEL_FILE}", width_dir(w)),
+            macs: c.macs,
+            params: c.params,
+            embedding_dim: net.features_at(w),
+            // Same checkpoint, same graph: measurements of it still hold.
+            accuracy: old.and_then(|e| e.accuracy.clone()),
+            latency: old.map(|e| e.latency.clone()).unwrap_or_default(),
+        };
+        let metadata = GraphMetadata::of_entry(&manifest, &entry, crate::PRODUCER);
+        let model = build_model(ckpt, w, &metadata)?;
         let dir = out_dir.join(width_dir(w));
         files.create_dir(&dir)?;
         let model_path = dir.join(MODEL_FILE);
@@ -246,18 +271,6 @@ fn write_all(
                 Some(data_dir)
             }
             None => None,
-        };
-        let c = cost(&net, w, config.image_size, config.num_classes());
-        let old = previous.as_ref().and_then(|m| m.entry(w));
-        let entry = WidthEntry {
-            width: w,
-            file: format!("{}/{MODEL_FILE}", width_dir(w)),
-            macs: c.macs,
-            params: c.params,
-            embedding_dim: net.features_at(w),
-            // Same checkpoint, same graph: measurements of it still hold.
-            accuracy: old.and_then(|e| e.accuracy.clone()),
-            latency: old.map(|e| e.latency.clone()).unwrap_or_default(),
         };
         exported.push(ExportedWidth {
             entry,
@@ -281,17 +294,7 @@ fn write_all(
         }
     }
     entries.sort_by(|a, b| b.width.total_cmp(&a.width));
-    let manifest = Manifest {
-        format: manifest::FORMAT.to_string(),
-        backbone: config.backbone.name().to_string(),
-        in_channels: config.in_channels,
-        image_size: config.image_size,
-        mean: config.mean.clone(),
-        std: config.std.clone(),
-        class_names: config.class_names.clone(),
-        checkpoint_sha256: ckpt.sha256.clone(),
-        widths: entries,
-    };
+    manifest.widths = entries;
     let manifest_path = out_dir.join(manifest::FILE_NAME);
     let existed = manifest_path.exists();
     manifest.save(out_dir).map_err(ExportError::Write)?;

@@ -14,12 +14,14 @@
 //! initializers `layer1.0.conv1.weight` / `.bias` and the output `layer1.0.conv1`; its ReLU
 //! is `layer1.0.conv1.relu`; a block's sum is `layer1.0.add`, then `layer1.0.relu`.
 
-use slim_core::{Activation, Checkpoint, ConvBn, Layer, Tensor, cost, width};
+use slim_core::metadata::GraphMetadata;
+use slim_core::{Activation, Checkpoint, ConvBn, Layer, Tensor, width};
 use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
 use crate::error::ExportError;
-use crate::metadata;
-use crate::proto::{Dim, float_scalar, float_tensor, float_value_info, int_attr, ints_attr, node};
+use crate::proto::{
+    Dim, entry, float_scalar, float_tensor, float_value_info, int_attr, ints_attr, node,
+};
 
 /// The ONNX operator set the graphs use (`Clip` takes min/max as inputs since 11).
 pub const OPSET: i64 = 13;
@@ -28,8 +30,13 @@ pub const IR_VERSION: i64 = 8;
 pub use slim_core::metadata::{BATCH, EMBEDDING, INPUT, LOGITS};
 
 /// The graph of width `w` (which must be one of the checkpoint's widths) as an ONNX
-/// model with metadata.
-pub fn build_model(ckpt: &Checkpoint, w: f64) -> Result<ModelProto, ExportError> {
+/// model carrying `metadata` (what the caller computed of that width: cost, input,
+/// normalisation, classes, checkpoint).
+pub fn build_model(
+    ckpt: &Checkpoint,
+    w: f64,
+    metadata: &GraphMetadata,
+) -> Result<ModelProto, ExportError> {
     let w = ckpt.config.widths[ckpt.width_index(w).map_err(ExportError::Checkpoint)?];
     let config = &ckpt.config;
     let net = config.network();
@@ -145,7 +152,6 @@ pub fn build_model(ckpt: &Checkpoint, w: f64) -> Result<ModelProto, ExportError>
         ),
         ..Default::default()
     };
-    let cost = cost(&net, w, config.image_size, classes);
     Ok(ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![OperatorSetIdProto {
@@ -157,7 +163,11 @@ pub fn build_model(ckpt: &Checkpoint, w: f64) -> Result<ModelProto, ExportError>
         model_version: 1,
         doc_string: graph.doc_string.clone(),
         graph: Some(graph),
-        metadata_props: metadata::props(ckpt, w, cost),
+        metadata_props: metadata
+            .to_props()
+            .into_iter()
+            .map(|(k, v)| entry(k, v))
+            .collect(),
         ..Default::default()
     })
 }

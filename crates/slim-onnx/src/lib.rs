@@ -8,7 +8,7 @@
 //!
 //! - [`graph`]: the graph of one width, derived from [`slim_core::Network`];
 //! - [`export`](mod@export): the model folder, atomic and all-or-nothing;
-//! - [`metadata`]: the `metadata_props` keys;
+//! - [`metadata`]: the `metadata_props` every graph carries (slim-core's, re-exported);
 //! - [`error`]: what can go wrong, as [`ExportError`];
 //! - [`cli`]: the `slim-export` arguments and summary table.
 
@@ -16,12 +16,12 @@ pub mod cli;
 pub mod error;
 pub mod export;
 pub mod graph;
-pub mod metadata;
 mod proto;
 
 pub use error::ExportError;
 pub use export::{ExportReport, ExportedWidth, WidthSelection, export};
 pub use graph::build_model;
+pub use slim_core::metadata;
 
 /// Producer string written into every graph's metadata.
 pub const PRODUCER: &str = concat!("slim-onnx ", env!("CARGO_PKG_VERSION"));

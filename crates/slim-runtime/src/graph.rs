@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path};
 
 use prost::Message;
-use slim_core::metadata as meta;
+use slim_core::metadata::GraphMetadata;
 use slim_core::{Manifest, WidthEntry};
 use tract_onnx::pb::{ModelProto, TensorProto, tensor_proto::DataLocation};
 
@@ -96,76 +96,15 @@ impl Graph {
         entry: &WidthEntry,
         manifest: &Manifest,
     ) -> Result<(), Error> {
-        let checkpoint_sha256 = manifest.checkpoint_sha256.as_str();
-        let get = |key: &str| {
-            self.metadata.get(key).ok_or_else(|| {
-                Error::graph(
-                    path,
-                    format!("has no {key:?} metadata; not exported by slim-export?"),
-                )
-            })
-        };
-        let disagree = |key: &str, graph: &str, manifest: String| {
-            Error::graph(
+        let got = GraphMetadata::from_props(|k| self.metadata.get(k).map(String::as_str))
+            .map_err(|msg| Error::graph(path, msg))?;
+        let want = GraphMetadata::of_entry(manifest, entry, &got.producer);
+        match got.first_difference(&want) {
+            None => Ok(()),
+            Some((key, graph, listed)) => Err(Error::graph(
                 path,
-                format!("metadata {key} = {graph} disagrees with the manifest ({manifest})"),
-            )
-        };
-        let width: f64 = get(meta::WIDTH)?
-            .parse()
-            .map_err(|_| Error::graph(path, "metadata width is not a number"))?;
-        if slim_core::width::tag(width) != slim_core::width::tag(entry.width) {
-            return Err(disagree(
-                meta::WIDTH,
-                &width.to_string(),
-                entry.width.to_string(),
-            ));
+                format!("metadata {key} = {graph} disagrees with the manifest ({listed})"),
+            )),
         }
-        for (key, want) in [
-            (meta::MACS, entry.macs),
-            (meta::PARAMS, entry.params),
-            (meta::EMBEDDING_DIM, entry.embedding_dim as u64),
-            (meta::IN_CHANNELS, manifest.in_channels as u64),
-            (meta::IMAGE_SIZE, manifest.image_size as u64),
-        ] {
-            let got = get(key)?;
-            if got.parse::<u64>().ok() != Some(want) {
-                return Err(disagree(key, got, want.to_string()));
-            }
-        }
-        // The normalisation and the class names, as JSON arrays.
-        fn same<T: serde::de::DeserializeOwned + PartialEq>(got: &str, want: &T) -> bool {
-            serde_json::from_str::<T>(got).is_ok_and(|g| &g == want)
-        }
-        for (key, ok, want) in [
-            (
-                meta::MEAN,
-                same(get(meta::MEAN)?, &manifest.mean),
-                format!("{:?}", manifest.mean),
-            ),
-            (
-                meta::STD,
-                same(get(meta::STD)?, &manifest.std),
-                format!("{:?}", manifest.std),
-            ),
-            (
-                meta::CLASS_NAMES,
-                same(get(meta::CLASS_NAMES)?, &manifest.class_names),
-                format!("{:?}", manifest.class_names),
-            ),
-        ] {
-            if !ok {
-                return Err(disagree(key, get(key)?, want));
-            }
-        }
-        let sha = get(meta::CHECKPOINT_SHA256)?;
-        if sha != checkpoint_sha256 {
-            return Err(disagree(
-                meta::CHECKPOINT_SHA256,
-                sha,
-                checkpoint_sha256.to_string(),
-            ));
-        }
-        Ok(())
     }
 }
