@@ -44,8 +44,8 @@ pub struct Args {
     pub backend: String,
     /// With ort-cuda or ort-tensorrt: run on ONNX Runtime's CPU provider when the requested
     /// one fails to register (the report names the provider used) instead of stopping.
-    #[arg(long)]
-    pub allow_fallback: bool,
+    #[arg(long, alias = "allow-fallback")]
+    pub fallback: bool,
     /// Batch sizes to time, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<usize>,
@@ -216,17 +216,7 @@ fn measure_width(
 }
 
 pub fn run(args: &Args) -> Result<Report> {
-    let backend = match Backend::parse(&args.backend) {
-        Some(Backend::Ort { provider, .. }) => Backend::Ort {
-            provider,
-            fallback: args.allow_fallback,
-        },
-        Some(b) => b,
-        None => bail!(
-            "unknown backend {:?}: use tract, ort, ort-cuda or ort-tensorrt",
-            args.backend
-        ),
-    };
+    let backend = Backend::from_flags(&args.backend, args.fallback).map_err(anyhow::Error::msg)?;
     if args.batch.is_empty() || args.batch.contains(&0) || args.runs == 0 {
         bail!("--batch sizes and --runs must be positive");
     }

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use slim_cli::Reporter;
 use slim_core::Progress;
 use slim_runtime::select::describe;
-use slim_runtime::{Backend, Budget, Provider, SlimModel};
+use slim_runtime::{Backend, Budget, SlimModel};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,13 +24,11 @@ pub struct Args {
     /// Folder written by slim-export (holds manifest.json).
     #[arg(long)]
     pub model: PathBuf,
-    #[arg(long, value_enum, default_value_t = BackendArg::Tract)]
-    pub backend: BackendArg,
-    /// Execution provider of --backend ort.
-    #[arg(long, value_enum)]
-    pub provider: Option<ProviderArg>,
-    /// With --backend ort: run on the CPU provider when --provider fails to register
-    /// (reported, never silent).
+    /// tract, ort (ONNX Runtime's CPU provider), ort-cuda or ort-tensorrt.
+    #[arg(long, default_value = "tract")]
+    pub backend: String,
+    /// With ort-cuda or ort-tensorrt: run on ONNX Runtime's CPU provider when the requested
+    /// one fails to register (reported, never silent).
     #[arg(long)]
     pub fallback: bool,
     /// Most multiply-accumulates per image, in millions.
@@ -70,33 +68,9 @@ pub struct Args {
     pub images: Vec<PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    Tract,
-    Ort,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProviderArg {
-    Cpu,
-    Cuda,
-    Tensorrt,
-}
-
 impl Args {
     pub fn backend(&self) -> Result<Backend> {
-        match (self.backend, self.provider) {
-            (BackendArg::Tract, None) if !self.fallback => Ok(Backend::Tract),
-            (BackendArg::Tract, _) => bail!("--provider and --fallback apply to --backend ort"),
-            (BackendArg::Ort, p) => Ok(Backend::Ort {
-                provider: match p.unwrap_or(ProviderArg::Cpu) {
-                    ProviderArg::Cpu => Provider::Cpu,
-                    ProviderArg::Cuda => Provider::Cuda,
-                    ProviderArg::Tensorrt => Provider::TensorRt,
-                },
-                fallback: self.fallback,
-            }),
-        }
+        Backend::from_flags(&self.backend, self.fallback).map_err(anyhow::Error::msg)
     }
 
     pub fn budget(&self) -> Result<Budget> {

@@ -2,14 +2,12 @@
 //! as PNG: the chosen width and why, the top-5 with class names, calibration, embeddings,
 //! and every bad input a non-zero exit with a message naming the file, never a panic.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use slim_data::Split;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
-}
+use slim_test_utils::model as fixture;
 
 fn slim_run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_slim-run"))
@@ -24,9 +22,7 @@ fn text(b: &[u8]) -> String {
 
 /// The first `n` Fashion-MNIST test images as PNG files in `dir`, with their class names.
 fn pngs(dir: &Path, n: usize) -> Vec<(String, String)> {
-    let data = std::env::var_os("FASHION_MNIST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into());
+    let data = slim_test_utils::fashion_mnist();
     let ds = slim_data::open(&data, Split::Test).unwrap();
     (0..n)
         .map(|i| {
@@ -200,8 +196,8 @@ fn bad_input_is_a_failure_naming_the_file_never_a_panic() {
             "/nonexistent/x.jpg",
         ),
         (
-            vec!["--model", m, "--provider", "cuda", good],
-            "--backend ort",
+            vec!["--model", m, "--fallback", good],
+            "--fallback applies to --backend ort-cuda or ort-tensorrt",
         ),
         (
             vec!["--model", m, "--budget-mmacs", "0", good],

@@ -24,4 +24,4 @@ pub use engine::{Backend, Engine, Outputs, Placement, Provider};
 pub use error::Error;
 pub use model::SlimModel;
 pub use preprocess::{Class, top_k};
-pub use select::{Budget, NoFit, Rejected, Selection, select};
+pub use select::{Budget, Candidate, NoFit, Rejected, Selection, choose, select};

@@ -10,7 +10,7 @@ use slim_core::{Manifest, WidthEntry};
 use slim_data::transform::Normalize;
 
 use crate::engine::{self, Backend, Engine, Outputs};
-use crate::select::{Budget, Selection};
+use crate::select::{Budget, Candidate, Selection};
 use crate::{Error, graph};
 
 pub struct SlimModel {
@@ -75,27 +75,28 @@ impl SlimModel {
     /// this device's cached calibration at `budget.latency_batch` when there is one, else
     /// by the latencies in the manifest.
     pub fn select(&self, budget: &Budget) -> Result<Selection, Error> {
-        let mut manifest = self.manifest.clone();
+        let batch = budget.latency_batch.max(1);
+        let mut candidates = Candidate::from_manifest(&self.manifest, batch);
         let cal = match budget.max_latency_ms {
-            Some(_) => self.cached_calibration(budget.latency_batch.max(1))?,
+            Some(_) => self.cached_calibration(batch)?,
             None => None,
         };
         if let Some(cal) = cal {
-            for e in &mut manifest.widths {
+            for c in &mut candidates {
                 let l = cal
-                    .width(e.width)
+                    .width(c.width)
                     .expect("a cached calibration covers every width");
-                e.latency = vec![Latency {
+                c.latency = Some(Latency {
                     backend: cal.key.provider.clone(),
                     device: format!("{} (calibrated)", cal.key.device),
                     batch: cal.key.batch,
                     p50_ms: l.p50_ms,
                     p90_ms: l.p90_ms,
                     p99_ms: l.p99_ms,
-                }];
+                });
             }
         }
-        Ok(crate::select::select(&manifest, budget)?)
+        Ok(crate::select::choose(&candidates, budget)?)
     }
 
     /// The preprocessing the graphs expect (see [`crate::preprocess`]).

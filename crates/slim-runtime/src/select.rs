@@ -1,9 +1,39 @@
-//! Choosing a width from a compute budget: the most accurate width whose MACs, parameters,
-//! measured latency and accuracy all fit, or an error naming the nearest width and by how
-//! much it misses. Accuracy and latency are the measured figures in the manifest; without
-//! measured accuracy, wider counts as more accurate.
+//! Choosing a width from a compute budget: the most accurate [`Candidate`] whose MACs,
+//! parameters, measured latency and accuracy all fit, or an error naming the nearest width
+//! and by how much it misses. Without measured accuracy, wider counts as more accurate.
+//! Candidates come from the manifest ([`Candidate::from_manifest`]), with latencies from
+//! it or from this device's calibration ([`crate::SlimModel::select`]).
 
-use slim_core::manifest::{Manifest, WidthEntry};
+use slim_core::manifest::{Accuracy, Latency, Manifest};
+
+/// One width as a budget judges it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub width: f64,
+    pub macs: u64,
+    pub params: u64,
+    /// Measured top-1 (in [0, 1]) and what it was measured on.
+    pub accuracy: Option<Accuracy>,
+    /// Measured latency at the budget's batch size, and what measured it.
+    pub latency: Option<Latency>,
+}
+
+impl Candidate {
+    /// Every width of `manifest`, with the manifest's latency at `batch` where it has one.
+    pub fn from_manifest(manifest: &Manifest, batch: usize) -> Vec<Candidate> {
+        manifest
+            .widths
+            .iter()
+            .map(|e| Candidate {
+                width: e.width,
+                macs: e.macs,
+                params: e.params,
+                accuracy: e.accuracy.clone(),
+                latency: e.latency.iter().find(|l| l.batch == batch).cloned(),
+            })
+            .collect()
+    }
+}
 
 /// Limits a width must meet; `None` means no limit.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -44,7 +74,7 @@ pub struct NoFit {
 
 /// How far `e` is from `budget`: a list of misses (empty when it fits) and their summed
 /// relative size, which ranks the near misses.
-fn misses(e: &WidthEntry, budget: &Budget) -> (Vec<String>, f64) {
+fn misses(e: &Candidate, budget: &Budget) -> (Vec<String>, f64) {
     let mut out = Vec::new();
     let mut size = 0.0;
     let mut over = |what: &str, got: f64, limit: f64, unit: &str| {
@@ -61,11 +91,7 @@ fn misses(e: &WidthEntry, budget: &Budget) -> (Vec<String>, f64) {
         over("params", e.params as f64 / 1e6, p as f64 / 1e6, "M");
     }
     if let Some(limit) = budget.max_latency_ms {
-        match e
-            .latency
-            .iter()
-            .find(|l| l.batch == budget.latency_batch.max(1))
-        {
+        match &e.latency {
             Some(l) if l.p50_ms > limit => over("p50 latency", l.p50_ms, limit, " ms"),
             Some(_) => {}
             None => {
@@ -99,18 +125,18 @@ fn misses(e: &WidthEntry, budget: &Budget) -> (Vec<String>, f64) {
 }
 
 /// Measured accuracy, or the width where none was measured (wider counts as better).
-fn accuracy(e: &WidthEntry) -> f64 {
+fn accuracy(e: &Candidate) -> f64 {
     e.accuracy.as_ref().map_or(e.width, |a| a.top1)
 }
 
-fn more_accurate(a: &WidthEntry, b: &WidthEntry) -> std::cmp::Ordering {
+fn more_accurate(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     accuracy(a)
         .total_cmp(&accuracy(b))
         .then(a.width.total_cmp(&b.width))
 }
 
 /// What the budget judged of `e`, for the reason of a choice.
-fn costs(e: &WidthEntry, budget: &Budget) -> String {
+fn costs(e: &Candidate, budget: &Budget) -> String {
     let mut out = format!(
         "{:.2} MMACs, {:.3} M params",
         e.macs as f64 / 1e6,
@@ -118,7 +144,7 @@ fn costs(e: &WidthEntry, budget: &Budget) -> String {
     );
     if budget.max_latency_ms.is_some() {
         let batch = budget.latency_batch.max(1);
-        if let Some(l) = e.latency.iter().find(|l| l.batch == batch) {
+        if let Some(l) = &e.latency {
             out += &format!(
                 ", p50 {:.3} ms at batch {batch} ({} on {})",
                 l.p50_ms, l.backend, l.device
@@ -157,9 +183,18 @@ pub fn describe(budget: &Budget) -> String {
     }
 }
 
-/// The most accurate width of `manifest` within `budget`.
+/// The most accurate width of `manifest` within `budget`, judging latency by the
+/// manifest's figures.
 pub fn select(manifest: &Manifest, budget: &Budget) -> Result<Selection, NoFit> {
-    let mut ranked: Vec<&WidthEntry> = manifest.widths.iter().collect();
+    choose(
+        &Candidate::from_manifest(manifest, budget.latency_batch.max(1)),
+        budget,
+    )
+}
+
+/// The most accurate of `candidates` (at least one) within `budget`.
+pub fn choose(candidates: &[Candidate], budget: &Budget) -> Result<Selection, NoFit> {
+    let mut ranked: Vec<&Candidate> = candidates.iter().collect();
     ranked.sort_by(|a, b| more_accurate(b, a));
     let mut rejected = Vec::new();
     for e in ranked {
@@ -180,12 +215,11 @@ pub fn select(manifest: &Manifest, budget: &Budget) -> Result<Selection, NoFit> 
             misses: m.join("; "),
         });
     }
-    let (e, (m, _)) = manifest
-        .widths
+    let (e, (m, _)) = candidates
         .iter()
         .map(|e| (e, misses(e, budget)))
         .min_by(|a, b| a.1.1.total_cmp(&b.1.1))
-        .expect("a manifest lists widths");
+        .expect("at least one candidate");
     Err(NoFit {
         nearest: e.width,
         misses: m.join("; "),
@@ -195,7 +229,7 @@ pub fn select(manifest: &Manifest, budget: &Budget) -> Result<Selection, NoFit> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use slim_core::manifest::{Accuracy, FORMAT, Latency};
+    use slim_core::manifest::{FORMAT, WidthEntry};
 
     fn manifest() -> Manifest {
         let entry = |w: f64, macs: u64, top1: Option<f64>, p50: f64| WidthEntry {

@@ -76,6 +76,24 @@ impl Backend {
         }
     }
 
+    /// The backend a command line asks for, the same way in every binary: `--backend
+    /// NAME` ([`Backend::parse`]) and `--fallback`, which only an ONNX Runtime GPU provider
+    /// can use.
+    pub fn from_flags(name: &str, fallback: bool) -> Result<Backend, String> {
+        match Backend::parse(name) {
+            None => Err(format!(
+                "unknown backend {name:?} (--backend): use tract, ort (ort-cpu), ort-cuda or ort-tensorrt"
+            )),
+            Some(Backend::Ort { provider, .. }) if provider != Provider::Cpu || !fallback => {
+                Ok(Backend::Ort { provider, fallback })
+            }
+            Some(_) if fallback => Err(format!(
+                "--fallback applies to --backend ort-cuda or ort-tensorrt, not {name}"
+            )),
+            Some(b) => Ok(b),
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Backend::Tract => "tract".into(),
@@ -208,5 +226,32 @@ mod tests {
         for b in ["tract", "ort-cpu", "ort-cuda", "ort-tensorrt"] {
             assert_eq!(Backend::parse(b).unwrap().name(), b);
         }
+    }
+
+    #[test]
+    fn command_lines_ask_for_a_backend_one_way() {
+        assert_eq!(Backend::from_flags("tract", false), Ok(Backend::Tract));
+        assert_eq!(
+            Backend::from_flags("ort-cuda", true),
+            Ok(Backend::Ort {
+                provider: Provider::Cuda,
+                fallback: true
+            })
+        );
+        assert!(
+            Backend::from_flags("tract", true)
+                .unwrap_err()
+                .contains("--fallback")
+        );
+        assert!(
+            Backend::from_flags("ort", true)
+                .unwrap_err()
+                .contains("--fallback")
+        );
+        assert!(
+            Backend::from_flags("cuda", false)
+                .unwrap_err()
+                .contains("ort-cuda")
+        );
     }
 }
