@@ -157,12 +157,7 @@ fn trainer(
         batch_size: c.batch,
         lr: LR,
         warmup_epochs: 0,
-        optimizer: OptimizerConfig {
-            kind: OptimizerKind::Sgd,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            eta: 0.001,
-        },
+        optimizer: OptimizerConfig::new(OptimizerKind::Sgd, 0.9, 1e-4),
         temperature: 0.5,
         // Epoch 0 of 1: past the slow start at 0, before it at 1.
         slow_start_epoch: if slimmable { 0 } else { 1 },

@@ -24,6 +24,21 @@ pub struct OptimizerConfig {
     pub eta: f64,
 }
 
+/// LARS's trust coefficient in SlimCLR's and SimCLR's runs.
+pub const LARS_ETA: f64 = 0.001;
+
+impl OptimizerConfig {
+    /// `kind` with momentum and weight decay, LARS's trust coefficient at [`LARS_ETA`].
+    pub fn new(kind: OptimizerKind, momentum: f64, weight_decay: f64) -> OptimizerConfig {
+        OptimizerConfig {
+            kind,
+            momentum,
+            weight_decay,
+            eta: LARS_ETA,
+        }
+    }
+}
+
 /// Named parameters and their momentum buffers.
 pub struct Optimizer {
     config: OptimizerConfig,
@@ -52,15 +67,40 @@ impl Optimizer {
             buffers,
         }
     }
+}
 
-    pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
+/// How a run moves its weights after each backward pass: SGD/LARS in weight space
+/// ([`Optimizer`]) or SGD on the coefficients of a checkpoint subspace
+/// ([`crate::twa::Subspace`], TWA).
+pub trait Update {
+    /// The variables whose gradients the backward pass fills, by name.
+    fn params_mut(&mut self) -> &mut [(String, Tensor)];
+    /// Clears their gradients before the next backward pass.
+    fn zero_grad(&mut self) {
+        for (_, p) in self.params_mut() {
             p.zero_grad();
         }
     }
+    /// One update with learning rate `lr` from the gradients the last backward left.
+    fn step(&mut self, lr: f64);
+    /// What a checkpoint keeps to continue exactly (momentum buffers, coefficients).
+    fn state(&self) -> Vec<(String, &Tensor)>;
+    /// Restores every tensor of [`Update::state`] that `get(name)` finds; returns how
+    /// many were found.
+    fn restore(&mut self, get: &mut dyn FnMut(&str) -> Option<Tensor>) -> usize;
+    /// The subspace, for a TWA update.
+    fn subspace(&self) -> Option<&crate::twa::Subspace> {
+        None
+    }
+}
+
+impl Update for Optimizer {
+    fn params_mut(&mut self) -> &mut [(String, Tensor)] {
+        &mut self.params
+    }
 
     /// One update with learning rate `lr` from the gradients the last backward left.
-    pub fn step(&mut self, lr: f64) {
+    fn step(&mut self, lr: f64) {
         let c = &self.config;
         tch::no_grad(|| {
             for ((_, p), buf) in self.params.iter_mut().zip(&mut self.buffers) {
@@ -87,7 +127,7 @@ impl Optimizer {
     }
 
     /// The momentum buffers as `(name, tensor)` for a checkpoint.
-    pub fn state(&self) -> Vec<(String, &Tensor)> {
+    fn state(&self) -> Vec<(String, &Tensor)> {
         self.params
             .iter()
             .zip(&self.buffers)
@@ -96,7 +136,7 @@ impl Optimizer {
     }
 
     /// Restores the buffer of every parameter found by `get(name)`; returns how many.
-    pub fn restore(&mut self, mut get: impl FnMut(&str) -> Option<Tensor>) -> usize {
+    fn restore(&mut self, get: &mut dyn FnMut(&str) -> Option<Tensor>) -> usize {
         let mut n = 0;
         tch::no_grad(|| {
             for ((name, _), buf) in self.params.iter().zip(&mut self.buffers) {
@@ -175,12 +215,7 @@ mod tests {
     fn sgd_with_momentum_and_decay_by_hand() {
         let p = param(&[1.0, -2.0]);
         let mut opt = Optimizer::new(
-            OptimizerConfig {
-                kind: OptimizerKind::Sgd,
-                momentum: 0.9,
-                weight_decay: 0.1,
-                eta: 0.001,
-            },
+            OptimizerConfig::new(OptimizerKind::Sgd, 0.9, 0.1),
             vec![("p".into(), p.shallow_clone())],
         );
         for _ in 0..2 {
@@ -201,7 +236,7 @@ mod tests {
         // Buffers round-trip through state/restore.
         let saved: Vec<Tensor> = opt.state().iter().map(|(_, t)| t.copy()).collect();
         let mut fresh = Optimizer::new(opt.config.clone(), vec![("p".into(), p.shallow_clone())]);
-        assert_eq!(fresh.restore(|_| Some(saved[0].shallow_clone())), 1);
+        assert_eq!(fresh.restore(&mut |_| Some(saved[0].shallow_clone())), 1);
         assert_eq!(fresh.state()[0].1, &saved[0].to_device(Device::Cpu));
     }
 

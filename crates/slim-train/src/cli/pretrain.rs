@@ -190,12 +190,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         batch_size: args.batch_size,
         lr: args.lr * args.batch_size as f64 / 256.0,
         warmup_epochs: args.warmup_epochs,
-        optimizer: OptimizerConfig {
-            kind: args.optimizer,
-            momentum: args.momentum,
-            weight_decay: args.weight_decay,
-            eta: 0.001,
-        },
+        optimizer: OptimizerConfig::new(args.optimizer, args.momentum, args.weight_decay),
         temperature: args.temperature,
         slow_start_epoch: if args.no_slow_start {
             0

@@ -108,12 +108,7 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
         batch_size,
         lr: a.lr * batch_size as f64 / 256.0,
         warmup_epochs: 0,
-        optimizer: OptimizerConfig {
-            kind: OptimizerKind::Sgd,
-            momentum: a.momentum,
-            weight_decay: a.weight_decay,
-            eta: 0.001,
-        },
+        optimizer: OptimizerConfig::new(OptimizerKind::Sgd, a.momentum, a.weight_decay),
         slow_start_epoch: 0,
         trajectory: None,
         twa: Some(TwaConfig {

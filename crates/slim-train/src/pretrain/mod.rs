@@ -18,8 +18,8 @@
 //!
 //! The parts: [`config`] (what defines a run and where it stands), `resume`, `moco` (the
 //! key encoder and queue), `objective` (the slimmable loss and one step), `trajectory`
-//! (checkpoints for TWA), `run` (the loop and the checkpoint), `update` (weights or TWA
-//! coefficients).
+//! (checkpoints for TWA), `run` (the loop and the checkpoint); the weight update is an
+//! [`Update`](crate::optim::Update).
 
 pub mod config;
 mod moco;
@@ -27,7 +27,6 @@ mod objective;
 mod resume;
 mod run;
 mod trajectory;
-mod update;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,10 +40,9 @@ pub use config::{
     Framework, PretrainConfig, TrainState, TrajectoryConfig, TrajectoryPlan, TrajectoryUnit,
 };
 use moco::Moco;
-use update::Update;
 
 use crate::head::SlimHead;
-use crate::optim::{Optimizer, Schedule};
+use crate::optim::{Optimizer, Schedule, Update};
 use crate::twa::{BasisReport, Subspace};
 use crate::{Error, SlimNet};
 
@@ -55,7 +53,7 @@ pub struct Trainer {
     /// MoCo v3's predictor.
     predictor: Option<SlimHead>,
     moco: Option<Moco>,
-    update: Update,
+    update: Box<dyn Update>,
     /// What [`Subspace::build`] reported, for a TWA run.
     basis: Option<BasisReport>,
     schedule: Schedule,
@@ -160,16 +158,16 @@ impl Trainer {
             )
         });
         let params = crate::optim::trainable_named(&vs);
-        let (update, basis) = match &config.twa {
+        let (update, basis): (Box<dyn Update>, _) = match &config.twa {
             Some(twa) => {
                 let (subspace, report) =
                     Subspace::build(params, model, twa, &config.optimizer, device)?;
                 // Start at the checkpoints' mean (a resumed run restores its own point).
                 subspace.apply();
-                (Update::Subspace(subspace), Some(report))
+                (Box::new(subspace), Some(report))
             }
             None => (
-                Update::Weights(Optimizer::new(config.optimizer.clone(), params)),
+                Box::new(Optimizer::new(config.optimizer.clone(), params)),
                 None,
             ),
         };
@@ -237,10 +235,7 @@ impl Trainer {
 
     /// The subspace of a TWA run.
     pub fn subspace(&self) -> Option<&Subspace> {
-        match &self.update {
-            Update::Subspace(s) => Some(s),
-            Update::Weights(_) => None,
-        }
+        self.update.subspace()
     }
 
     /// What building a TWA run's basis found.

@@ -94,7 +94,7 @@ impl Trainer {
             }
             Ok(())
         })?;
-        let restored = self.update.restore(|name| {
+        let restored = self.update.restore(&mut |name| {
             checkpoint::train_tensor(c, &format!("{}{name}", names::OPTIMIZER), self.device)
                 .ok()
                 .flatten()

@@ -20,16 +20,19 @@
 //! and bounded by its `max_bytes`.
 
 mod compare;
+mod files;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use slim_core::{Layer, ModelConfig, Network};
+use slim_core::ModelConfig;
 use tch::{Device, Kind, Tensor};
 
+use crate::optim::Update;
 use crate::{Error, checkpoint};
 
 pub use compare::{Compared, comparison_table, swa_network};
+pub use files::{block_of, list_checkpoints, trajectory_dir};
 
 /// Residual norm, relative to the checkpoint's own norm, under which a checkpoint counts
 /// as linearly dependent on the ones before it and adds no direction.
@@ -84,63 +87,6 @@ pub struct Subspace {
     groups: Vec<Group>,
     momentum: f64,
     weight_decay: f64,
-}
-
-/// The layer block a parameter belongs to: the stem or another plain conv layer, a
-/// residual block (named after its first conv's prefix), `probe` or `head`.
-pub fn block_of(network: &Network, name: &str) -> String {
-    if name.starts_with("probe.") {
-        return "probe".into();
-    }
-    if name.starts_with(slim_core::checkpoint::names::TRAIN) {
-        return "head".into();
-    }
-    for layer in &network.layers {
-        let (convs, label): (Vec<&slim_core::ConvBn>, String) = match layer {
-            Layer::ConvBn(c) => (vec![c], c.name.clone()),
-            Layer::MaxPool { .. } => continue,
-            Layer::Residual { body, shortcut, .. } => {
-                let first = &body[0].name;
-                let label = first.rsplit_once('.').map_or(first.as_str(), |p| p.0);
-                (body.iter().chain(shortcut).collect(), label.to_string())
-            }
-        };
-        if convs.iter().any(|c| {
-            name.strip_prefix(c.name.as_str())
-                .is_some_and(|r| r.starts_with('.'))
-        }) {
-            return label;
-        }
-    }
-    "other".into()
-}
-
-/// Checkpoint files named by `paths`: files as given, folders as their `*.safetensors`
-/// files in name order.
-pub fn list_checkpoints(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| Error::Io {
-                    path: p.clone(),
-                    io: e,
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
-                .collect();
-            files.sort();
-            out.extend(files);
-        } else if p.is_file() {
-            out.push(p.clone());
-        } else {
-            return Err(Error::Twa(format!(
-                "{}: no such file or folder",
-                p.display()
-            )));
-        }
-    }
-    Ok(out)
 }
 
 fn dot(a: &[Tensor], b: &[Tensor]) -> f64 {
@@ -364,16 +310,16 @@ impl Subspace {
         });
         (res / total.max(f64::MIN_POSITIVE)).sqrt()
     }
+}
 
-    pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
+impl Update for Subspace {
+    fn params_mut(&mut self) -> &mut [(String, Tensor)] {
+        &mut self.params
     }
 
     /// One SGD-with-momentum step on the coefficients from the projected gradient `P g`
     /// (weight decay acts on `β`, which is `‖w‖²`'s gradient in the span), then `Pᵀβ`.
-    pub fn step(&mut self, lr: f64) {
+    fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
             for g in &mut self.groups {
                 let grads: Vec<Tensor> = g
@@ -401,7 +347,7 @@ impl Subspace {
     }
 
     /// Coefficients and momentum as `(name, tensor)` for a checkpoint.
-    pub fn state(&self) -> Vec<(String, &Tensor)> {
+    fn state(&self) -> Vec<(String, &Tensor)> {
         self.groups
             .iter()
             .flat_map(|g| {
@@ -415,7 +361,7 @@ impl Subspace {
 
     /// Restores coefficients and momentum found by `get(name)`, then applies them;
     /// returns how many tensors were restored.
-    pub fn restore(&mut self, mut get: impl FnMut(&str) -> Option<Tensor>) -> usize {
+    fn restore(&mut self, get: &mut dyn FnMut(&str) -> Option<Tensor>) -> usize {
         let mut n = 0;
         tch::no_grad(|| {
             for g in &mut self.groups {
@@ -432,6 +378,10 @@ impl Subspace {
         self.apply();
         n
     }
+
+    fn subspace(&self) -> Option<&Subspace> {
+        Some(self)
+    }
 }
 
 /// `P x` for a basis split by member: `Σ_m basis_m x_m`, a `[rank]` vector.
@@ -442,9 +392,4 @@ fn project(basis: &[Tensor], x: &[Tensor]) -> Tensor {
         .map(|(b, v)| b.matmul(v))
         .reduce(|a, b| a + b)
         .expect("a group has members")
-}
-
-/// The checkpoint files of a pretraining run's trajectory folder.
-pub fn trajectory_dir(out: &Path) -> PathBuf {
-    out.join("trajectory")
 }

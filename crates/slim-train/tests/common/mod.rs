@@ -51,12 +51,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         batch_size: 8,
         lr: 0.05,
         warmup_epochs: 1,
-        optimizer: OptimizerConfig {
-            kind: OptimizerKind::Sgd,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            eta: 0.001,
-        },
+        optimizer: OptimizerConfig::new(OptimizerKind::Sgd, 0.9, 1e-4),
         temperature: 0.5,
         slow_start_epoch: 2,
         distill: true,

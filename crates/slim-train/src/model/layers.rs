@@ -1,0 +1,231 @@
+//! The pieces [`super::SlimNet`] is made of: a slimmable conv with one BatchNorm per
+//! width, the layers built from them, the probe, and what a forward pass carries.
+
+use slim_core::{Activation, ConvBn, width};
+use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
+use tch::nn::{self, Init};
+use tch::{Kind, Tensor};
+
+/// torchvision's conv initialisation: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
+pub(super) const CONV_INIT: Init = Init::Kaiming {
+    dist: NormalOrUniform::Normal,
+    fan: FanInOut::FanOut,
+    non_linearity: NonLinearity::ReLU,
+};
+
+/// The var-store path of a dotted tensor-name prefix: tch paths cannot contain '.', so
+/// `layer1.0.conv1` becomes the nested path `layer1` / `0` / `conv1`, whose variables tch
+/// names `layer1.0.conv1.{var}` again.
+pub(super) fn sub_path<'a>(root: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
+    dotted.split('.').fold(root.clone(), |p, part| p.sub(part))
+}
+
+pub(super) fn activate(x: Tensor, activation: Activation) -> Tensor {
+    match activation {
+        Activation::None => x,
+        Activation::Relu => x.relu(),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
+    }
+}
+
+/// One width's BatchNorm.
+pub(super) struct BatchNorm {
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
+    pub(super) running_mean: Tensor,
+    pub(super) running_var: Tensor,
+}
+
+/// A conv with its full-width weight and one BatchNorm per width.
+pub(super) struct SlimConv {
+    pub(super) spec: ConvBn,
+    pub(super) weight: Tensor,
+    /// In the order of the config's widths.
+    pub(super) bn: Vec<BatchNorm>,
+}
+
+impl SlimConv {
+    pub(super) fn new(root: &nn::Path, spec: &ConvBn, widths: &[f64]) -> SlimConv {
+        let p = sub_path(root, &spec.name);
+        let shape = spec.weight_shape().map(|d| d as i64);
+        let weight = p.var("weight", &shape, CONV_INIT);
+        let bn = widths
+            .iter()
+            .map(|&w| {
+                let c = spec.channels_at(w).1 as i64;
+                let q = p.sub("bn").sub(width::tag(w));
+                BatchNorm {
+                    weight: q.ones("weight", &[c]),
+                    bias: q.zeros("bias", &[c]),
+                    running_mean: q.zeros_no_train("running_mean", &[c]),
+                    running_var: q.ones_no_train("running_var", &[c]),
+                }
+            })
+            .collect();
+        SlimConv {
+            spec: spec.clone(),
+            weight,
+            bn,
+        }
+    }
+
+    /// The leading block of the weight that width `w` uses (depthwise: output channels
+    /// only, the input dimension is 1 per group).
+    pub(super) fn weight_at(&self, w: f64) -> Tensor {
+        let (cin, cout) = self.spec.channels_at(w);
+        let out = self.weight.narrow(0, 0, cout as i64);
+        if self.spec.depthwise {
+            out
+        } else {
+            out.narrow(1, 0, cin as i64)
+        }
+    }
+
+    pub(super) fn forward(&self, x: &Tensor, p: &Pass) -> Tensor {
+        let (s, at) = (&self.spec, p.at);
+        let conv = |x: &Tensor, w: &Tensor| {
+            x.conv2d(
+                w,
+                None::<Tensor>,
+                [s.stride as i64; 2],
+                [s.padding as i64; 2],
+                [1, 1],
+                s.groups_at(at.width) as i64,
+            )
+        };
+        let w = self.weight_at(at.width);
+        // Mixed precision as autocast does it for convolutions: the conv in the compute
+        // kind, BatchNorm (and everything after) in float32 on float32 master weights.
+        let y = match p.compute {
+            Kind::Float => conv(x, &w),
+            k => conv(&x.to_kind(k), &w.to_kind(k)).to_kind(Kind::Float),
+        };
+        let (train, momentum) = match p.bn {
+            BnMode::Running => (false, 0.0),
+            BnMode::Batch { momentum } => (true, momentum),
+        };
+        let bn = &self.bn[at.index];
+        let y = y.batch_norm(
+            Some(&bn.weight),
+            Some(&bn.bias),
+            Some(&bn.running_mean),
+            Some(&bn.running_var),
+            train,
+            momentum,
+            p.eps,
+            true,
+        );
+        activate(y, s.activation)
+    }
+
+    /// (name, tensor) of the weight and every width's BatchNorm tensors.
+    pub(super) fn named_tensors(&self, widths: &[f64], out: &mut Vec<(String, Tensor)>) {
+        let name = &self.spec.name;
+        out.push((format!("{name}.weight"), self.weight.shallow_clone()));
+        for (&w, bn) in widths.iter().zip(&self.bn) {
+            let t = width::tag(w);
+            for (field, tensor) in [
+                ("weight", &bn.weight),
+                ("bias", &bn.bias),
+                ("running_mean", &bn.running_mean),
+                ("running_var", &bn.running_var),
+            ] {
+                out.push((format!("{name}.bn.{t}.{field}"), tensor.shallow_clone()));
+            }
+        }
+    }
+
+    pub(super) fn parameters_at(&self, at: At, out: &mut Vec<Tensor>) {
+        let bn = &self.bn[at.index];
+        out.extend([
+            self.weight_at(at.width),
+            bn.weight.shallow_clone(),
+            bn.bias.shallow_clone(),
+        ]);
+    }
+}
+
+pub(super) enum SlimLayer {
+    Conv(SlimConv),
+    MaxPool {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    },
+    Residual {
+        body: Vec<SlimConv>,
+        shortcut: Option<SlimConv>,
+        activation: Activation,
+    },
+}
+
+impl SlimLayer {
+    pub(super) fn convs(&self) -> Vec<&SlimConv> {
+        match self {
+            SlimLayer::Conv(c) => vec![c],
+            SlimLayer::MaxPool { .. } => vec![],
+            SlimLayer::Residual { body, shortcut, .. } => body.iter().chain(shortcut).collect(),
+        }
+    }
+
+    pub(super) fn forward(&self, x: &Tensor, p: &Pass) -> Tensor {
+        match self {
+            SlimLayer::Conv(c) => c.forward(x, p),
+            SlimLayer::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => x.max_pool2d([*kernel; 2], [*stride; 2], [*padding; 2], [1, 1], false),
+            SlimLayer::Residual {
+                body,
+                shortcut,
+                activation,
+            } => {
+                let mut y = x.shallow_clone();
+                for c in body {
+                    y = c.forward(&y, p);
+                }
+                let s = match shortcut {
+                    Some(c) => c.forward(x, p),
+                    None => x.shallow_clone(),
+                };
+                activate(y + s, *activation)
+            }
+        }
+    }
+}
+
+/// One width's linear probe.
+pub(super) struct Probe {
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
+}
+
+/// `x` `[N, C, H, W]` with channels-last (NHWC) strides; same shape and values.
+pub fn channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// How a forward pass uses BatchNorm: the running statistics (eval), or the batch's,
+/// folded into the running statistics with `momentum` (train).
+#[derive(Clone, Copy)]
+pub(super) enum BnMode {
+    Running,
+    Batch { momentum: f64 },
+}
+
+/// What one forward pass needs besides its input.
+pub(super) struct Pass {
+    pub(super) at: At,
+    pub(super) bn: BnMode,
+    pub(super) eps: f64,
+    /// The convolutions' compute kind (float32, or bfloat16 for mixed precision).
+    pub(super) compute: Kind,
+}
+
+/// A width and its position in the config's width list (which selects BatchNorm and probe).
+#[derive(Clone, Copy)]
+pub(super) struct At {
+    pub(super) width: f64,
+    pub(super) index: usize,
+}

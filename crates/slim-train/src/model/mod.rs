@@ -1,0 +1,254 @@
+//! [`SlimNet`]: the slimmable network, built by interpreting slim-core's width-independent
+//! architecture description ([`slim_core::Network`]), so that training, the ONNX exporter
+//! and the cost model all read the same layer list.
+//!
+//! Every conv keeps one full-width weight; a forward pass at width `w` uses its leading
+//! block `W[..out(w), ..in(w)]` (a `narrow` view, so gradients reach the shared weight).
+//! BatchNorms and probes are switchable: one per width, each with its own affine
+//! parameters and running statistics. Variables are named exactly as in slim-core's
+//! checkpoint format (`{conv}.weight`, `{conv}.bn.{tag}.*`, `probe.{tag}.*`).
+
+use slim_core::{Layer, ModelConfig, Network, width};
+use tch::nn::{self, Init};
+use tch::{Device, Kind, Tensor};
+
+use crate::Error;
+
+mod layers;
+
+pub use layers::channels_last;
+use layers::{At, BnMode, Pass, Probe, SlimConv, SlimLayer};
+
+/// PyTorch's BatchNorm momentum (weight of the new batch statistic).
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// A slimmable network with switchable BatchNorm and a switchable linear probe.
+pub struct SlimNet {
+    config: ModelConfig,
+    network: Network,
+    layers: Vec<SlimLayer>,
+    /// In the order of the config's widths.
+    probes: Vec<Probe>,
+    compute: Kind,
+}
+
+impl SlimNet {
+    /// Creates the variables of `config`'s network under `vs`, initialised as torchvision
+    /// does: Kaiming-normal (fan-out, ReLU) convs, BatchNorm weight 1 and bias 0, and
+    /// PyTorch's default Linear initialisation (uniform in ±1/sqrt(in)) for the probes.
+    pub fn new(vs: &nn::Path, config: &ModelConfig) -> Result<SlimNet, Error> {
+        let config = config.clone().validated()?;
+        let network = config.network();
+        let widths = &config.widths;
+        let layers = network
+            .layers
+            .iter()
+            .map(|layer| match layer {
+                Layer::ConvBn(c) => SlimLayer::Conv(SlimConv::new(vs, c, widths)),
+                Layer::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => SlimLayer::MaxPool {
+                    kernel: *kernel as i64,
+                    stride: *stride as i64,
+                    padding: *padding as i64,
+                },
+                Layer::Residual {
+                    body,
+                    shortcut,
+                    activation,
+                } => SlimLayer::Residual {
+                    body: body.iter().map(|c| SlimConv::new(vs, c, widths)).collect(),
+                    shortcut: shortcut.as_ref().map(|c| SlimConv::new(vs, c, widths)),
+                    activation: *activation,
+                },
+            })
+            .collect();
+        let classes = config.num_classes() as i64;
+        let probes = widths
+            .iter()
+            .map(|&w| {
+                let features = network.features_at(w) as i64;
+                let bound = 1.0 / (features as f64).sqrt();
+                let init = Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                };
+                let p = vs.sub("probe").sub(width::tag(w));
+                Probe {
+                    weight: p.var("weight", &[classes, features], init),
+                    bias: p.var("bias", &[classes], init),
+                }
+            })
+            .collect();
+        Ok(SlimNet {
+            config,
+            network,
+            layers,
+            probes,
+            compute: Kind::Float,
+        })
+    }
+
+    /// Runs the convolutions in `kind` (e.g. [`Kind::BFloat16`] for mixed precision on a
+    /// GPU), keeping the weights, BatchNorm, the probes and every gradient update in
+    /// float32.
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        self.compute = kind;
+    }
+
+    /// Stores every conv weight in channels-last (NHWC) memory order, in place: the
+    /// values and names stay, convolutions on channels-last inputs ([`channels_last`])
+    /// then use NHWC kernels (faster on tensor-core GPUs).
+    pub fn to_channels_last(&self) {
+        tch::no_grad(|| {
+            for layer in &self.layers {
+                for c in layer.convs() {
+                    c.weight.shallow_clone().set_data(&channels_last(&c.weight));
+                }
+            }
+        });
+    }
+
+    /// The validated config (widths sorted widest first).
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn widths(&self) -> &[f64] {
+        &self.config.widths
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> Device {
+        self.probes[0].weight.device()
+    }
+
+    /// The position of `w` in [`SlimNet::widths`], or an error naming the widths there are.
+    pub fn width_index(&self, w: f64) -> Result<usize, Error> {
+        width::find(&self.config.widths, w).ok_or_else(|| Error::Width {
+            width: w,
+            widths: self.config.widths.clone(),
+        })
+    }
+
+    fn at(&self, w: f64) -> At {
+        match self.width_index(w) {
+            Ok(index) => At { width: w, index },
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The embedding `[N, features_at(w)]` of images `x` `[N, C, H, W]` at width `w`:
+    /// the layers, then global average pooling. `train` selects BatchNorm's mode: batch
+    /// statistics (updating that width's running statistics) or running statistics.
+    ///
+    /// # Panics
+    /// If `w` is not one of the model's widths (check with [`SlimNet::width_index`]), or
+    /// on the shape errors libtorch reports for a wrong input.
+    pub fn forward(&self, x: &Tensor, w: f64, train: bool) -> Tensor {
+        let bn = match train {
+            true => BnMode::Batch {
+                momentum: BN_MOMENTUM,
+            },
+            false => BnMode::Running,
+        };
+        self.forward_bn(x, self.at(w), bn)
+    }
+
+    fn forward_bn(&self, x: &Tensor, at: At, bn: BnMode) -> Tensor {
+        let pass = Pass {
+            at,
+            bn,
+            eps: self.config.bn_eps,
+            compute: self.compute,
+        };
+        let mut h = x.shallow_clone();
+        for layer in &self.layers {
+            h = layer.forward(&h, &pass);
+        }
+        h.mean_dim([2i64, 3].as_slice(), false, None)
+    }
+
+    /// Recomputes width `w`'s BatchNorm running statistics from `batches` (images
+    /// `[N, C, H, W]`): the statistics are reset, then each batch's are averaged in with
+    /// weight 1/k (the k-th batch), so the result is their plain mean, as SWA's BatchNorm
+    /// update does. No gradient; no other width's statistics change.
+    ///
+    /// # Panics
+    /// If `w` is not one of the model's widths.
+    pub fn recompute_batchnorm(&self, w: f64, batches: &[Tensor]) {
+        let at = self.at(w);
+        tch::no_grad(|| {
+            for layer in &self.layers {
+                for c in layer.convs() {
+                    let bn = &c.bn[at.index];
+                    let _ = bn.running_mean.shallow_clone().fill_(0.0);
+                    let _ = bn.running_var.shallow_clone().fill_(1.0);
+                }
+            }
+            for (k, x) in batches.iter().enumerate() {
+                let momentum = 1.0 / (k + 1) as f64;
+                let _ = self.forward_bn(x, at, BnMode::Batch { momentum });
+            }
+        });
+    }
+
+    /// The logits `[N, classes]` of width `w`'s probe for an embedding at width `w`.
+    ///
+    /// # Panics
+    /// If `w` is not one of the model's widths.
+    pub fn probe(&self, embedding: &Tensor, w: f64) -> Tensor {
+        let p = &self.probes[self.at(w).index];
+        embedding.linear(&p.weight, Some(&p.bias))
+    }
+
+    /// (embedding, logits) at width `w`; see [`SlimNet::forward`].
+    pub fn forward_t(&self, x: &Tensor, w: f64, train: bool) -> (Tensor, Tensor) {
+        let embedding = self.forward(x, w, train);
+        let logits = self.probe(&embedding, w);
+        (embedding, logits)
+    }
+
+    /// Every model tensor (conv weights, every width's BatchNorm parameters and running
+    /// statistics, every probe) under its checkpoint name, sharing storage with the
+    /// model's variables.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let widths = &self.config.widths;
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            for c in layer.convs() {
+                c.named_tensors(widths, &mut out);
+            }
+        }
+        for (&w, p) in widths.iter().zip(&self.probes) {
+            let t = width::tag(w);
+            out.push((format!("probe.{t}.weight"), p.weight.shallow_clone()));
+            out.push((format!("probe.{t}.bias"), p.bias.shallow_clone()));
+        }
+        out
+    }
+
+    /// The parameters a forward pass at width `w` reads, as used: the leading blocks of
+    /// the conv weights (views), that width's BatchNorm affine pairs and its probe.
+    ///
+    /// # Panics
+    /// If `w` is not one of the model's widths.
+    pub fn parameters_at(&self, w: f64) -> Vec<Tensor> {
+        let at = self.at(w);
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            for c in layer.convs() {
+                c.parameters_at(at, &mut out);
+            }
+        }
+        let p = &self.probes[at.index];
+        out.extend([p.weight.shallow_clone(), p.bias.shallow_clone()]);
+        out
+    }
+}
