@@ -2,31 +2,10 @@
 //! reused; stale keys ignored, a corrupt cache refused naming it, an unwritable cache an
 //! error that says what to do, and `select` judging latency budgets by the calibration.
 
-use std::path::{Path, PathBuf};
-
 use slim_runtime::calibrate::{self, Calibration, WidthLatency};
 use slim_runtime::{Backend, Budget, SlimModel};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
-}
-
-/// A copy of the model folder (the calibration cache is written into it).
-fn copy() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let dst = dir.path().join("model");
-    std::fs::create_dir(&dst).unwrap();
-    std::fs::copy(fixture().join("manifest.json"), dst.join("manifest.json")).unwrap();
-    for e in std::fs::read_dir(fixture()).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            let to = dst.join(p.file_name().unwrap());
-            std::fs::create_dir(&to).unwrap();
-            std::fs::copy(p.join("model.onnx"), to.join("model.onnx")).unwrap();
-        }
-    }
-    (dir, dst)
-}
+use slim_test_utils::model_copy as copy;
 
 #[test]
 fn a_calibration_is_measured_once_cached_and_reused() {

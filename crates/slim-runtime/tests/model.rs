@@ -1,37 +1,14 @@
 //! slim-runtime on the real model in models/fashion-mnist-resnet20: lazy loading,
 //! concurrent use, and every bad input refused with an error naming the file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use prost::Message;
 use slim_runtime::{Backend, Error, SlimModel};
 use tract_onnx::pb::{ModelProto, StringStringEntryProto, tensor_proto::DataLocation};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
-}
-
-/// A copy of the fixture model folder that a test may damage.
-fn copy() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let dst = dir.path().join("model");
-    copy_dir(&fixture(), &dst);
-    (dir, dst)
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let p = e.unwrap().path();
-        let to = dst.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &to);
-        } else {
-            std::fs::copy(&p, &to).unwrap();
-        }
-    }
-}
+use slim_test_utils::{model as fixture, model_copy as copy};
 
 fn ramp(model: &SlimModel, batch: usize) -> Vec<f32> {
     let n = batch * model.input_chw().iter().product::<usize>();

@@ -10,15 +10,7 @@ use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb, Rgba};
 use slim_data::Split;
 use slim_runtime::{Backend, SlimModel};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
-}
-
-fn fashion_dir() -> PathBuf {
-    std::env::var_os("FASHION_MNIST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into())
-}
+use slim_test_utils::{fashion_mnist as fashion_dir, model as fixture};
 
 type Gray = ImageBuffer<Luma<u8>, Vec<u8>>;
 

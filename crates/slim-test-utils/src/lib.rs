@@ -1,0 +1,42 @@
+//! Fixtures shared by the workspace's tests (dev-dependency only).
+//!
+//! - [`model`]: the real exported model committed in `models/fashion-mnist-resnet20`;
+//! - [`model_copy`] / [`copy_dir`]: a copy of it (or any folder) that a test may damage;
+//! - [`fashion_mnist`]: the Fashion-MNIST IDX folder that `tools/setup.sh` installs.
+
+use std::path::{Path, PathBuf};
+
+/// The exported Fashion-MNIST ResNet-20 in `models/` (every width, manifest, test data).
+pub fn model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
+}
+
+/// A copy of [`model`] in a fresh temporary folder (removed with the returned guard).
+pub fn model_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let dst = dir.path().join("model");
+    copy_dir(&model(), &dst);
+    (dir, dst)
+}
+
+/// Copies the folder `src` into `dst`, recursively.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create the copy");
+    for e in std::fs::read_dir(src).expect("read the folder") {
+        let e = e.expect("a folder entry");
+        let to = dst.join(e.file_name());
+        if e.file_type().expect("its type").is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).expect("copy a file");
+        }
+    }
+}
+
+/// The Fashion-MNIST folder: `$FASHION_MNIST_DIR` (set by `.deps/env.sh`), else where the
+/// Debian package puts it.
+pub fn fashion_mnist() -> PathBuf {
+    std::env::var_os("FASHION_MNIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into())
+}
