@@ -151,6 +151,7 @@ impl SlimModel {
         let entry = &self.manifest.widths[i];
         let path = self.dir.join(&entry.file);
         let g = graph::read(&path, &self.dir)?;
+        g.check_interface(&path, self.input_chw())?;
         g.check_against(&path, entry, &self.manifest)?;
         let loaded = engine::load(&self.backend, &path, g.proto, self.input_chw())?;
         Ok(self.engines[i].get_or_init(|| loaded).as_ref())

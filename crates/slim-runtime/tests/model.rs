@@ -239,3 +239,97 @@ fn a_provider_that_fails_to_register_is_an_error_or_a_reported_fallback() {
         "{used}"
     );
 }
+
+/// Opens `dir` with every backend this build has and returns each one's error for width 1.0.
+fn errors_at_full_width(dir: &Path) -> Vec<String> {
+    let mut backends = vec![Backend::Tract];
+    if cfg!(feature = "ort") && std::env::var_os("ORT_DYLIB_PATH").is_some() {
+        backends.push(Backend::parse("ort").unwrap());
+    }
+    backends
+        .into_iter()
+        .map(|b| {
+            let model = SlimModel::open(dir, b).unwrap();
+            model.run(1.0, &ramp(&model, 1), 1).unwrap_err().to_string()
+        })
+        .collect()
+}
+
+/// A change to a graph.
+type Edit = Box<dyn Fn(&mut ModelProto)>;
+
+#[test]
+fn a_graph_without_the_exported_interface_is_refused_by_name_on_every_engine() {
+    let cases: Vec<(Edit, &[&str])> = vec![
+        (
+            // A valid graph whose second output is named otherwise.
+            Box::new(|m| {
+                let g = m.graph.as_mut().unwrap();
+                g.output[1].name = "output".into();
+                for n in &mut g.node {
+                    for o in &mut n.output {
+                        if o == "logits" {
+                            *o = "output".into();
+                        }
+                    }
+                }
+            }),
+            &["has outputs [\"embedding\", \"output\"]", "\"logits\""],
+        ),
+        (
+            Box::new(|m| {
+                let g = m.graph.as_mut().unwrap();
+                g.input[0].name = "input".into();
+                for n in &mut g.node {
+                    for i in &mut n.input {
+                        if i == "image" {
+                            *i = "input".into();
+                        }
+                    }
+                }
+            }),
+            &["has inputs [\"input\"]", "\"image\" [N, 1, 28, 28]"],
+        ),
+        (
+            Box::new(|m| {
+                use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+                use tract_onnx::pb::type_proto::Value as Type;
+                let g = m.graph.as_mut().unwrap();
+                let Some(Type::TensorType(t)) = g.input[0].r#type.as_mut().unwrap().value.as_mut()
+                else {
+                    panic!("a tensor input")
+                };
+                t.shape.as_mut().unwrap().dim[1].value = Some(Value::DimValue(3));
+            }),
+            &["input \"image\" of shape [?, 3, 28, 28]", "[N, 1, 28, 28]"],
+        ),
+        (
+            Box::new(|m| {
+                let g = m.graph.as_mut().unwrap();
+                let again = g.node[0].clone();
+                g.node.insert(1, again);
+            }),
+            &["writes", "which is already defined"],
+        ),
+        (
+            Box::new(|m| {
+                let g = m.graph.as_mut().unwrap();
+                g.node.swap(0, 1);
+            }),
+            &[
+                "reads",
+                "which no input, initializer or earlier node defines",
+            ],
+        ),
+    ];
+    for (edit, want) in cases {
+        let (_d, dir) = copy();
+        rewrite(&dir.join("width-w1000/model.onnx"), |m| edit(m));
+        for err in errors_at_full_width(&dir) {
+            assert!(err.contains("width-w1000/model.onnx"), "{err}");
+            for w in want {
+                assert!(err.contains(w), "{w:?} not in: {err}");
+            }
+        }
+    }
+}
