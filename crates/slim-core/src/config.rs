@@ -54,32 +54,105 @@ impl ModelConfig {
     /// Checks internal consistency; returns the config with widths sorted widest first.
     pub fn validated(mut self) -> Result<ModelConfig, Error> {
         self.widths = width::validate(&self.widths)?;
-        if self.in_channels == 0 {
-            return Err(Error::Config("in_channels is 0".into()));
-        }
-        if self.class_names.is_empty() {
-            return Err(Error::Config("there are no classes".into()));
-        }
-        if self.mean.len() != self.in_channels || self.std.len() != self.in_channels {
-            return Err(Error::Config(format!(
-                "mean and std need {} values each (one per input channel), got {} and {}",
-                self.in_channels,
-                self.mean.len(),
-                self.std.len()
-            )));
-        }
-        if self.std.iter().any(|&s| s.is_nan() || s <= 0.0) {
-            return Err(Error::Config(format!(
-                "std {:?} must be positive",
-                self.std
-            )));
-        }
-        if self.image_size < 8 {
-            return Err(Error::Config(format!(
-                "image_size {} is too small",
-                self.image_size
-            )));
-        }
+        check_input(
+            self.in_channels,
+            self.image_size,
+            &self.mean,
+            &self.std,
+            &self.class_names,
+        )
+        .map_err(Error::Config)?;
         Ok(self)
+    }
+}
+
+/// The largest input side a model may have: bounds every allocation an image size read
+/// from a file controls (a 4096 x 4096 x 3 batch of one is 192 MiB of float32).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+/// The most classes a model may have (ImageNet-21k has 21,843).
+pub const MAX_CLASSES: usize = 100_000;
+
+/// What a model's input and output must be, wherever they are read from (a checkpoint's
+/// config, a manifest): 1 (gray) or 3 (RGB) channels, a side from 8 to
+/// [`MAX_IMAGE_SIZE`], one finite mean and one finite positive std per channel, and 1 to
+/// [`MAX_CLASSES`] classes.
+pub fn check_input(
+    in_channels: usize,
+    image_size: usize,
+    mean: &[f32],
+    std: &[f32],
+    class_names: &[String],
+) -> Result<(), String> {
+    if in_channels != 1 && in_channels != 3 {
+        return Err(format!(
+            "in_channels is {in_channels}; images have 1 (gray) or 3 (RGB) channels"
+        ));
+    }
+    if !(8..=MAX_IMAGE_SIZE).contains(&image_size) {
+        return Err(format!(
+            "image_size {image_size} is outside 8..={MAX_IMAGE_SIZE}"
+        ));
+    }
+    if mean.len() != in_channels || std.len() != in_channels {
+        return Err(format!(
+            "mean {mean:?} and std {std:?} need in_channels = {in_channels} values each"
+        ));
+    }
+    if mean.iter().any(|m| !m.is_finite()) {
+        return Err(format!("mean {mean:?} must be finite"));
+    }
+    if std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
+        return Err(format!("std {std:?} must be positive and finite"));
+    }
+    if class_names.is_empty() || class_names.len() > MAX_CLASSES {
+        return Err(format!(
+            "{} classes; a model has 1 to {MAX_CLASSES}",
+            class_names.len()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ModelConfig {
+        ModelConfig::new(
+            Backbone::Resnet20,
+            1,
+            28,
+            vec!["a".into(), "b".into()],
+            vec![0.3],
+            vec![0.3],
+        )
+    }
+
+    #[test]
+    fn a_config_a_model_cannot_have_is_refused_naming_the_field() {
+        config().validated().unwrap();
+        for (edit, want) in [
+            (
+                Box::new(|c: &mut ModelConfig| c.image_size = 100_000) as Box<dyn Fn(&mut _)>,
+                "image_size 100000",
+            ),
+            (
+                Box::new(|c: &mut ModelConfig| c.in_channels = 2),
+                "in_channels is 2",
+            ),
+            (
+                Box::new(|c: &mut ModelConfig| c.mean = vec![f32::NAN]),
+                "must be finite",
+            ),
+            (
+                Box::new(|c: &mut ModelConfig| c.widths = vec![1.0, 0.5, 0.5]),
+                "twice",
+            ),
+        ] {
+            let mut c = config();
+            edit(&mut c);
+            let err = c.validated().unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in: {err}");
+        }
     }
 }

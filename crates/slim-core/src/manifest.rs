@@ -77,6 +77,10 @@ impl Manifest {
         if m.widths.is_empty() {
             return Err(fail("lists no widths".into()));
         }
+        let widths: Vec<f64> = m.widths.iter().map(|w| w.width).collect();
+        crate::width::check_list(&widths).map_err(&fail)?;
+        crate::config::check_input(m.in_channels, m.image_size, &m.mean, &m.std, &m.class_names)
+            .map_err(&fail)?;
         for w in &m.widths {
             let p = Path::new(&w.file);
             if p.is_absolute()
@@ -104,5 +108,70 @@ impl Manifest {
         self.widths
             .iter()
             .find(|e| crate::width::tag(e.width) == crate::width::tag(w))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed model's manifest with `edit` applied to its JSON text, loaded.
+    fn load_edited(edit: impl Fn(&mut serde_json::Value)) -> Result<Manifest, Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/fashion-mnist-resnet20")
+            .join(FILE_NAME);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(dir.path().join(FILE_NAME), v.to_string()).unwrap();
+        Manifest::load(dir.path())
+    }
+
+    #[test]
+    fn every_field_a_model_depends_on_is_checked_where_the_manifest_is_read() {
+        load_edited(|_| {}).unwrap();
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: [(&str, Edit); 8] = [
+            (
+                "0.5 twice",
+                Box::new(|v| v["widths"][3]["width"] = 0.5.into()),
+            ),
+            (
+                "width 0 is outside",
+                Box::new(|v| v["widths"][3]["width"] = 0.0.into()),
+            ),
+            (
+                "width 1.5 is outside",
+                Box::new(|v| v["widths"][0]["width"] = 1.5.into()),
+            ),
+            (
+                "image_size 100000 is outside 8..=4096",
+                Box::new(|v| v["image_size"] = 100_000.into()),
+            ),
+            (
+                "image_size 1099511627776 is outside",
+                Box::new(|v| v["image_size"] = (1u64 << 40).into()),
+            ),
+            (
+                "in_channels is 2",
+                Box::new(|v| v["in_channels"] = 2.into()),
+            ),
+            (
+                "must be positive",
+                Box::new(|v| v["std"] = serde_json::json!([0.0])),
+            ),
+            (
+                "0 classes",
+                Box::new(|v| v["class_names"] = serde_json::json!([])),
+            ),
+        ];
+        for (want, edit) in cases {
+            let err = load_edited(edit).unwrap_err().to_string();
+            assert!(
+                err.contains(FILE_NAME) && err.contains(want),
+                "{want:?} not in: {err}"
+            );
+        }
     }
 }

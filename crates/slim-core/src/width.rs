@@ -23,24 +23,33 @@ pub fn tag(w: f64) -> String {
     format!("w{}", (w * 1000.0).round() as u32)
 }
 
-/// Checks a width list: non-empty, every width in (0, 1], distinct, containing 1.0.
+/// Checks a list of some widths (a manifest may hold a few): non-empty, every width in
+/// [0.001, 1] (a thousandth is what a [`tag`] tells apart), distinct to a thousandth.
 /// Returns the widths sorted widest first.
-pub fn validate(widths: &[f64]) -> Result<Vec<f64>, Error> {
+pub fn check_list(widths: &[f64]) -> Result<Vec<f64>, String> {
     if widths.is_empty() {
-        return Err(Error::Config("the width list is empty".into()));
+        return Err("the width list is empty".into());
     }
     let mut sorted = widths.to_vec();
     for &w in &sorted {
-        if !(w > 0.0 && w <= 1.0) {
-            return Err(Error::Config(format!("width {w} is outside (0, 1]")));
+        if !(0.001..=1.0).contains(&w) {
+            return Err(format!("width {w} is outside (0, 1] (or under 0.001)"));
         }
     }
     sorted.sort_by(|a, b| b.total_cmp(a));
-    if sorted.windows(2).any(|p| tag(p[0]) == tag(p[1])) {
-        return Err(Error::Config(format!(
-            "widths {widths:?} contain duplicates"
-        )));
+    if let Some(p) = sorted.windows(2).find(|p| tag(p[0]) == tag(p[1])) {
+        return Err(format!(
+            "widths {widths:?} list {} twice (to a thousandth)",
+            p[0]
+        ));
     }
+    Ok(sorted)
+}
+
+/// Checks the widths of a trained network: [`check_list`], and the full width 1.0 among
+/// them. Returns the widths sorted widest first.
+pub fn validate(widths: &[f64]) -> Result<Vec<f64>, Error> {
+    let sorted = check_list(widths).map_err(Error::Config)?;
     if (sorted[0] - 1.0).abs() > 1e-9 {
         return Err(Error::Config(format!(
             "widths {widths:?} do not include the full width 1.0"

@@ -30,7 +30,7 @@ impl SlimModel {
     /// are read and checked when their width is first used (or by [`SlimModel::load_all`]).
     pub fn open(dir: &Path, backend: Backend) -> Result<SlimModel, Error> {
         let manifest = Manifest::load(dir)?;
-        let norm = normalize_of(dir, &manifest)?;
+        let norm = normalize_of(&manifest);
         for e in &manifest.widths {
             let p = dir.join(&e.file);
             if !p.is_file() {
@@ -177,33 +177,12 @@ impl SlimModel {
     }
 }
 
-/// The manifest's preprocessing, checked so that applying it cannot fail.
-fn normalize_of(dir: &Path, m: &Manifest) -> Result<Normalize, Error> {
-    let c = m.in_channels;
-    let bad = if c != 1 && c != 3 {
-        Some(format!("in_channels is {c}; images have 1 or 3 channels"))
-    } else if m.mean.len() != c || m.std.len() != c {
-        Some(format!(
-            "mean {:?} and std {:?} must have in_channels = {c} values",
-            m.mean, m.std
-        ))
-    } else if m.std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
-        Some(format!("std {:?} must be positive", m.std))
-    } else if m.image_size == 0 {
-        Some("image_size is 0".into())
-    } else {
-        None
-    };
-    if let Some(msg) = bad {
-        return Err(Error::Core(slim_core::Error::Manifest {
-            path: dir.join(slim_core::manifest::FILE_NAME),
-            msg,
-        }));
-    }
-    Ok(Normalize {
+/// The manifest's preprocessing ([`Manifest::load`] checked that it can apply).
+fn normalize_of(m: &Manifest) -> Normalize {
+    Normalize {
         size: m.image_size,
-        channels: c,
+        channels: m.in_channels,
         mean: m.mean.clone(),
         std: m.std.clone(),
-    })
+    }
 }
