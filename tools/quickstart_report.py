@@ -95,8 +95,8 @@ def main():
                 return l[field]
         return None
 
-    def fmt(v, spec):
-        return "-" if v is None else format(v, spec)
+    def fmt(v, spec, unit=""):
+        return "-" if v is None else format(v, spec) + unit
 
     rows = [
         "| width | MMACs | kNN top-1 | top-1 tract | top-1 ONNX Runtime "
@@ -107,14 +107,15 @@ def main():
         if w not in entries:
             continue
         k = knn.get(w, {}).get("knn_top1")
+        k = None if k is None else k * 100
         t, o = top1("tract", w), top1("ort", w)
         if check and t is not None and o is not None and abs(t - o) > MAX_TOP1_GAP:
             problems.append(
                 f"width {w}: top-1 {t:.2f}% on tract but {o:.2f}% on ONNX Runtime "
                 f"(the same graph; allowed gap {MAX_TOP1_GAP} points)")
         rows.append(
-            f"| {w} | {entries[w]['macs'] / 1e6:.2f} | {fmt(k and k * 100, '.2f')}% "
-            f"| {fmt(t, '.2f')}% | {fmt(o, '.2f')}% "
+            f"| {w} | {entries[w]['macs'] / 1e6:.2f} | {fmt(k, '.2f', '%')} "
+            f"| {fmt(t, '.2f', '%')} | {fmt(o, '.2f', '%')} "
             f"| {fmt(latency('tract', w, 1, 'p50_ms'), '.3f')} "
             f"| {fmt(latency('ort', w, 1, 'p50_ms'), '.3f')} "
             f"| {fmt(latency('tract', w, 32, 'images_per_s'), '.0f')} "

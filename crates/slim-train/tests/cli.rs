@@ -94,7 +94,7 @@ fn bad_argument_values_are_refused_by_name_before_any_work() {
     let out = dir.path().to_str().unwrap();
     let pretrain = ["pretrain", "--data", common::FASHION, "--out", out];
     let knn = ["knn", "--checkpoint", out, "--data", common::FASHION];
-    let cases: [(&[&str], &[&str], &str); 7] = [
+    let cases: [(&[&str], &[&str], &str); 8] = [
         (&pretrain, &["--workers", "0"], "--workers"),
         (&pretrain, &["--batch-size", "0"], "--batch-size"),
         (&pretrain, &["--crop-min-scale", "1.5"], "--crop-min-scale"),
@@ -102,6 +102,7 @@ fn bad_argument_values_are_refused_by_name_before_any_work() {
         (&pretrain, &["--temperature", "0"], "--temperature"),
         (&pretrain, &["--framework", "byol"], "--framework"),
         (&knn, &["--k", "0"], "--k"),
+        (&["bench-step"], &["--batch", "1"], "--batch"),
     ];
     for (command, extra, flag) in cases {
         let o = slim_train().args(command).args(extra).output().unwrap();

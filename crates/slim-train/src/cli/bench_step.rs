@@ -8,6 +8,14 @@ use clap::Args;
 use slim_core::Backbone;
 
 use super::args::{DeviceArgs, positive};
+
+/// A batch of at least 2 images.
+fn at_least_two(s: &str) -> Result<usize, String> {
+    match positive(s)? {
+        1 => Err("must be at least 2 (the contrastive loss needs negatives)".into()),
+        n => Ok(n),
+    }
+}
 use crate::bench::{BenchStepConfig, bench_step, format_report};
 
 #[derive(Debug, Args)]
@@ -21,8 +29,9 @@ pub struct BenchStepArgs {
     /// Image channels.
     #[arg(long, default_value_t = 3)]
     pub channels: usize,
-    /// Images per view (the step sees 2 views of this many).
-    #[arg(long, default_value_t = 64, value_parser = positive)]
+    /// Images per view (the step sees 2 views of this many); at least 2, so that every
+    /// image has a negative.
+    #[arg(long, default_value_t = 64, value_parser = at_least_two)]
     pub batch: usize,
     /// Widths of the slimmable step, comma-separated; must include 1.0.
     #[arg(long, value_delimiter = ',', default_value = "1.0,0.75,0.5,0.25")]
