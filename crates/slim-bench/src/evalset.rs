@@ -40,16 +40,11 @@ impl EvalSet {
                 model: manifest.class_names.clone(),
             });
         }
-        let norm = Normalize {
-            size: manifest.image_size,
-            channels: manifest.in_channels,
-            mean: manifest.mean.clone(),
-            std: manifest.std.clone(),
-        };
+        let norm = Normalize::from(&manifest.input);
         let mut set = EvalSet {
             inputs: Vec::new(),
             labels: Vec::new(),
-            stride: manifest.in_channels * manifest.image_size * manifest.image_size,
+            stride: manifest.input.image_len(),
             skipped: Vec::new(),
             description: ds.describe(),
         };

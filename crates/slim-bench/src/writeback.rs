@@ -137,10 +137,12 @@ mod tests {
         let mut m = Manifest {
             format: slim_core::manifest::FORMAT.into(),
             backbone: "resnet20".into(),
-            in_channels: 1,
-            image_size: 8,
-            mean: vec![0.5],
-            std: vec![0.5],
+            input: slim_core::Preprocessing {
+                in_channels: 1,
+                image_size: 8,
+                mean: vec![0.5],
+                std: vec![0.5],
+            },
             class_names: vec!["a".into()],
             checkpoint_sha256: "x".into(),
             widths: vec![

@@ -28,7 +28,7 @@ pub mod width;
 
 pub use arch::{Activation, Backbone, ConvBn, Layer, Network};
 pub use checkpoint::{Checkpoint, Tensor};
-pub use config::ModelConfig;
+pub use config::{ModelConfig, Preprocessing};
 pub use cost::{Cost, cost};
 pub use error::Error;
 pub use manifest::{Manifest, WidthEntry};

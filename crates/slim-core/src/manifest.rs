@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::config::Preprocessing;
 use crate::fsutil::atomic_write;
 
 pub const FILE_NAME: &str = "manifest.json";
@@ -15,10 +16,9 @@ pub const FORMAT: &str = "slim-manifest/1";
 pub struct Manifest {
     pub format: String,
     pub backbone: String,
-    pub in_channels: usize,
-    pub image_size: usize,
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
+    /// The images every graph takes (stored as top-level fields of the JSON).
+    #[serde(flatten)]
+    pub input: Preprocessing,
     pub class_names: Vec<String>,
     /// SHA-256 of the checkpoint the graphs were exported from.
     pub checkpoint_sha256: String,
@@ -79,8 +79,8 @@ impl Manifest {
         }
         let widths: Vec<f64> = m.widths.iter().map(|w| w.width).collect();
         crate::width::check_list(&widths).map_err(&fail)?;
-        crate::config::check_input(m.in_channels, m.image_size, &m.mean, &m.std, &m.class_names)
-            .map_err(&fail)?;
+        m.input.check().map_err(&fail)?;
+        crate::config::check_classes(&m.class_names).map_err(&fail)?;
         for w in &m.widths {
             let p = Path::new(&w.file);
             if p.is_absolute()

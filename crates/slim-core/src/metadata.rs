@@ -3,6 +3,7 @@
 //! what it costs and how to feed it. Values are strings as ONNX requires; lists are JSON
 //! arrays, numbers are decimal. [`GraphMetadata`] is the whole set, typed.
 
+use crate::config::Preprocessing;
 use crate::manifest::{Manifest, WidthEntry};
 use crate::width;
 
@@ -49,10 +50,7 @@ pub struct GraphMetadata {
     pub macs: u64,
     pub params: u64,
     pub embedding_dim: usize,
-    pub image_size: usize,
-    pub in_channels: usize,
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
+    pub input: Preprocessing,
     pub class_names: Vec<String>,
     pub checkpoint_sha256: String,
     pub backbone: String,
@@ -68,10 +66,7 @@ impl GraphMetadata {
             macs: entry.macs,
             params: entry.params,
             embedding_dim: entry.embedding_dim,
-            image_size: manifest.image_size,
-            in_channels: manifest.in_channels,
-            mean: manifest.mean.clone(),
-            std: manifest.std.clone(),
+            input: manifest.input.clone(),
             class_names: manifest.class_names.clone(),
             checkpoint_sha256: manifest.checkpoint_sha256.clone(),
             backbone: manifest.backbone.clone(),
@@ -87,10 +82,10 @@ impl GraphMetadata {
             (MACS, self.macs.to_string()),
             (PARAMS, self.params.to_string()),
             (EMBEDDING_DIM, self.embedding_dim.to_string()),
-            (IMAGE_SIZE, self.image_size.to_string()),
-            (IN_CHANNELS, self.in_channels.to_string()),
-            (MEAN, json(&self.mean)),
-            (STD, json(&self.std)),
+            (IMAGE_SIZE, self.input.image_size.to_string()),
+            (IN_CHANNELS, self.input.in_channels.to_string()),
+            (MEAN, json(&self.input.mean)),
+            (STD, json(&self.input.std)),
             (CLASS_NAMES, json(&self.class_names)),
             (CHECKPOINT_SHA256, self.checkpoint_sha256.clone()),
             (BACKBONE, self.backbone.clone()),
@@ -117,10 +112,12 @@ impl GraphMetadata {
             macs: parsed(MACS, text(MACS)?)?,
             params: parsed(PARAMS, text(PARAMS)?)?,
             embedding_dim: parsed(EMBEDDING_DIM, text(EMBEDDING_DIM)?)?,
-            image_size: parsed(IMAGE_SIZE, text(IMAGE_SIZE)?)?,
-            in_channels: parsed(IN_CHANNELS, text(IN_CHANNELS)?)?,
-            mean: listed(MEAN, text(MEAN)?)?,
-            std: listed(STD, text(STD)?)?,
+            input: Preprocessing {
+                image_size: parsed(IMAGE_SIZE, text(IMAGE_SIZE)?)?,
+                in_channels: parsed(IN_CHANNELS, text(IN_CHANNELS)?)?,
+                mean: listed(MEAN, text(MEAN)?)?,
+                std: listed(STD, text(STD)?)?,
+            },
             class_names: listed(CLASS_NAMES, text(CLASS_NAMES)?)?,
             checkpoint_sha256: text(CHECKPOINT_SHA256)?.to_string(),
             backbone: get(BACKBONE).unwrap_or_default().to_string(),
@@ -159,10 +156,12 @@ mod tests {
             macs: 1960160,
             params: 17462,
             embedding_dim: 16,
-            image_size: 28,
-            in_channels: 1,
-            mean: vec![0.28038627],
-            std: vec![0.34934258],
+            input: Preprocessing {
+                image_size: 28,
+                in_channels: 1,
+                mean: vec![0.28038627],
+                std: vec![0.34934258],
+            },
             class_names: vec!["T-shirt/top".into(), "Trouser".into()],
             checkpoint_sha256: "ab".repeat(32),
             backbone: "resnet20".into(),
@@ -184,7 +183,10 @@ mod tests {
         };
         assert_eq!(back.first_difference(&other), None);
         let wider = GraphMetadata {
-            mean: vec![0.5],
+            input: Preprocessing {
+                mean: vec![0.5],
+                ..m.input.clone()
+            },
             ..m.clone()
         };
         let (key, got, want) = back.first_difference(&wider).unwrap();

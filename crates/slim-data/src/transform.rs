@@ -17,6 +17,18 @@ pub struct Normalize {
     pub std: Vec<f32>,
 }
 
+impl From<&slim_core::Preprocessing> for Normalize {
+    /// The evaluation preprocessing of a model (its checkpoint config's or its manifest's).
+    fn from(p: &slim_core::Preprocessing) -> Normalize {
+        Normalize {
+            size: p.image_size,
+            channels: p.in_channels,
+            mean: p.mean.clone(),
+            std: p.std.clone(),
+        }
+    }
+}
+
 /// Resizes `img` to `height x width` (bilinear, antialiased when shrinking).
 pub(crate) fn resize_to(img: Image, height: usize, width: usize) -> Image {
     if img.height == height && img.width == width {

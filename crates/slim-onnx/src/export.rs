@@ -152,7 +152,12 @@ fn reference(ckpt: &Checkpoint, w: f64) -> Result<Option<Reference<'_>>, ExportE
         (
             names::REFERENCE_IMAGE.to_string(),
             image,
-            vec![n, c.in_channels, c.image_size, c.image_size],
+            vec![
+                n,
+                c.input.in_channels,
+                c.input.image_size,
+                c.input.image_size,
+            ],
         ),
         (
             names::reference_embedding(&t),
@@ -227,10 +232,7 @@ fn write_all(
     let mut manifest = Manifest {
         format: manifest::FORMAT.to_string(),
         backbone: config.backbone.name().to_string(),
-        in_channels: config.in_channels,
-        image_size: config.image_size,
-        mean: config.mean.clone(),
-        std: config.std.clone(),
+        input: config.input.clone(),
         class_names: config.class_names.clone(),
         checkpoint_sha256: ckpt.sha256.clone(),
         widths: Vec::new(),
@@ -238,7 +240,7 @@ fn write_all(
     files.create_dir(out_dir)?;
     let mut exported = Vec::new();
     for (&w, reference) in selected.iter().zip(references) {
-        let c = cost(&net, w, config.image_size, config.num_classes());
+        let c = cost(&net, w, config.input.image_size, config.num_classes());
         let old = previous.as_ref().and_then(|m| m.entry(w));
         let entry = WidthEntry {
             width: w,

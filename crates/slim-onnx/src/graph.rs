@@ -124,14 +124,14 @@ pub fn build_model(
     ));
 
     let batch = Dim::Param(BATCH);
-    let side = Dim::Fixed(config.image_size);
+    let side = Dim::Fixed(config.input.image_size);
     let graph = GraphProto {
         name: format!("{}-{tag}", config.backbone.name()),
         node: b.nodes,
         initializer: b.initializers,
         input: vec![float_value_info(
             INPUT,
-            &[batch, Dim::Fixed(config.in_channels), side, side],
+            &[batch, Dim::Fixed(config.input.in_channels), side, side],
             "images normalised with the metadata's mean and std, NCHW",
         )],
         output: vec![

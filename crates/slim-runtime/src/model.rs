@@ -30,7 +30,7 @@ impl SlimModel {
     /// are read and checked when their width is first used (or by [`SlimModel::load_all`]).
     pub fn open(dir: &Path, backend: Backend) -> Result<SlimModel, Error> {
         let manifest = Manifest::load(dir)?;
-        let norm = normalize_of(&manifest);
+        let norm = Normalize::from(&manifest.input);
         for e in &manifest.widths {
             let p = dir.join(&e.file);
             if !p.is_file() {
@@ -124,7 +124,7 @@ impl SlimModel {
     /// `[C, H, W]` of one input image.
     pub fn input_chw(&self) -> [usize; 3] {
         let m = &self.manifest;
-        [m.in_channels, m.image_size, m.image_size]
+        [m.input.in_channels, m.input.image_size, m.input.image_size]
     }
 
     fn index(&self, width: f64) -> Result<usize, Error> {
@@ -174,15 +174,5 @@ impl SlimModel {
     /// Runs `batch` preprocessed images through `width`'s graph.
     pub fn run(&self, width: f64, image: &[f32], batch: usize) -> Result<Outputs, Error> {
         self.engine(width)?.run(image, batch)
-    }
-}
-
-/// The manifest's preprocessing ([`Manifest::load`] checked that it can apply).
-fn normalize_of(m: &Manifest) -> Normalize {
-    Normalize {
-        size: m.image_size,
-        channels: m.in_channels,
-        mean: m.mean.clone(),
-        std: m.std.clone(),
     }
 }

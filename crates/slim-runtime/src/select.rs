@@ -256,10 +256,12 @@ mod tests {
         Manifest {
             format: FORMAT.into(),
             backbone: "resnet20".into(),
-            in_channels: 1,
-            image_size: 28,
-            mean: vec![0.3],
-            std: vec![0.3],
+            input: slim_core::Preprocessing {
+                in_channels: 1,
+                image_size: 28,
+                mean: vec![0.3],
+                std: vec![0.3],
+            },
             class_names: vec!["a".into(), "b".into()],
             checkpoint_sha256: "x".into(),
             widths: vec![

@@ -53,7 +53,7 @@ fn every_format_and_colour_type_gives_the_same_input() {
     let m = model.manifest();
     let want: Vec<f32> = gray
         .pixels()
-        .map(|p| (p[0] as f32 / 255.0 - m.mean[0]) / m.std[0])
+        .map(|p| (p[0] as f32 / 255.0 - m.input.mean[0]) / m.input.std[0])
         .collect();
     assert_eq!(png, want);
     let rgb = DynamicImage::ImageRgb8(ImageBuffer::from_fn(28, 28, |x, y| {

@@ -44,8 +44,8 @@ pub fn from_core(t: &slim_core::Tensor, device: Device) -> Result<Tensor, Error>
 /// crate's own so that it is the same on every device and leaves libtorch's random
 /// stream alone.
 pub fn reference_image(config: &ModelConfig) -> slim_core::Tensor {
-    let s = config.image_size;
-    let shape = vec![REFERENCE_BATCH, config.in_channels, s, s];
+    let s = config.input.image_size;
+    let shape = vec![REFERENCE_BATCH, config.input.in_channels, s, s];
     let mut rng = SplitMix64(REFERENCE_SEED);
     let data = (0..shape.iter().product()).map(|_| rng.normal()).collect();
     slim_core::Tensor::new(shape, data)

@@ -41,9 +41,9 @@ fn build(config: &ModelConfig) -> (nn::VarStore, SlimNet) {
 }
 
 fn input(config: &ModelConfig, n: i64) -> Tensor {
-    let s = config.image_size as i64;
+    let s = config.input.image_size as i64;
     Tensor::randn(
-        [n, config.in_channels as i64, s, s],
+        [n, config.input.in_channels as i64, s, s],
         (Kind::Float, Device::Cpu),
     )
 }
@@ -94,7 +94,7 @@ fn parameters_used_at_each_width_match_the_cost_model() {
             let want = cost(
                 &config.network(),
                 w,
-                config.image_size,
+                config.input.image_size,
                 config.num_classes(),
             );
             assert_eq!(used as u64, want.params, "{} at width {w}", backbone.name());

@@ -23,7 +23,7 @@ pub fn config(backbone: Backbone, in_channels: usize, image_size: usize) -> Mode
 
 /// A deterministic pseudo-random image batch `[n, c, s, s]` in roughly [-2, 2].
 pub fn images(config: &ModelConfig, n: usize, seed: u64) -> Tensor {
-    let (c, s) = (config.in_channels, config.image_size);
+    let (c, s) = (config.input.in_channels, config.input.image_size);
     let mut state = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);

@@ -47,10 +47,13 @@ fn graphs_metadata_and_manifest_match_the_checkpoint_and_slim_core_cost() {
         assert_eq!(manifest, f.report.manifest);
         assert_eq!(manifest.backbone, backbone.name());
         assert_eq!(
-            (manifest.in_channels, manifest.image_size),
-            (c.in_channels, c.image_size)
+            (manifest.input.in_channels, manifest.input.image_size),
+            (c.input.in_channels, c.input.image_size)
         );
-        assert_eq!((&manifest.mean, &manifest.std), (&c.mean, &c.std));
+        assert_eq!(
+            (&manifest.input.mean, &manifest.input.std),
+            (&c.input.mean, &c.input.std)
+        );
         assert_eq!(manifest.class_names, c.class_names);
         assert_eq!(manifest.checkpoint_sha256, sha);
         let listed: Vec<f64> = manifest.widths.iter().map(|e| e.width).collect();
@@ -58,7 +61,7 @@ fn graphs_metadata_and_manifest_match_the_checkpoint_and_slim_core_cost() {
 
         for e in &manifest.widths {
             let w = e.width;
-            let want = cost(&net, w, c.image_size, c.num_classes());
+            let want = cost(&net, w, c.input.image_size, c.num_classes());
             assert_eq!(
                 (e.macs, e.params),
                 (want.macs, want.params),
@@ -83,8 +86,8 @@ fn graphs_metadata_and_manifest_match_the_checkpoint_and_slim_core_cost() {
                 (meta::MACS, want.macs.to_string()),
                 (meta::PARAMS, want.params.to_string()),
                 (meta::EMBEDDING_DIM, net.features_at(w).to_string()),
-                (meta::IMAGE_SIZE, c.image_size.to_string()),
-                (meta::IN_CHANNELS, c.in_channels.to_string()),
+                (meta::IMAGE_SIZE, c.input.image_size.to_string()),
+                (meta::IN_CHANNELS, c.input.in_channels.to_string()),
                 (meta::CHECKPOINT_SHA256, sha.clone()),
                 (meta::BACKBONE, backbone.name().to_string()),
                 (meta::PRODUCER, slim_onnx::PRODUCER.to_string()),
@@ -93,15 +96,18 @@ fn graphs_metadata_and_manifest_match_the_checkpoint_and_slim_core_cost() {
                 assert_eq!(props.get(k).copied(), Some(v.as_str()), "{k}");
             }
             let json = |k: &str| serde_json::from_str::<serde_json::Value>(props[k]).unwrap();
-            assert_eq!(json(meta::MEAN), serde_json::json!(c.mean));
-            assert_eq!(json(meta::STD), serde_json::json!(c.std));
+            assert_eq!(json(meta::MEAN), serde_json::json!(c.input.mean));
+            assert_eq!(json(meta::STD), serde_json::json!(c.input.std));
             assert_eq!(json(meta::CLASS_NAMES), serde_json::json!(c.class_names));
 
             let g = model.graph.as_ref().unwrap();
-            let s = c.image_size.to_string();
+            let s = c.input.image_size.to_string();
             assert_eq!(g.input.len(), 1);
             assert_eq!(g.input[0].name, "image");
-            assert_eq!(dims(&g.input[0]), ["N", &c.in_channels.to_string(), &s, &s]);
+            assert_eq!(
+                dims(&g.input[0]),
+                ["N", &c.input.in_channels.to_string(), &s, &s]
+            );
             let outputs: Vec<_> = g
                 .output
                 .iter()

@@ -89,7 +89,7 @@ impl EvalArgs {
 /// Train and test features of every width of `net`.
 pub(super) fn features(net: &SlimNet, a: &EvalImages) -> Result<(FeatureSet, FeatureSet)> {
     let c = net.config();
-    let normalize = eval::normalize_of(c);
+    let normalize = slim_data::transform::Normalize::from(&c.input);
     let mut sets = Vec::new();
     for (split, limit) in [(Split::Train, a.limit_train), (Split::Test, a.limit_test)] {
         let ds: Arc<dyn Dataset> = Arc::from(slim_data::open(a.data, split)?);

@@ -6,7 +6,6 @@ use slim_data::Dataset;
 use slim_data::loader::{Loader, LoaderConfig};
 use tch::Tensor;
 
-use super::normalize_of;
 use crate::{Error, SlimNet};
 
 /// Recomputes every width's BatchNorm running statistics of `net` from up to `images`
@@ -27,7 +26,7 @@ pub fn recompute_batchnorm(
             batch_size: batch_size.max(2),
             views: 1,
             augment: None,
-            normalize: normalize_of(c),
+            normalize: slim_data::transform::Normalize::from(&c.input),
             workers: workers.max(1),
             seed: 0,
             shuffle: true,
@@ -43,9 +42,9 @@ pub fn recompute_batchnorm(
             Tensor::from_slice(&b.images[0])
                 .view([
                     b.len() as i64,
-                    c.in_channels as i64,
-                    c.image_size as i64,
-                    c.image_size as i64,
+                    c.input.in_channels as i64,
+                    c.input.image_size as i64,
+                    c.input.image_size as i64,
                 ])
                 .to_device(net.device())
         })

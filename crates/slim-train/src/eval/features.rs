@@ -40,17 +40,6 @@ impl FeatureSet {
     }
 }
 
-/// The evaluation preprocessing a model was trained with: its input size, channels and
-/// per-channel mean/std.
-pub fn normalize_of(config: &slim_core::ModelConfig) -> Normalize {
-    Normalize {
-        size: config.image_size,
-        channels: config.in_channels,
-        mean: config.mean.clone(),
-        std: config.std.clone(),
-    }
-}
-
 /// Embeds `dataset` at each of `widths` (model widths, in any order) in one eval-mode
 /// pass: every batch is decoded once ([`Normalize::apply`]: resize, centre crop,
 /// normalise; no augmentation, in dataset order) on `workers` threads, moved to
@@ -77,7 +66,7 @@ pub fn extract_features(
     for &w in widths {
         net.width_index(w)?;
     }
-    let channels = net.config().in_channels;
+    let channels = net.config().input.in_channels;
     if normalize.channels != channels {
         return Err(Error::Eval(format!(
             "the preprocessing makes {}-channel images, the model takes {channels}",

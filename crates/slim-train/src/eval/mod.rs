@@ -23,6 +23,6 @@ mod knn;
 mod probe;
 
 pub use batchnorm::recompute_batchnorm;
-pub use features::{FeatureSet, extract_features, normalize_of};
+pub use features::{FeatureSet, extract_features};
 pub use knn::{DEFAULT_KNN_K, DEFAULT_KNN_TEMPERATURE, knn_accuracy, knn_per_width, knn_predict};
 pub use probe::{LinearConfig, probe_accuracy, probe_loss, train_probe};

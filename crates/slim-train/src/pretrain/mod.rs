@@ -87,8 +87,8 @@ fn loader(
     workers: usize,
 ) -> Loader {
     let augment = match config.framework.has_key_encoder() {
-        true => Augment::moco_v2(model.image_size),
-        false => Augment::simclr(model.image_size),
+        true => Augment::moco_v2(model.input.image_size),
+        false => Augment::simclr(model.input.image_size),
     };
     Loader::new(
         dataset,
@@ -99,7 +99,7 @@ fn loader(
                 scale: config.crop_scale,
                 ..augment
             }),
-            normalize: crate::eval::normalize_of(model),
+            normalize: slim_data::transform::Normalize::from(&model.input),
             workers,
             seed: config.seed,
             shuffle: true,

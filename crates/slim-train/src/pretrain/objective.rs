@@ -23,13 +23,13 @@ impl Trainer {
         let x = Tensor::from_slice(&batch.images[v])
             .view([
                 batch.len() as i64,
-                m.in_channels as i64,
-                m.image_size as i64,
-                m.image_size as i64,
+                m.input.in_channels as i64,
+                m.input.image_size as i64,
+                m.input.image_size as i64,
             ])
             .to_device(self.device);
         let x = match self.state.config.augment_on_device {
-            true => crate::colour::apply(&x, &batch.colour[v], &m.mean, &m.std),
+            true => crate::colour::apply(&x, &batch.colour[v], &m.input.mean, &m.input.std),
             false => x,
         };
         match self.state.config.channels_last {

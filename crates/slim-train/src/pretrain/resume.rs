@@ -27,13 +27,13 @@ pub(super) fn read(
                     "it holds {} at widths {:?} ({} channels, {} px, {} classes), not the requested {} at {:?} ({} channels, {} px, {} classes)",
                     c.config.backbone.name(),
                     c.config.widths,
-                    c.config.in_channels,
-                    c.config.image_size,
+                    c.config.input.in_channels,
+                    c.config.input.image_size,
                     c.config.num_classes(),
                     model.backbone.name(),
                     model.widths,
-                    model.in_channels,
-                    model.image_size,
+                    model.input.in_channels,
+                    model.input.image_size,
                     model.num_classes()
                 ),
             });
