@@ -11,6 +11,7 @@
 //! Phases: 10 s calm, 10 s with the busy threads, 15 s calm; a line per second. The
 //! controller's costs come from a calibration (cached in the temporary folder).
 
+use slim_core::Width;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,7 +58,7 @@ fn main() -> Result<()> {
     let target = match rest.first() {
         Some(t) => t.parse().context("TARGET_P95_MS must be a number")?,
         None => {
-            let s = latency_samples(&model, 1.0, &images[0], 1, (20, 200), || {})?;
+            let s = latency_samples(&model, Width::FULL, &images[0], 1, (20, 200), || {})?;
             let p95 = percentile(&s, 0.95).expect("samples");
             println!("width 1.0 unloaded: p95 {p95:.3} ms over 200 calls");
             1.5 * p95
@@ -85,7 +86,7 @@ fn main() -> Result<()> {
         .map(|c| {
             let (model, ctrl, images, stop) =
                 (model.clone(), ctrl.clone(), images.clone(), stop.clone());
-            std::thread::spawn(move || -> Result<Vec<(f64, f64, f64)>> {
+            std::thread::spawn(move || -> Result<Vec<(f64, Width, f64)>> {
                 let mut log = Vec::new();
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
@@ -134,7 +135,7 @@ fn main() -> Result<()> {
 
     println!("second  load  requests  p95 ms  widths served (share)");
     for second in 0..35 {
-        let reqs: Vec<&(f64, f64, f64)> = log.iter().filter(|r| r.0 as usize == second).collect();
+        let reqs: Vec<&(f64, Width, f64)> = log.iter().filter(|r| r.0 as usize == second).collect();
         if reqs.is_empty() {
             continue;
         }

@@ -4,6 +4,7 @@
 //! written as report.json, report.csv and the trade-off plot; with `--write-manifest`,
 //! stored in the model's manifest.
 
+use slim_core::Width;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -127,7 +128,7 @@ fn onnxruntime_versions(_backend_used: &str) -> (Option<String>, Option<String>)
 /// Measures one width: load, accuracy on `set`, latency at every batch size.
 fn measure_width(
     model: &SlimModel,
-    w: f64,
+    w: Width,
     set: Option<&EvalSet>,
     args: &Args,
     progress: &mut dyn Progress,

@@ -1,6 +1,7 @@
 //! The accuracy measurement: top-1/top-5 through a width's probe (latency samples come
 //! from `slim_runtime::calibrate::latency_samples`).
 
+use slim_core::Width;
 use slim_runtime::{Error, SlimModel};
 
 use crate::evalset::EvalSet;
@@ -25,7 +26,7 @@ pub fn in_top_k(logits: &[f32], label: usize, k: usize) -> bool {
 /// Accuracy of `width` on `set`, in batches of `batch`; `progress` is told images done.
 pub fn accuracy(
     model: &SlimModel,
-    width: f64,
+    width: Width,
     set: &EvalSet,
     batch: usize,
     mut progress: impl FnMut(usize),

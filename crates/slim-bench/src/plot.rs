@@ -4,6 +4,7 @@
 //! `plot.svg`, two panels side by side, [`SIZE`] pixels. Text is set in a DejaVu Sans
 //! subset compiled into the binary, so the PNG looks the same on machines without fonts.
 
+use slim_core::Width;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -29,7 +30,7 @@ const COLOURS: [RGBColor; 5] = [
 /// One width of one series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Point {
-    pub width: f64,
+    pub width: Width,
     pub mmacs: f64,
     /// p50 at the plotted batch size, if measured.
     pub latency_ms: Option<f64>,
@@ -200,7 +201,7 @@ fn panel<DB: DrawingBackend>(
         .map_err(err)?;
     for (k, s) in series.iter().enumerate() {
         let colour = COLOURS[k % COLOURS.len()];
-        let pts: Vec<(f64, f64, f64)> = s
+        let pts: Vec<(f64, f64, Width)> = s
             .points
             .iter()
             .filter_map(|p| Some((cost.of(p)?, p.top1 * 100.0, p.width)))

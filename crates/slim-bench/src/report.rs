@@ -3,6 +3,7 @@
 //! (read back by `--compare`), as CSV (one row per width and batch size) and printed as a
 //! table.
 
+use slim_core::Width;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -76,7 +77,7 @@ pub struct Accuracy {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WidthReport {
-    pub width: f64,
+    pub width: Width,
     pub macs: u64,
     pub params: u64,
     /// What ran this width's graph.

@@ -12,11 +12,7 @@ use crate::report::{Report, Source};
 pub fn apply(manifest: &mut Manifest, report: &Report, backend: &str, device: &str) -> usize {
     let mut changed = 0;
     for w in &report.widths {
-        let Some(entry) = manifest
-            .widths
-            .iter_mut()
-            .find(|e| slim_core::width::tag(e.width) == slim_core::width::tag(w.width))
-        else {
+        let Some(entry) = manifest.widths.iter_mut().find(|e| e.width == w.width) else {
             continue;
         };
         let before = entry.clone();
@@ -50,9 +46,9 @@ mod tests {
     use crate::machine::Machine;
     use crate::report::{Accuracy as Measured, Header, Versions, WidthReport};
     use crate::stats::LatencySummary;
-    use slim_core::WidthEntry;
+    use slim_core::{Width, WidthEntry};
 
-    fn entry(width: f64, latency: Vec<Latency>) -> WidthEntry {
+    fn entry(width: Width, latency: Vec<Latency>) -> WidthEntry {
         WidthEntry {
             width,
             file: format!("w{width}/model.onnx"),
@@ -107,7 +103,7 @@ mod tests {
         }
     }
 
-    fn measured(width: f64, source: Source, p50s: &[(usize, f64)]) -> WidthReport {
+    fn measured(width: Width, source: Source, p50s: &[(usize, f64)]) -> WidthReport {
         WidthReport {
             width,
             macs: 1000,
@@ -147,7 +143,7 @@ mod tests {
             checkpoint_sha256: "x".into(),
             widths: vec![
                 entry(
-                    1.0,
+                    slim_test_utils::width(1.0),
                     vec![
                         latency("tract", "cpu", 1, 9.0),
                         latency("ort-cpu", "cpu", 1, 3.0),
@@ -155,12 +151,16 @@ mod tests {
                         latency("tract", "cpu", 32, 50.0),
                     ],
                 ),
-                entry(0.5, vec![]),
+                entry(slim_test_utils::width(0.5), vec![]),
             ],
         };
         let r = report(vec![
-            measured(1.0, Source::Measured, &[(1, 2.0), (8, 6.0)]),
-            measured(0.5, Source::Manifest, &[(1, 1.0)]),
+            measured(
+                slim_test_utils::width(1.0),
+                Source::Measured,
+                &[(1, 2.0), (8, 6.0)],
+            ),
+            measured(slim_test_utils::width(0.5), Source::Manifest, &[(1, 1.0)]),
         ]);
         assert_eq!(apply(&mut m, &r, "tract", "cpu"), 2);
         let full = &m.widths[0];

@@ -3,6 +3,7 @@
 //! random model exported here, every bad input: unreadable images are counted skips;
 //! mismatched classes, empty sets, missing models and bad arguments are clear errors.
 
+use slim_core::Width;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -126,8 +127,8 @@ fn fashion_mnist_report_plot_and_manifest() {
         h.evalset.as_ref().map(|e| (e.images, e.skipped)),
         Some((200, 0))
     );
-    let widths: Vec<f64> = report.widths.iter().map(|w| w.width).collect();
-    assert_eq!(widths, [1.0, 0.75, 0.5, 0.25]);
+    let widths: Vec<Width> = report.widths.iter().map(|w| w.width).collect();
+    assert_eq!(widths, slim_core::width::DEFAULT_WIDTHS);
     for w in &report.widths {
         let a = w.accuracy.as_ref().unwrap();
         assert_eq!((a.source, a.figures.samples), (Source::Measured, 200));
@@ -202,7 +203,7 @@ fn fashion_mnist_report_plot_and_manifest() {
         .iter()
         .max_by(|a, b| {
             let acc = |e: &slim_core::WidthEntry| e.accuracy.as_ref().unwrap().top1;
-            acc(a).total_cmp(&acc(b)).then(a.width.total_cmp(&b.width))
+            acc(a).total_cmp(&acc(b)).then(a.width.cmp(&b.width))
         })
         .unwrap();
     assert_eq!(chosen.width, best.width, "{}", chosen.reason);
@@ -255,7 +256,7 @@ fn tiny_model(dir: &Path) -> PathBuf {
         vec![0.5; 3],
         vec![0.25; 3],
     );
-    config.widths = vec![1.0, 0.5];
+    config.widths = slim_test_utils::widths(&[1.0, 0.5]);
     let ckpt = dir.join("tiny.safetensors");
     checkpoint::save(&ckpt, &config, &init::random_tensors(&config, 7)).unwrap();
     let model = dir.join("model");

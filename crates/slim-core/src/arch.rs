@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::width::scaled;
+use crate::width::{Width, scaled};
 
 /// The backbones the toolchain knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +86,7 @@ pub struct ConvBn {
 
 impl ConvBn {
     /// (in, out) channels at width `w`.
-    pub fn channels_at(&self, w: f64) -> (usize, usize) {
+    pub fn channels_at(&self, w: Width) -> (usize, usize) {
         let cin = if self.slim_input {
             scaled(self.in_channels, w)
         } else {
@@ -95,7 +95,7 @@ impl ConvBn {
         (cin, scaled(self.out_channels, w))
     }
 
-    pub fn groups_at(&self, w: f64) -> usize {
+    pub fn groups_at(&self, w: Width) -> usize {
         if self.depthwise {
             scaled(self.out_channels, w)
         } else {
@@ -157,7 +157,7 @@ impl Network {
     }
 
     /// Embedding size at width `w`.
-    pub fn features_at(&self, w: f64) -> usize {
+    pub fn features_at(&self, w: Width) -> usize {
         scaled(self.features, w)
     }
 }

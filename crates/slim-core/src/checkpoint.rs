@@ -2,7 +2,7 @@
 //! BatchNorm and probe, optional reference outputs, and the [`ModelConfig`] as JSON in the
 //! safetensors metadata. Written atomically; read without libtorch.
 //!
-//! Tensor names (`t` is a width tag from [`crate::width::tag`]):
+//! Tensor names (`t` is a width tag from [`crate::Width::tag`]):
 //! - `{conv}.weight`: full-width conv weight, `[out, in/groups, k, k]`;
 //! - `{conv}.bn.{t}.{weight,bias,running_mean,running_var}`: that width's BatchNorm,
 //!   sized to the width's channel count;
@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sha2::{Digest, Sha256};
 
+use crate::Error;
 use crate::config::ModelConfig;
 use crate::fsutil::atomic_write;
-use crate::{Error, width};
+use crate::width::Width;
 
 const CONFIG_KEY: &str = "slim.config";
 const FORMAT_KEY: &str = "slim.format";
@@ -66,12 +67,12 @@ pub fn expected_tensors(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         for &w in &config.widths {
             let ch = c.channels_at(w).1;
             for p in ["weight", "bias", "running_mean", "running_var"] {
-                out.push((format!("{}.bn.{}.{p}", c.name, width::tag(w)), vec![ch]));
+                out.push((format!("{}.bn.{}.{p}", c.name, w.tag()), vec![ch]));
             }
         }
     }
     for &w in &config.widths {
-        let t = width::tag(w);
+        let t = w.tag();
         out.push((
             format!("probe.{t}.weight"),
             vec![config.num_classes(), net.features_at(w)],
@@ -370,14 +371,18 @@ impl Checkpoint {
     }
 
     /// The index of `w` in the config's widths, or an error naming the widths there are.
-    pub fn width_index(&self, w: f64) -> Result<usize, Error> {
-        width::find(&self.config.widths, w).ok_or_else(|| Error::Checkpoint {
-            path: self.path.clone(),
-            msg: format!(
-                "holds no width {w}; its widths are {:?}",
-                self.config.widths
-            ),
-        })
+    pub fn width_index(&self, w: Width) -> Result<usize, Error> {
+        self.config
+            .widths
+            .iter()
+            .position(|&x| x == w)
+            .ok_or_else(|| Error::Checkpoint {
+                path: self.path.clone(),
+                msg: format!(
+                    "holds no width {w}; its widths are {:?}",
+                    self.config.widths
+                ),
+            })
     }
 }
 

@@ -3,14 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::arch::{Backbone, Network};
-use crate::{Error, width};
+use crate::width::{self, Width};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub backbone: Backbone,
     /// Widest first; always contains 1.0.
-    pub widths: Vec<f64>,
+    pub widths: Vec<Width>,
     /// The images the network takes (stored as top-level fields of the JSON).
     #[serde(flatten)]
     pub input: Preprocessing,
@@ -162,7 +163,9 @@ mod tests {
                 "must be finite",
             ),
             (
-                Box::new(|c: &mut ModelConfig| c.widths = vec![1.0, 0.5, 0.5]),
+                Box::new(|c: &mut ModelConfig| {
+                    c.widths = [1.0, 0.5, 0.5].map(|w| Width::new(w).unwrap()).to_vec()
+                }),
                 "twice",
             ),
         ] {

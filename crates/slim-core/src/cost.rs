@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Layer, Network};
+use crate::width::Width;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {
@@ -25,7 +26,7 @@ impl std::ops::AddAssign for Cost {
 
 /// Cost of the backbone plus a `num_classes`-way probe at width `w`, for square inputs
 /// of side `image_size`.
-pub fn cost(net: &Network, w: f64, image_size: usize, num_classes: usize) -> Cost {
+pub fn cost(net: &Network, w: Width, image_size: usize, num_classes: usize) -> Cost {
     let mut total = Cost::default();
     let mut hw = image_size;
     for layer in &net.layers {
@@ -62,7 +63,7 @@ pub fn cost(net: &Network, w: f64, image_size: usize, num_classes: usize) -> Cos
     total
 }
 
-fn conv_cost(c: &crate::arch::ConvBn, w: f64, hw: usize) -> (Cost, usize) {
+fn conv_cost(c: &crate::arch::ConvBn, w: Width, hw: usize) -> (Cost, usize) {
     let (cin, cout) = c.channels_at(w);
     let per_group = (cin / c.groups_at(w)) as u64;
     let out = c.out_size(hw);
@@ -101,7 +102,7 @@ mod tests {
             (0.25, 1.99e6, 0.28e9),
         ];
         for (w, params, macs) in want {
-            let c = cost(&net, w, 224, 1000);
+            let c = cost(&net, Width::new(w).unwrap(), 224, 1000);
             assert_within(c.params, params, &format!("params at {w}"));
             assert_within(c.macs, macs, &format!("MACs at {w}"));
         }
@@ -110,11 +111,11 @@ mod tests {
     #[test]
     fn mobilenet_v2_and_resnet18_match_known_full_width_figures() {
         // torchvision: MobileNetV2 3.50M params, 300M MACs; ResNet-18 11.69M at 224.
-        let c = cost(&Backbone::MobilenetV2.network(3), 1.0, 224, 1000);
+        let c = cost(&Backbone::MobilenetV2.network(3), Width::FULL, 224, 1000);
         assert_within(c.params, 3.505e6, "MobileNetV2 params");
         assert_within(c.macs, 300.8e6, "MobileNetV2 MACs");
         // CIFAR ResNet-18 (10 classes): 11.17M params, 0.556G MACs at 32x32.
-        let c = cost(&Backbone::Resnet18Cifar.network(3), 1.0, 32, 10);
+        let c = cost(&Backbone::Resnet18Cifar.network(3), Width::FULL, 32, 10);
         assert_within(c.params, 11.17e6, "ResNet-18 CIFAR params");
         assert_within(c.macs, 0.556e9, "ResNet-18 CIFAR MACs");
     }
@@ -122,7 +123,7 @@ mod tests {
     #[test]
     fn cost_shrinks_with_width() {
         let net = Backbone::Resnet20.network(1);
-        let costs: Vec<_> = [1.0, 0.75, 0.5, 0.25]
+        let costs: Vec<_> = crate::width::DEFAULT_WIDTHS
             .iter()
             .map(|&w| cost(&net, w, 28, 10))
             .collect();

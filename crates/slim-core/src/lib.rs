@@ -33,3 +33,4 @@ pub use cost::{Cost, cost};
 pub use error::Error;
 pub use manifest::{Manifest, WidthEntry};
 pub use progress::{Progress, Silent};
+pub use width::Width;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::config::Preprocessing;
 use crate::fsutil::atomic_write;
+use crate::width::Width;
 
 pub const FILE_NAME: &str = "manifest.json";
 pub const FORMAT: &str = "slim-manifest/1";
@@ -28,7 +29,7 @@ pub struct Manifest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WidthEntry {
-    pub width: f64,
+    pub width: Width,
     /// The ONNX graph, relative to the manifest's folder.
     pub file: String,
     pub macs: u64,
@@ -77,7 +78,7 @@ impl Manifest {
         if m.widths.is_empty() {
             return Err(fail("lists no widths".into()));
         }
-        let widths: Vec<f64> = m.widths.iter().map(|w| w.width).collect();
+        let widths: Vec<Width> = m.widths.iter().map(|w| w.width).collect();
         crate::width::check_list(&widths).map_err(&fail)?;
         m.input.check().map_err(&fail)?;
         crate::config::check_classes(&m.class_names).map_err(&fail)?;
@@ -104,10 +105,8 @@ impl Manifest {
         Ok(path)
     }
 
-    pub fn entry(&self, w: f64) -> Option<&WidthEntry> {
-        self.widths
-            .iter()
-            .find(|e| crate::width::tag(e.width) == crate::width::tag(w))
+    pub fn entry(&self, w: Width) -> Option<&WidthEntry> {
+        self.widths.iter().find(|e| e.width == w)
     }
 }
 

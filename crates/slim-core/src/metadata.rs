@@ -5,7 +5,7 @@
 
 use crate::config::Preprocessing;
 use crate::manifest::{Manifest, WidthEntry};
-use crate::width;
+use crate::width::Width;
 
 /// Name of the graph input: normalised images `[N, C, S, S]`, float32.
 pub const INPUT: &str = "image";
@@ -18,7 +18,7 @@ pub const BATCH: &str = "N";
 
 /// The width, e.g. `0.25`.
 pub const WIDTH: &str = "width";
-/// The width's tag, e.g. `w250` (see [`crate::width::tag`]).
+/// The width's tag, e.g. `w250` (see [`Width::tag`]).
 pub const WIDTH_TAG: &str = "width_tag";
 /// Multiply-accumulates per image, from [`crate::cost()`].
 pub const MACS: &str = "macs";
@@ -46,7 +46,7 @@ pub const PRODUCER: &str = "producer";
 /// slim-export, read back and checked against the manifest by slim-runtime.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GraphMetadata {
-    pub width: f64,
+    pub width: Width,
     pub macs: u64,
     pub params: u64,
     pub embedding_dim: usize,
@@ -77,8 +77,8 @@ impl GraphMetadata {
     /// The `metadata_props` pairs, in the order slim-export writes them.
     pub fn to_props(&self) -> Vec<(&'static str, String)> {
         vec![
-            (WIDTH, format!("{:?}", self.width)),
-            (WIDTH_TAG, width::tag(self.width)),
+            (WIDTH, format!("{:?}", self.width.get())),
+            (WIDTH_TAG, self.width.tag()),
             (MACS, self.macs.to_string()),
             (PARAMS, self.params.to_string()),
             (EMBEDDING_DIM, self.embedding_dim.to_string()),
@@ -128,7 +128,7 @@ impl GraphMetadata {
     /// The first key on which this metadata and `want` disagree, with this value and
     /// `want`'s. Widths agree when their tags do; the producer is not compared.
     pub fn first_difference(&self, want: &GraphMetadata) -> Option<(&'static str, String, String)> {
-        if width::tag(self.width) != width::tag(want.width) {
+        if self.width != want.width {
             return Some((WIDTH, self.width.to_string(), want.width.to_string()));
         }
         let ours = self.to_props();
@@ -152,7 +152,7 @@ mod tests {
 
     fn sample() -> GraphMetadata {
         GraphMetadata {
-            width: 0.25,
+            width: Width::new(0.25).unwrap(),
             macs: 1960160,
             params: 17462,
             embedding_dim: 16,

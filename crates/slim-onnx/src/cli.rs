@@ -1,6 +1,7 @@
 //! The command line of `slim-export`, kept in the library (as tract does) so that it can be
 //! tested and reused; `main.rs` only parses, calls [`crate::export()`] and prints.
 
+use slim_core::Width;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Parser};
@@ -19,7 +20,7 @@ pub struct Args {
     /// Export this width only (e.g. 0.25); merged into an existing manifest of the same
     /// checkpoint.
     #[arg(long, value_name = "W")]
-    pub width: Option<f64>,
+    pub width: Option<Width>,
     /// Export every width of the checkpoint.
     #[arg(long)]
     pub all: bool,

@@ -3,7 +3,7 @@
 //! ```text
 //! OUT/
 //!   manifest.json                      every width in the folder, with MACs and params
-//!   width-w1000/model.onnx             one graph per width (tag from slim_core::width::tag)
+//!   width-w1000/model.onnx             one graph per width (tag from slim_core::Width::tag)
 //!   width-w1000/test_data_set_0/       ONNX test data, when the checkpoint has references:
 //!     input_0.pb                         `image`     (checkpoint `reference.image`)
 //!     output_0.pb                        `embedding` (`reference.w1000.embedding`)
@@ -15,13 +15,14 @@
 //! a write fails anyway, the files and folders this export created are removed again, so an
 //! export either completes or leaves no new file behind.
 
+use slim_core::Width;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
 use slim_core::checkpoint::names;
 use slim_core::manifest::{self, Manifest, WidthEntry};
 use slim_core::metadata::GraphMetadata;
-use slim_core::{Checkpoint, Tensor, checkpoint, cost, fsutil, width};
+use slim_core::{Checkpoint, Tensor, checkpoint, cost, fsutil};
 
 use crate::error::ExportError;
 use crate::graph::{EMBEDDING, INPUT, LOGITS, build_model};
@@ -36,7 +37,7 @@ pub const TEST_DATA_DIR: &str = "test_data_set_0";
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum WidthSelection {
     /// One width, which the checkpoint must hold (matched to a thousandth).
-    One(f64),
+    One(Width),
     /// Every width of the checkpoint.
     All,
 }
@@ -65,8 +66,8 @@ pub struct ExportedWidth {
 }
 
 /// The folder of width `w` inside an export folder, e.g. `width-w250`.
-pub fn width_dir(w: f64) -> String {
-    format!("width-{}", width::tag(w))
+pub fn width_dir(w: Width) -> String {
+    format!("width-{}", w.tag())
 }
 
 /// Exports the selected widths of the checkpoint at `checkpoint` into `out_dir` (created if
@@ -94,7 +95,7 @@ pub fn export(
             if r.is_none() {
                 notes.push(format!(
                     "no reference.{}.embedding/logits in the checkpoint: width {w} has no test data",
-                    width::tag(w)
+                    w.tag()
                 ));
             }
         }
@@ -136,8 +137,8 @@ struct Reference<'a> {
 }
 
 /// The reference tensors of width `w`, shape-checked; `None` when the checkpoint lacks them.
-fn reference(ckpt: &Checkpoint, w: f64) -> Result<Option<Reference<'_>>, ExportError> {
-    let t = width::tag(w);
+fn reference(ckpt: &Checkpoint, w: Width) -> Result<Option<Reference<'_>>, ExportError> {
+    let t = w.tag();
     let get = |name: &str| ckpt.tensors.get(name);
     let (Some(image), Some(embedding), Some(logits)) = (
         get(names::REFERENCE_IMAGE),
@@ -220,7 +221,7 @@ type Written = (Manifest, PathBuf, Vec<ExportedWidth>);
 
 fn write_all(
     ckpt: &Checkpoint,
-    selected: &[f64],
+    selected: &[Width],
     references: &[Option<Reference<'_>>],
     previous: Option<Manifest>,
     out_dir: &Path,
@@ -283,7 +284,7 @@ fn write_all(
 
     let mut entries: Vec<WidthEntry> = exported.iter().map(|e| e.entry.clone()).collect();
     for old in previous.map(|m| m.widths).unwrap_or_default() {
-        if width::find(selected, old.width).is_some() {
+        if selected.iter().position(|&x| x == old.width).is_some() {
             continue;
         }
         if out_dir.join(&old.file).is_file() {
@@ -295,7 +296,7 @@ fn write_all(
             ));
         }
     }
-    entries.sort_by(|a, b| b.width.total_cmp(&a.width));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.width));
     manifest.widths = entries;
     let manifest_path = out_dir.join(manifest::FILE_NAME);
     let existed = manifest_path.exists();

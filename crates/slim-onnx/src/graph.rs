@@ -14,8 +14,9 @@
 //! initializers `layer1.0.conv1.weight` / `.bias` and the output `layer1.0.conv1`; its ReLU
 //! is `layer1.0.conv1.relu`; a block's sum is `layer1.0.add`, then `layer1.0.relu`.
 
+use slim_core::Width;
 use slim_core::metadata::GraphMetadata;
-use slim_core::{Activation, Checkpoint, ConvBn, Layer, Tensor, width};
+use slim_core::{Activation, Checkpoint, ConvBn, Layer, Tensor};
 use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
 use crate::error::ExportError;
@@ -34,13 +35,13 @@ pub use slim_core::metadata::{BATCH, EMBEDDING, INPUT, LOGITS};
 /// normalisation, classes, checkpoint).
 pub fn build_model(
     ckpt: &Checkpoint,
-    w: f64,
+    w: Width,
     metadata: &GraphMetadata,
 ) -> Result<ModelProto, ExportError> {
     let w = ckpt.config.widths[ckpt.width_index(w).map_err(ExportError::Checkpoint)?];
     let config = &ckpt.config;
     let net = config.network();
-    let tag = width::tag(w);
+    let tag = w.tag();
     let mut b = Builder {
         ckpt,
         w,
@@ -174,7 +175,7 @@ pub fn build_model(
 
 struct Builder<'a> {
     ckpt: &'a Checkpoint,
-    w: f64,
+    w: Width,
     tag: String,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,

@@ -9,6 +9,7 @@
 //! each, in alternating order) so that drifting machine load hits them alike; a figure is
 //! the median over rounds of the mean time per call.
 
+use slim_core::Width;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -61,7 +62,7 @@ fn ort_direct(path: &Path, chw: [usize; 3], x: Vec<f32>) -> Box<dyn FnMut()> {
     })
 }
 
-fn runtime(model: &'static SlimModel, width: f64, x: Vec<f32>) -> Box<dyn FnMut()> {
+fn runtime(model: &'static SlimModel, width: Width, x: Vec<f32>) -> Box<dyn FnMut()> {
     Box::new(move || {
         std::hint::black_box(model.run(width, &x, 1).expect("runtime runs").logits.len());
     })
@@ -97,7 +98,7 @@ fn main() {
 
     // Per width: the variants, then their medians.
     let mut table = Vec::new();
-    let mut all: Vec<(f64, Vec<Variant>)> = Vec::new();
+    let mut all: Vec<(Width, Vec<Variant>)> = Vec::new();
     for e in &tract.manifest().widths {
         let path = dir.join(&e.file);
         let v = Vec::from([

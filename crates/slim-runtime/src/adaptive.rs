@@ -8,6 +8,7 @@
 //! The clock is a trait so that tests drive the controller with simulated time and
 //! latencies; [`Adaptive::run`] times real calls with it.
 
+use slim_core::Width;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -75,8 +76,8 @@ impl Config {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Switch {
     pub at: Duration,
-    pub from: f64,
-    pub to: f64,
+    pub from: Width,
+    pub to: Width,
     /// The window's quantile at `from` when it switched.
     pub observed_ms: f64,
     /// Predicted quantile at `to`.
@@ -101,7 +102,7 @@ const MAX_BACKOFF: u32 = 32;
 pub struct Adaptive<C: Clock = SystemClock> {
     cfg: Config,
     /// Widest first.
-    widths: Vec<f64>,
+    widths: Vec<Width>,
     /// Predicted latency of each width relative to the others (e.g. MACs or measured).
     cost: Vec<f64>,
     clock: C,
@@ -111,7 +112,7 @@ pub struct Adaptive<C: Clock = SystemClock> {
 impl<C: Clock> Adaptive<C> {
     /// `widths` widest first with their relative `cost` (any unit, decreasing); starts at
     /// the widest.
-    pub fn new(widths: Vec<f64>, cost: Vec<f64>, cfg: Config, clock: C) -> Result<Self, Error> {
+    pub fn new(widths: Vec<Width>, cost: Vec<f64>, cfg: Config, clock: C) -> Result<Self, Error> {
         let bad = |msg: String| Err(Error::Invalid(format!("adaptive controller: {msg}")));
         if widths.is_empty() || widths.len() != cost.len() {
             return bad(format!("{} widths but {} costs", widths.len(), cost.len()));
@@ -175,7 +176,7 @@ impl<C: Clock> Adaptive<C> {
     }
 
     /// The width to run now.
-    pub fn width(&self) -> f64 {
+    pub fn width(&self) -> Width {
         self.widths[self.state().current]
     }
 
@@ -197,7 +198,7 @@ impl<C: Clock> Adaptive<C> {
     /// Records that a call at `width` took `latency_ms`; switches width when the window
     /// says so. Observations of a width other than the current one (calls that started
     /// before a switch) are dropped.
-    pub fn observe(&self, width: f64, latency_ms: f64) -> Option<Switch> {
+    pub fn observe(&self, width: Width, latency_ms: f64) -> Option<Switch> {
         let now = self.clock.now();
         let mut s = self.state();
         if width != self.widths[s.current] || !latency_ms.is_finite() {
@@ -258,7 +259,7 @@ impl<C: Clock> Adaptive<C> {
 
     /// Runs one batch at the current width, timing it with the clock; returns the width
     /// used and the outputs.
-    pub fn run(&self, model: &SlimModel, inputs: &[f32]) -> Result<(f64, Outputs), Error> {
+    pub fn run(&self, model: &SlimModel, inputs: &[f32]) -> Result<(Width, Outputs), Error> {
         let width = self.width();
         let n = model.batch_of(inputs)?;
         let t = self.clock.now();
@@ -291,7 +292,7 @@ mod tests {
         }
     }
 
-    const WIDTHS: [f64; 4] = [1.0, 0.75, 0.5, 0.25];
+    const WIDTHS: [Width; 4] = slim_core::width::DEFAULT_WIDTHS;
     /// The trained ResNet-20's MACs per width.
     const MACS: [f64; 4] = [31_021_952.0, 17_471_136.0, 7_783_872.0, 1_960_160.0];
 
@@ -312,7 +313,7 @@ mod tests {
         a: &Adaptive<FakeClock>,
         clock: &FakeClock,
         secs: f64,
-        mut latency: impl FnMut(f64, f64) -> f64,
+        mut latency: impl FnMut(Width, f64) -> f64,
     ) -> Vec<f64> {
         let mut served = [0usize; 4];
         let n = (secs * 100.0) as usize;
@@ -326,7 +327,7 @@ mod tests {
     }
 
     /// Latency proportional to MACs: 2 ms at width 1.0 times `load`.
-    fn by_macs(width: f64, load: f64) -> f64 {
+    fn by_macs(width: Width, load: f64) -> f64 {
         let i = WIDTHS.iter().position(|&x| x == width).unwrap();
         2.0 * load * MACS[i] / MACS[0]
     }
@@ -339,7 +340,11 @@ mod tests {
         // Three times the load: 6 ms at width 1.0; 0.75 is predicted at 3.4 ms, 0.5 at 1.5.
         serve(&a, &clock, 10.0, |w, _| by_macs(w, 3.0));
         let s = a.switches();
-        assert_eq!((s.len(), s[0].from, s[0].to), (1, 1.0, 0.5), "{s:?}");
+        assert_eq!(
+            (s.len(), s[0].from.get(), s[0].to.get()),
+            (1, 1.0, 0.5),
+            "{s:?}"
+        );
         assert!(
             s[0].at < Duration::from_secs(11),
             "reacts within a second: {s:?}"
@@ -348,13 +353,13 @@ mod tests {
         // Load gone: back up one step at a time, after the cooldown.
         serve(&a, &clock, 20.0, |w, _| by_macs(w, 1.0));
         let s = a.switches();
-        let path: Vec<(f64, f64)> = s.iter().map(|s| (s.from, s.to)).collect();
+        let path: Vec<(f64, f64)> = s.iter().map(|s| (s.from.get(), s.to.get())).collect();
         assert_eq!(path, [(1.0, 0.5), (0.5, 0.75), (0.75, 1.0)]);
         assert!(
             s[1].at - s[0].at >= Duration::from_secs(2),
             "cooldown: {s:?}"
         );
-        assert_eq!(a.width(), 1.0);
+        assert_eq!(a.width(), slim_test_utils::width(1.0));
     }
 
     #[test]
@@ -367,7 +372,7 @@ mod tests {
         });
         let s = a.switches();
         assert_eq!(s.len(), 1, "one step down, then stays: {s:?}");
-        assert_eq!(a.width(), 0.75);
+        assert_eq!(a.width(), slim_test_utils::width(0.75));
         // Just under the target: never switches.
         let (a, clock) = controller(2.0);
         serve(&a, &clock, 120.0, |w, _| {
@@ -378,7 +383,7 @@ mod tests {
         // so it stays down.
         let (a, clock) = controller(2.0);
         serve(&a, &clock, 5.0, |w, _| by_macs(w, 1.5));
-        assert_eq!(a.width(), 0.75);
+        assert_eq!(a.width(), slim_test_utils::width(0.75));
         serve(&a, &clock, 120.0, |w, _| {
             by_macs(w, 0.85 + 0.1 * rng.uniform())
         });
@@ -390,26 +395,26 @@ mod tests {
         // Width 1.0 really costs 4.4x width 0.75 (the costs say 1.8x): every step up to it
         // is over the target and undone; the cooldown doubles each time.
         let (a, clock) = controller(2.0);
-        let latency = |w: f64, _| if w == 1.0 { 3.0 } else { by_macs(w, 0.6) };
+        let latency = |w: Width, _| if w.is_full() { 3.0 } else { by_macs(w, 0.6) };
         let share = serve(&a, &clock, 300.0, latency);
         let n = a.switches().len();
         // One step down, then probes after 2, 4, 8, 16, 32 and 64 s of headroom, then
         // every 64 s: 8 probes (2 switches each) in 300 s.
         assert!((5..=21).contains(&n), "{n} switches: {:?}", a.switches());
         assert!(share[0] < 0.05, "{share:?} of requests at width 1.0");
-        assert_eq!(a.width(), 0.75);
+        assert_eq!(a.width(), slim_test_utils::width(0.75));
     }
 
     #[test]
     fn late_observations_of_an_old_width_are_dropped() {
         let (a, clock) = controller(3.0);
         serve(&a, &clock, 2.0, |w, _| by_macs(w, 3.0));
-        assert_eq!(a.width(), 0.5);
+        assert_eq!(a.width(), slim_test_utils::width(0.5));
         for _ in 0..100 {
             clock.advance(Duration::from_millis(10));
-            assert_eq!(a.observe(1.0, 50.0), None);
+            assert_eq!(a.observe(slim_test_utils::width(1.0), 50.0), None);
         }
-        assert_eq!(a.width(), 0.5);
+        assert_eq!(a.width(), slim_test_utils::width(0.5));
         let p = a.observed_ms().unwrap();
         assert!(p < 3.0, "the 50 ms of width 1.0 are not in the window: {p}");
     }
@@ -418,18 +423,30 @@ mod tests {
     fn impossible_settings_are_errors() {
         let c = FakeClock::default;
         let cfg = Config::p95(1.0);
-        assert!(Adaptive::new(vec![1.0], vec![1.0, 2.0], cfg.clone(), c()).is_err());
-        assert!(Adaptive::new(vec![1.0], vec![0.0], cfg.clone(), c()).is_err());
+        assert!(
+            Adaptive::new(
+                slim_test_utils::widths(&[1.0]),
+                vec![1.0, 2.0],
+                cfg.clone(),
+                c()
+            )
+            .is_err()
+        );
+        assert!(
+            Adaptive::new(slim_test_utils::widths(&[1.0]), vec![0.0], cfg.clone(), c()).is_err()
+        );
         let bad = Config {
             margin: 1.0,
             ..cfg.clone()
         };
-        assert!(Adaptive::new(vec![1.0], vec![1.0], bad, c()).is_err());
+        assert!(Adaptive::new(slim_test_utils::widths(&[1.0]), vec![1.0], bad, c()).is_err());
         let bad = Config {
             target_ms: -1.0,
             ..cfg
         };
-        let err = Adaptive::new(vec![1.0], vec![1.0], bad, c()).err().unwrap();
+        let err = Adaptive::new(slim_test_utils::widths(&[1.0]), vec![1.0], bad, c())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("target"), "{err}");
     }
 }

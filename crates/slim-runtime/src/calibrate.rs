@@ -4,6 +4,7 @@
 //! (CPU model and threads), the batch size and the checkpoint's hash; entries under other
 //! keys are kept but ignored. A cache that does not parse is an error naming it.
 
+use slim_core::Width;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -30,7 +31,7 @@ pub struct Key {
 /// One width's measured latency per call, in milliseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WidthLatency {
-    pub width: f64,
+    pub width: Width,
     /// Timed calls (warmup excluded).
     pub runs: usize,
     pub p50_ms: f64,
@@ -48,11 +49,8 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    pub fn width(&self, width: f64) -> Option<&WidthLatency> {
-        let tag = slim_core::width::tag(width);
-        self.widths
-            .iter()
-            .find(|w| slim_core::width::tag(w.width) == tag)
+    pub fn width(&self, width: Width) -> Option<&WidthLatency> {
+        self.widths.iter().find(|w| w.width == width)
     }
 }
 
@@ -83,7 +81,7 @@ pub fn device() -> String {
 /// `warmup` untimed calls; `progress` is called after every call, timed or not.
 pub fn latency_samples(
     model: &SlimModel,
-    width: f64,
+    width: Width,
     input: &[f32],
     batch: usize,
     (warmup, runs): (usize, usize),

@@ -1,5 +1,6 @@
 //! The runtime's one error type.
 
+use slim_core::Width;
 use std::path::PathBuf;
 
 /// Everything the runtime refuses or fails at, naming the file involved where there is one.
@@ -30,8 +31,8 @@ pub enum Error {
     #[error("model {}: holds no width {width}; it has {available:?}", dir.display())]
     NoSuchWidth {
         dir: PathBuf,
-        width: f64,
-        available: Vec<f64>,
+        width: Width,
+        available: Vec<Width>,
     },
     #[error("input has {got} values, but a batch of {batch} images of {shape:?} needs {want}")]
     InputSize {

@@ -2,6 +2,7 @@
 //! Widths load lazily on first use and stay loaded; the model is `Send + Sync`, so one
 //! instance serves many threads.
 
+use slim_core::Width;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -19,9 +20,6 @@ pub struct SlimModel {
     backend: Backend,
     norm: Normalize,
     engines: Vec<OnceLock<Box<dyn Engine>>>,
-    /// [`slim_core::width::tag`] of each manifest width, to find widths without
-    /// formatting them all on every call.
-    tags: Vec<String>,
     calibration_file: Option<PathBuf>,
 }
 
@@ -44,18 +42,12 @@ impl SlimModel {
             }
         }
         let engines = manifest.widths.iter().map(|_| OnceLock::new()).collect();
-        let tags = manifest
-            .widths
-            .iter()
-            .map(|e| slim_core::width::tag(e.width))
-            .collect();
         Ok(SlimModel {
             dir: dir.to_path_buf(),
             manifest,
             backend,
             norm,
             engines,
-            tags,
             calibration_file: None,
         })
     }
@@ -117,7 +109,7 @@ impl SlimModel {
     }
 
     /// Widths widest first.
-    pub fn widths(&self) -> Vec<f64> {
+    pub fn widths(&self) -> Vec<Width> {
         self.manifest.widths.iter().map(|e| e.width).collect()
     }
 
@@ -127,9 +119,8 @@ impl SlimModel {
         [m.input.in_channels, m.input.image_size, m.input.image_size]
     }
 
-    fn index(&self, width: f64) -> Result<usize, Error> {
-        let tag = slim_core::width::tag(width);
-        let found = self.tags.iter().position(|t| *t == tag);
+    fn index(&self, width: Width) -> Result<usize, Error> {
+        let found = self.manifest.widths.iter().position(|e| e.width == width);
         found.ok_or_else(|| Error::NoSuchWidth {
             dir: self.dir.clone(),
             width,
@@ -137,13 +128,13 @@ impl SlimModel {
         })
     }
 
-    pub fn entry(&self, width: f64) -> Result<&WidthEntry, Error> {
+    pub fn entry(&self, width: Width) -> Result<&WidthEntry, Error> {
         Ok(&self.manifest.widths[self.index(width)?])
     }
 
     /// The engine of `width`, loading it on first use. Concurrent first uses may both
     /// load; one result is kept.
-    pub fn engine(&self, width: f64) -> Result<&dyn Engine, Error> {
+    pub fn engine(&self, width: Width) -> Result<&dyn Engine, Error> {
         let i = self.index(width)?;
         if let Some(e) = self.engines[i].get() {
             return Ok(e.as_ref());
@@ -158,7 +149,7 @@ impl SlimModel {
     }
 
     /// Whether `width`'s graph is loaded already.
-    pub fn is_loaded(&self, width: f64) -> bool {
+    pub fn is_loaded(&self, width: Width) -> bool {
         self.index(width)
             .is_ok_and(|i| self.engines[i].get().is_some())
     }
@@ -172,7 +163,7 @@ impl SlimModel {
     }
 
     /// Runs `batch` preprocessed images through `width`'s graph.
-    pub fn run(&self, width: f64, image: &[f32], batch: usize) -> Result<Outputs, Error> {
+    pub fn run(&self, width: Width, image: &[f32], batch: usize) -> Result<Outputs, Error> {
         self.engine(width)?.run(image, batch)
     }
 }

@@ -4,6 +4,7 @@
 //! checked on load, agrees); then top-k classes with softmax probabilities and names, or
 //! embeddings.
 
+use slim_core::Width;
 use std::io::Read;
 use std::path::Path;
 
@@ -93,7 +94,12 @@ impl SlimModel {
     }
 
     /// The `k` most probable classes of each image of the batch `inputs` at `width`.
-    pub fn classify(&self, width: f64, inputs: &[f32], k: usize) -> Result<Vec<Vec<Class>>, Error> {
+    pub fn classify(
+        &self,
+        width: Width,
+        inputs: &[f32],
+        k: usize,
+    ) -> Result<Vec<Vec<Class>>, Error> {
         let n = self.batch_of(inputs)?;
         let out = self.run(width, inputs, n)?;
         let names = &self.manifest().class_names;
@@ -102,7 +108,7 @@ impl SlimModel {
 
     /// The embedding (pooled backbone features, not normalised) of each image of `inputs`
     /// at `width`.
-    pub fn embed(&self, width: f64, inputs: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
+    pub fn embed(&self, width: Width, inputs: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
         let n = self.batch_of(inputs)?;
         let out = self.run(width, inputs, n)?;
         Ok((0..n).map(|i| out.embedding_row(i).to_vec()).collect())

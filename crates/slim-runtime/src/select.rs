@@ -4,12 +4,13 @@
 //! Candidates come from the manifest ([`Candidate::from_manifest`]), with latencies from
 //! it or from this device's calibration ([`crate::SlimModel::select`]).
 
+use slim_core::Width;
 use slim_core::manifest::{Accuracy, Latency, Manifest};
 
 /// One width as a budget judges it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
-    pub width: f64,
+    pub width: Width,
     pub macs: u64,
     pub params: u64,
     /// Measured top-1 (in [0, 1]) and what it was measured on.
@@ -50,7 +51,7 @@ pub struct Budget {
 /// The chosen width and why it was chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Selection {
-    pub width: f64,
+    pub width: Width,
     pub reason: String,
     /// The widths more accurate than the chosen one, most accurate first, with why each
     /// misses the budget; the last is the one that would have been next.
@@ -60,7 +61,7 @@ pub struct Selection {
 /// A width that misses the budget.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejected {
-    pub width: f64,
+    pub width: Width,
     pub misses: String,
 }
 
@@ -68,7 +69,7 @@ pub struct Rejected {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("no width fits the budget: the nearest, width {nearest}, misses it: {misses}")]
 pub struct NoFit {
-    pub nearest: f64,
+    pub nearest: Width,
     pub misses: String,
 }
 
@@ -126,13 +127,13 @@ fn misses(e: &Candidate, budget: &Budget) -> (Vec<String>, f64) {
 
 /// Measured accuracy, or the width where none was measured (wider counts as better).
 fn accuracy(e: &Candidate) -> f64 {
-    e.accuracy.as_ref().map_or(e.width, |a| a.top1)
+    e.accuracy.as_ref().map_or(e.width.get(), |a| a.top1)
 }
 
 fn more_accurate(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     accuracy(a)
         .total_cmp(&accuracy(b))
-        .then(a.width.total_cmp(&b.width))
+        .then(a.width.cmp(&b.width))
 }
 
 /// What the budget judged of `e`, for the reason of a choice.
@@ -232,7 +233,7 @@ mod tests {
     use slim_core::manifest::{FORMAT, WidthEntry};
 
     fn manifest() -> Manifest {
-        let entry = |w: f64, macs: u64, top1: Option<f64>, p50: f64| WidthEntry {
+        let entry = |w: Width, macs: u64, top1: Option<f64>, p50: f64| WidthEntry {
             width: w,
             file: format!("w{w}/model.onnx"),
             macs,
@@ -265,10 +266,10 @@ mod tests {
             class_names: vec!["a".into(), "b".into()],
             checkpoint_sha256: "x".into(),
             widths: vec![
-                entry(1.0, 31_000_000, Some(0.81), 2.6),
-                entry(0.75, 17_000_000, Some(0.80), 2.0),
-                entry(0.5, 7_800_000, Some(0.79), 1.3),
-                entry(0.25, 2_000_000, Some(0.75), 0.8),
+                entry(slim_test_utils::width(1.0), 31_000_000, Some(0.81), 2.6),
+                entry(slim_test_utils::width(0.75), 17_000_000, Some(0.80), 2.0),
+                entry(slim_test_utils::width(0.5), 7_800_000, Some(0.79), 1.3),
+                entry(slim_test_utils::width(0.25), 2_000_000, Some(0.75), 0.8),
             ],
         }
     }
@@ -276,15 +277,18 @@ mod tests {
     #[test]
     fn picks_the_most_accurate_width_that_fits() {
         let m = manifest();
-        assert_eq!(select(&m, &Budget::default()).unwrap().width, 1.0);
+        assert_eq!(
+            select(&m, &Budget::default()).unwrap().width,
+            slim_test_utils::width(1.0)
+        );
         let b = Budget {
             max_macs: Some(20_000_000),
             ..Budget::default()
         };
         let s = select(&m, &b).unwrap();
-        assert_eq!(s.width, 0.75);
+        assert_eq!(s.width, slim_test_utils::width(0.75));
         assert_eq!(s.rejected.len(), 1);
-        assert_eq!(s.rejected[0].width, 1.0);
+        assert_eq!(s.rejected[0].width, slim_test_utils::width(1.0));
         assert!(
             s.rejected[0]
                 .misses
@@ -298,20 +302,23 @@ mod tests {
             latency_batch: 1,
             ..Budget::default()
         };
-        assert_eq!(select(&m, &b).unwrap().width, 0.5);
+        assert_eq!(select(&m, &b).unwrap().width, slim_test_utils::width(0.5));
         let b = Budget {
             max_params: Some(100_000),
             min_top1: Some(0.7),
             ..Budget::default()
         };
-        assert_eq!(select(&m, &b).unwrap().width, 0.5);
+        assert_eq!(select(&m, &b).unwrap().width, slim_test_utils::width(0.5));
     }
 
     #[test]
     fn accuracy_beats_width_when_measured() {
         let mut m = manifest();
         m.widths[0].accuracy.as_mut().unwrap().top1 = 0.70; // a badly trained full width
-        assert_eq!(select(&m, &Budget::default()).unwrap().width, 0.75);
+        assert_eq!(
+            select(&m, &Budget::default()).unwrap().width,
+            slim_test_utils::width(0.75)
+        );
     }
 
     #[test]
@@ -322,7 +329,7 @@ mod tests {
             ..Budget::default()
         };
         let err = select(&m, &b).unwrap_err();
-        assert_eq!(err.nearest, 0.25);
+        assert_eq!(err.nearest, slim_test_utils::width(0.25));
         assert!(
             err.misses
                 .contains("MACs 2.0000M over the limit 1.0000M by 100.0%"),
@@ -333,7 +340,7 @@ mod tests {
             ..Budget::default()
         };
         let err = select(&m, &b).unwrap_err();
-        assert_eq!(err.nearest, 1.0);
+        assert_eq!(err.nearest, slim_test_utils::width(1.0));
         assert!(
             err.to_string().contains("under the minimum 90.00%"),
             "{err}"

@@ -159,13 +159,16 @@ fn select_judges_latency_by_the_calibration() {
     };
     calibrate::write_cache(&model.calibration_path(), &cal).unwrap();
     let s = model.select(&budget).unwrap();
-    assert_eq!(s.width, 0.5);
+    assert_eq!(s.width, slim_test_utils::width(0.5));
     assert!(
         s.reason.contains("p50 2.000 ms") && s.reason.contains("calibrated"),
         "{}",
         s.reason
     );
-    assert_eq!(s.rejected.last().unwrap().width, 0.75);
+    assert_eq!(
+        s.rejected.last().unwrap().width,
+        slim_test_utils::width(0.75)
+    );
     assert!(
         s.rejected
             .last()

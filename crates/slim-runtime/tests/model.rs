@@ -18,16 +18,19 @@ fn ramp(model: &SlimModel, batch: usize) -> Vec<f32> {
 #[test]
 fn widths_load_lazily_once_and_serve_many_threads() {
     let model = Arc::new(SlimModel::open(&fixture(), Backend::Tract).unwrap());
-    assert_eq!(model.widths(), [1.0, 0.75, 0.5, 0.25]);
-    assert!(!model.is_loaded(0.5));
+    assert_eq!(model.widths(), slim_core::width::DEFAULT_WIDTHS);
+    assert!(!model.is_loaded(slim_test_utils::width(0.5)));
     let input = Arc::new(ramp(&model, 2));
-    let first = model.run(0.5, &input, 2).unwrap();
-    assert!(model.is_loaded(0.5) && !model.is_loaded(1.0));
-    let engine = model.engine(0.5).unwrap() as *const _ as *const u8;
+    let first = model.run(slim_test_utils::width(0.5), &input, 2).unwrap();
+    assert!(
+        model.is_loaded(slim_test_utils::width(0.5))
+            && !model.is_loaded(slim_test_utils::width(1.0))
+    );
+    let engine = model.engine(slim_test_utils::width(0.5)).unwrap() as *const _ as *const u8;
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let (m, x) = (model.clone(), input.clone());
-            std::thread::spawn(move || m.run(0.5, &x, 2).unwrap())
+            std::thread::spawn(move || m.run(slim_test_utils::width(0.5), &x, 2).unwrap())
         })
         .collect();
     for t in threads {
@@ -37,22 +40,29 @@ fn widths_load_lazily_once_and_serve_many_threads() {
             "same input, same output on every thread"
         );
     }
-    let again = model.engine(0.5).unwrap() as *const _ as *const u8;
+    let again = model.engine(slim_test_utils::width(0.5)).unwrap() as *const _ as *const u8;
     assert_eq!(engine, again, "switching back to a loaded width reuses it");
     assert_eq!(first.logits.len(), 2 * 10);
     assert_eq!(
         first.embedding.len(),
-        2 * model.entry(0.5).unwrap().embedding_dim
+        2 * model
+            .entry(slim_test_utils::width(0.5))
+            .unwrap()
+            .embedding_dim
     );
 }
 
 #[test]
 fn unknown_widths_and_wrong_input_sizes_are_errors() {
     let model = SlimModel::open(&fixture(), Backend::Tract).unwrap();
-    let err = model.run(0.3, &ramp(&model, 1), 1).unwrap_err();
+    let err = model
+        .run(slim_test_utils::width(0.3), &ramp(&model, 1), 1)
+        .unwrap_err();
     assert!(matches!(err, Error::NoSuchWidth { .. }), "{err}");
     assert!(err.to_string().contains("0.3"), "{err}");
-    let err = model.run(1.0, &[0.0; 10], 1).unwrap_err();
+    let err = model
+        .run(slim_test_utils::width(1.0), &[0.0; 10], 1)
+        .unwrap_err();
     assert!(matches!(err, Error::InputSize { .. }), "{err}");
 }
 
@@ -84,12 +94,14 @@ fn a_truncated_graph_is_refused_naming_the_file() {
     std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
     let model = SlimModel::open(&dir, Backend::Tract).unwrap();
     let err = model
-        .run(0.25, &ramp(&model, 1), 1)
+        .run(slim_test_utils::width(0.25), &ramp(&model, 1), 1)
         .unwrap_err()
         .to_string();
     assert!(err.contains("width-w250/model.onnx"), "{err}");
     // The other widths still work.
-    model.run(1.0, &ramp(&model, 1), 1).unwrap();
+    model
+        .run(slim_test_utils::width(1.0), &ramp(&model, 1), 1)
+        .unwrap();
 }
 
 fn rewrite(path: &Path, edit: impl FnOnce(&mut ModelProto)) {
@@ -111,7 +123,7 @@ fn metadata_that_disagrees_with_the_manifest_is_refused() {
     });
     let model = SlimModel::open(&dir, Backend::Tract).unwrap();
     let err = model
-        .run(0.75, &ramp(&model, 1), 1)
+        .run(slim_test_utils::width(0.75), &ramp(&model, 1), 1)
         .unwrap_err()
         .to_string();
     assert!(
@@ -140,7 +152,10 @@ fn preprocessing_metadata_that_disagrees_with_the_manifest_is_refused() {
         (0.5, "width-w500/model.onnx", "mean = [0.5]"),
         (0.25, "width-w250/model.onnx", "class_names"),
     ] {
-        let err = model.run(w, &ramp(&model, 1), 1).unwrap_err().to_string();
+        let err = model
+            .run(slim_test_utils::width(w), &ramp(&model, 1), 1)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(file) && err.contains(key) && err.contains("disagrees"),
             "{err}"
@@ -177,7 +192,10 @@ fn external_data_outside_the_model_folder_is_refused() {
         }];
     });
     let model = SlimModel::open(&dir, Backend::Tract).unwrap();
-    let err = model.run(1.0, &ramp(&model, 1), 1).unwrap_err().to_string();
+    let err = model
+        .run(slim_test_utils::width(1.0), &ramp(&model, 1), 1)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("outside the model folder") && err.contains("etc/passwd"),
         "{err}"
@@ -206,7 +224,13 @@ fn tract_and_onnx_runtime_agree_on_the_trained_model() {
             .fold(0f32, f32::max);
         assert!(d <= 1e-4, "width {w}: {d}");
     }
-    assert_eq!(b.engine(1.0).unwrap().placement().to_string(), "ort/CPU");
+    assert_eq!(
+        b.engine(slim_test_utils::width(1.0))
+            .unwrap()
+            .placement()
+            .to_string(),
+        "ort/CPU"
+    );
 }
 
 /// The onnxruntime wheel that tools/setup.sh installs is CPU-only, so CUDA cannot
@@ -223,7 +247,11 @@ fn a_provider_that_fails_to_register_is_an_error_or_a_reported_fallback() {
         },
     )
     .unwrap();
-    let err = strict.engine(1.0).err().unwrap().to_string();
+    let err = strict
+        .engine(slim_test_utils::width(1.0))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("CUDA") && err.contains("register"), "{err}");
     let lenient = SlimModel::open(
         &fixture(),
@@ -233,7 +261,11 @@ fn a_provider_that_fails_to_register_is_an_error_or_a_reported_fallback() {
         },
     )
     .unwrap();
-    let used = lenient.engine(1.0).unwrap().placement().to_string();
+    let used = lenient
+        .engine(slim_test_utils::width(1.0))
+        .unwrap()
+        .placement()
+        .to_string();
     assert!(
         used.contains("CPU") && used.contains("fallback") && used.contains("CUDA"),
         "{used}"
@@ -250,7 +282,10 @@ fn errors_at_full_width(dir: &Path) -> Vec<String> {
         .into_iter()
         .map(|b| {
             let model = SlimModel::open(dir, b).unwrap();
-            model.run(1.0, &ramp(&model, 1), 1).unwrap_err().to_string()
+            model
+                .run(slim_test_utils::width(1.0), &ramp(&model, 1), 1)
+                .unwrap_err()
+                .to_string()
         })
         .collect()
 }

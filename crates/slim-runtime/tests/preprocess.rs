@@ -140,7 +140,9 @@ fn real_images_are_classified_with_names_and_embedded() {
         .collect();
     let batch = model.preprocess_files(&paths).unwrap();
     assert_eq!(model.batch_of(&batch).unwrap(), 40);
-    let top = model.classify(1.0, &batch, 5).unwrap();
+    let top = model
+        .classify(slim_test_utils::width(1.0), &batch, 5)
+        .unwrap();
     let names = &model.manifest().class_names;
     let mut right = 0;
     for (classes, (_, label)) in top.iter().zip(&images) {
@@ -153,7 +155,7 @@ fn real_images_are_classified_with_names_and_embedded() {
     }
     // README: the exported width 1.0 scores 81.5% on the 10,000 test images.
     assert!(right >= 28, "top-1 {right}/40 on real images");
-    let emb = model.embed(0.5, &batch).unwrap();
+    let emb = model.embed(slim_test_utils::width(0.5), &batch).unwrap();
     assert_eq!(emb.len(), 40);
     assert!(
         emb.iter()
@@ -161,8 +163,12 @@ fn real_images_are_classified_with_names_and_embedded() {
     );
     assert_ne!(emb[0], emb[1]);
     // A partial batch is an error, not a panic.
-    assert!(model.classify(1.0, &batch[..100], 5).is_err());
-    assert!(model.embed(1.0, &[]).is_err());
+    assert!(
+        model
+            .classify(slim_test_utils::width(1.0), &batch[..100], 5)
+            .is_err()
+    );
+    assert!(model.embed(slim_test_utils::width(1.0), &[]).is_err());
 }
 
 #[cfg(feature = "ort")]

@@ -2,7 +2,8 @@
 //!
 //! - [`model`]: the real exported model committed in `models/fashion-mnist-resnet20`;
 //! - [`model_copy`] / [`copy_dir`]: a copy of it (or any folder) that a test may damage;
-//! - [`fashion_mnist`]: the Fashion-MNIST IDX folder that `tools/setup.sh` installs.
+//! - [`fashion_mnist`]: the Fashion-MNIST IDX folder that `tools/setup.sh` installs;
+//! - [`width`] / [`widths`]: widths from literals.
 
 use std::path::{Path, PathBuf};
 
@@ -39,4 +40,14 @@ pub fn fashion_mnist() -> PathBuf {
     std::env::var_os("FASHION_MNIST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into())
+}
+
+/// The width `x`, which a test knows to be in (0, 1].
+pub fn width(x: f64) -> slim_core::Width {
+    slim_core::Width::new(x).expect("a test width in (0, 1]")
+}
+
+/// The widths `xs`, in their order.
+pub fn widths(xs: &[f64]) -> Vec<slim_core::Width> {
+    xs.iter().map(|&x| width(x)).collect()
 }

@@ -21,6 +21,7 @@
 //! `tools/bench_step.sh` runs this against a PyTorch eager reference of the same step
 //! (`tools/bench_step_torch.py`).
 
+use slim_core::Width;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,7 +49,7 @@ pub struct BenchStepConfig {
     /// Images per view (the step sees 2 views of this many).
     pub batch: usize,
     /// Widths of the slimmable step; must include 1.0.
-    pub widths: Vec<f64>,
+    pub widths: Vec<Width>,
     /// Untimed steps of each kind first.
     pub warmup: usize,
     /// Timed steps of each kind.
@@ -95,7 +96,7 @@ pub struct BenchReport {
     pub image_size: usize,
     pub channels: usize,
     pub batch: usize,
-    pub widths: Vec<f64>,
+    pub widths: Vec<Width>,
     pub device: String,
     pub threads: i32,
     pub warmup: usize,
@@ -325,7 +326,7 @@ mod tests {
             image_size: 16,
             channels: 3,
             batch: 4,
-            widths: vec![1.0, 0.75, 0.5, 0.25],
+            widths: slim_core::width::DEFAULT_WIDTHS.to_vec(),
             warmup: 0,
             steps: 1,
             device: Device::Cpu,

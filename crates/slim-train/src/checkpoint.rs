@@ -9,7 +9,7 @@ use std::path::Path;
 
 use slim_core::checkpoint::{Precision, names};
 use slim_core::rng::SplitMix64;
-use slim_core::{Checkpoint, ModelConfig, width};
+use slim_core::{Checkpoint, ModelConfig};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::{Error, SlimNet};
@@ -71,7 +71,7 @@ pub fn save_with_state(
     tensors.insert(names::REFERENCE_IMAGE.to_string(), image);
     for &w in net.widths() {
         let (embedding, logits) = tch::no_grad(|| net.forward_t(&x, w, false));
-        let t = width::tag(w);
+        let t = w.tag();
         tensors.insert(names::reference_embedding(&t), to_core(&embedding)?);
         tensors.insert(names::reference_logits(&t), to_core(&logits)?);
     }

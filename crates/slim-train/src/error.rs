@@ -12,7 +12,10 @@ pub enum Error {
     Torch(tch::TchError),
     /// A width that is not one of the model's trained widths.
     #[error("width {width} is not one of the model's widths {widths:?}")]
-    Width { width: f64, widths: Vec<f64> },
+    Width {
+        width: slim_core::Width,
+        widths: Vec<slim_core::Width>,
+    },
     /// Evaluation inputs that do not fit together (a feature set and a model, images and
     /// the model's input channels).
     #[error("evaluation: {0}")]

@@ -6,7 +6,8 @@
 //! MoCo v3's prediction head is the same MLP from that output size back to it
 //! ([`SlimHead::predictor`]): its input is not sliced, its hidden layer is.
 
-use slim_core::width::{scaled, tag};
+use slim_core::Width;
+use slim_core::width::scaled;
 use tch::Tensor;
 use tch::nn::{self, Init};
 
@@ -15,7 +16,7 @@ pub struct SlimHead {
     bn: Vec<[Tensor; 4]>,
     fc2: Tensor,
     bias2: Tensor,
-    widths: Vec<f64>,
+    widths: Vec<Width>,
     features: usize,
     /// Whether the input is a width's embedding (its first `features * w` entries) or
     /// the same size at every width.
@@ -32,7 +33,7 @@ impl SlimHead {
         features: usize,
         hidden: usize,
         out: usize,
-        widths: &[f64],
+        widths: &[Width],
         eps: f64,
     ) -> SlimHead {
         SlimHead::build(vs, (features, true), hidden, out, widths, eps)
@@ -44,7 +45,7 @@ impl SlimHead {
         vs: &nn::Path,
         dim: usize,
         hidden: usize,
-        widths: &[f64],
+        widths: &[Width],
         eps: f64,
     ) -> SlimHead {
         SlimHead::build(vs, (dim, false), hidden, dim, widths, eps)
@@ -55,7 +56,7 @@ impl SlimHead {
         (features, slim_input): (usize, bool),
         hidden: usize,
         out: usize,
-        widths: &[f64],
+        widths: &[Width],
         eps: f64,
     ) -> SlimHead {
         let uniform = |fan_in: usize| {
@@ -66,7 +67,7 @@ impl SlimHead {
         let bn = widths
             .iter()
             .map(|&w| {
-                let p = &bn_path / tag(w);
+                let p = &bn_path / w.tag();
                 let c = scaled(hidden, w) as i64;
                 [
                     p.var("weight", &[c], Init::Const(1.0)),
@@ -95,8 +96,12 @@ impl SlimHead {
 
     /// Projects `[N, features_at(w)]` embeddings of width `w` (`[N, dim]` for a
     /// predictor), in train or eval mode.
-    pub fn forward(&self, embedding: &Tensor, w: f64, train: bool) -> Tensor {
-        let i = slim_core::width::find(&self.widths, w).expect("a width of the model");
+    pub fn forward(&self, embedding: &Tensor, w: Width, train: bool) -> Tensor {
+        let i = self
+            .widths
+            .iter()
+            .position(|&x| x == w)
+            .expect("a width of the model");
         let f = match self.slim_input {
             true => scaled(self.features, w),
             false => self.features,
@@ -129,33 +134,56 @@ mod tests {
     #[test]
     fn every_width_projects_to_the_shared_output_size_through_leading_slices() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let head = SlimHead::new(&vs.root(), 8, 8, 4, &[1.0, 0.5], 1e-5);
+        let head = SlimHead::new(
+            &vs.root(),
+            8,
+            8,
+            4,
+            &slim_test_utils::widths(&[1.0, 0.5]),
+            1e-5,
+        );
         let e = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
-        let out = head.forward(&e, 0.5, true);
+        let out = head.forward(&e, slim_test_utils::width(0.5), true);
         assert_eq!(out.size(), [5, 4]);
         // Changing fc1 outside the leading 4 x 4 block leaves width 0.5 unchanged.
         tch::no_grad(|| {
             let _ = head.fc1.narrow(0, 4, 4).fill_(9.0);
         });
-        let again = head.forward(&e, 0.5, true);
+        let again = head.forward(&e, slim_test_utils::width(0.5), true);
         assert!(out.allclose(&again, 1e-6, 1e-6, false));
     }
 
     #[test]
     fn the_predictor_reads_the_whole_projection_at_every_width() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let pred = SlimHead::predictor(&vs.root(), 4, 8, &[1.0, 0.5], 1e-5);
+        let pred = SlimHead::predictor(
+            &vs.root(),
+            4,
+            8,
+            &slim_test_utils::widths(&[1.0, 0.5]),
+            1e-5,
+        );
         let z = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
-        let out = pred.forward(&z, 0.5, true);
+        let out = pred.forward(&z, slim_test_utils::width(0.5), true);
         assert_eq!(out.size(), [5, 4]);
         // Width 0.5 uses hidden units 0..4 only, but every input column.
         tch::no_grad(|| {
             let _ = pred.fc1.narrow(0, 4, 4).fill_(9.0);
         });
-        assert!(out.allclose(&pred.forward(&z, 0.5, true), 1e-6, 1e-6, false));
+        assert!(out.allclose(
+            &pred.forward(&z, slim_test_utils::width(0.5), true),
+            1e-6,
+            1e-6,
+            false
+        ));
         tch::no_grad(|| {
             let _ = pred.fc1.narrow(0, 0, 4).narrow(1, 3, 1).fill_(9.0);
         });
-        assert!(!out.allclose(&pred.forward(&z, 0.5, true), 1e-3, 1e-3, false));
+        assert!(!out.allclose(
+            &pred.forward(&z, slim_test_utils::width(0.5), true),
+            1e-3,
+            1e-3,
+            false
+        ));
     }
 }

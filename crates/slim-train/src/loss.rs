@@ -24,6 +24,7 @@
 //! [`LossWeights::sub_contrastive`] plus its distillation loss (toward the full width's
 //! logits) times [`LossWeights::sub_distillation`].
 
+use slim_core::Width;
 use tch::{Kind, Tensor};
 
 /// PyTorch's `F.normalize` epsilon.
@@ -281,9 +282,12 @@ impl LossWeights {
     /// `1 + Σ widths - max(widths)` (2.5 for 1.0 / 0.75 / 0.5 / 0.25), each sub-width 1.0,
     /// split into 0.5 contrastive + 0.5 distillation when `distill` (SlimCLR's
     /// `aux_loss_w = 0.5`), all contrastive otherwise.
-    pub fn reweighted(widths: &[f64], distill: bool) -> LossWeights {
-        let max = widths.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = widths.iter().sum();
+    pub fn reweighted(widths: &[Width], distill: bool) -> LossWeights {
+        let max = widths
+            .iter()
+            .map(|w| w.get())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = widths.iter().map(|w| w.get()).sum();
         let (sub_contrastive, sub_distillation) = if distill { (0.5, 0.5) } else { (1.0, 0.0) };
         LossWeights {
             full: 1.0 + sum - max,
@@ -307,12 +311,12 @@ impl LossWeights {
 /// `1 + Σ widths - max(widths)` for the widest, 1.0 for every other (which
 /// [`LossWeights::reweighted`] splits between contrastive and distillation).
 /// `[1.0, 0.75, 0.5, 0.25]` gives `[2.5, 1.0, 1.0, 1.0]`.
-pub fn width_weights(widths: &[f64]) -> Vec<f64> {
-    let max = widths.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+pub fn width_weights(widths: &[Width]) -> Vec<f64> {
+    let widest = widths.iter().max();
     let full = LossWeights::reweighted(widths, false).full;
     widths
         .iter()
-        .map(|&w| if w == max { full } else { 1.0 })
+        .map(|w| if Some(w) == widest { full } else { 1.0 })
         .collect()
 }
 
@@ -611,7 +615,7 @@ mod tests {
 
     #[test]
     fn slimclr_weights() {
-        let widths = [1.0, 0.75, 0.5, 0.25];
+        let widths = slim_core::width::DEFAULT_WIDTHS;
         let w = LossWeights::reweighted(&widths, true);
         assert_eq!(w.full, 2.5);
         assert_eq!((w.sub_contrastive, w.sub_distillation), (0.5, 0.5));
@@ -621,8 +625,11 @@ mod tests {
             (2.5, 1.0, 0.0)
         );
         assert_eq!(width_weights(&widths), vec![2.5, 1.0, 1.0, 1.0]);
-        assert_eq!(width_weights(&[0.25, 1.0, 0.5]), vec![1.0, 1.75, 1.0]);
-        assert_eq!(width_weights(&[1.0]), vec![1.0]);
+        assert_eq!(
+            width_weights(&slim_test_utils::widths(&[0.25, 1.0, 0.5])),
+            vec![1.0, 1.75, 1.0]
+        );
+        assert_eq!(width_weights(&slim_test_utils::widths(&[1.0])), vec![1.0]);
         let u = LossWeights::uniform(true);
         assert_eq!(
             (u.full, u.sub_contrastive, u.sub_distillation),

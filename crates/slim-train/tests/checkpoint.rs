@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use slim_core::{Backbone, ModelConfig, width};
+use slim_core::{Backbone, ModelConfig};
 use slim_train::SlimNet;
 use slim_train::checkpoint::{self, from_core, reference_image, train_tensor};
 use tch::{Device, Kind, Tensor, nn};
@@ -93,7 +93,7 @@ fn references_are_the_eval_outputs_of_the_saved_weights() {
     let mut logits_by_width = Vec::new();
     for &w in loaded.widths() {
         let (emb, logits) = tch::no_grad(|| loaded.forward_t(&x, w, false));
-        let t = width::tag(w);
+        let t = w.tag();
         for (what, got) in [("embedding", emb), ("logits", logits)] {
             let want =
                 from_core(ckpt.tensor(&format!("reference.{t}.{what}")), Device::Cpu).unwrap();

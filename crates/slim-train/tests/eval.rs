@@ -390,17 +390,17 @@ fn extracted_features_equal_a_direct_forward_pass_at_every_width() {
         &net,
         ds,
         &normalize(),
-        &[0.25, 1.0],
+        &slim_test_utils::widths(&[0.25, 1.0]),
         4,
         None,
         1,
         &mut Silent,
     )
     .unwrap();
-    assert_eq!(set.widths, [0.25, 1.0]);
+    assert_eq!(set.widths, slim_test_utils::widths(&[0.25, 1.0]));
     assert_eq!(
         set.per_width[0].size()[1],
-        net.network().features_at(0.25) as i64
+        net.network().features_at(slim_test_utils::width(0.25)) as i64
     );
 }
 
@@ -442,7 +442,7 @@ fn extraction_skips_corrupt_images_and_limits_evenly() {
         &net,
         tiny(10, &[]),
         &normalize(),
-        &[1.0],
+        &slim_test_utils::widths(&[1.0]),
         10,
         None,
         1,
@@ -463,7 +463,7 @@ fn extraction_skips_corrupt_images_and_limits_evenly() {
             &net,
             tiny(2, &[]),
             &normalize(),
-            &[0.3],
+            &slim_test_utils::widths(&[0.3]),
             2,
             None,
             1,

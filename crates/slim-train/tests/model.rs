@@ -2,6 +2,7 @@
 //! shapes, parameters used per width against the cost model, output shapes, first-k
 //! slicing and switchable BatchNorm.
 
+use slim_core::Width;
 use std::collections::HashMap;
 
 use slim_core::checkpoint::expected_tensors;
@@ -124,11 +125,15 @@ fn forward_gives_the_embedding_and_logits_shapes_of_every_width() {
 #[test]
 fn unknown_widths_are_reported() {
     let (_vs, net) = build(&small(Backbone::Resnet20));
-    let err = net.width_index(0.3).unwrap_err().to_string();
+    let err = net
+        .width_index(slim_test_utils::width(0.3))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("0.3") && err.contains("0.25"), "{err}");
     let x = input(net.config(), 1);
-    let panic =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| net.forward(&x, 0.3, false)));
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        net.forward(&x, slim_test_utils::width(0.3), false)
+    }));
     assert!(panic.is_err());
 }
 
@@ -138,21 +143,21 @@ fn unknown_widths_are_reported() {
 /// blocks are neither too small nor too large). The edge checks use train mode: batch
 /// statistics keep activations normalised, where untrained running statistics can leave
 /// a channel all zero or saturated after ReLU6, and a change in it invisible.
-fn check_slicing(backbone: Backbone, w: f64, edge_convs: &[&str]) {
+fn check_slicing(backbone: Backbone, w: Width, edge_convs: &[&str]) {
     let config = small(backbone);
     let (_vs, net) = build(&config);
     let x = input(&config, 2);
-    let run = |w: f64, train: bool| tch::no_grad(|| net.forward_t(&x, w, train).1);
+    let run = |w: Width, train: bool| tch::no_grad(|| net.forward_t(&x, w, train).1);
     // Train mode first: it updates width w's running statistics, which eval mode reads.
     let before_train = run(w, true);
-    let (before_eval, before_full) = (run(w, false), run(1.0, false));
+    let (before_eval, before_full) = (run(w, false), run(slim_test_utils::width(1.0), false));
     let network = config.network();
     let convs: HashMap<&str, &slim_core::ConvBn> = network
         .convs()
         .into_iter()
         .map(|c| (c.name.as_str(), c))
         .collect();
-    let tag = width::tag(w);
+    let tag = w.tag();
     tch::no_grad(|| {
         for (name, mut t) in net.named_tensors() {
             let mut noise = t.randn_like().abs();
@@ -181,7 +186,7 @@ fn check_slicing(backbone: Backbone, w: f64, edge_convs: &[&str]) {
         "{what}: train output moved"
     );
     assert!(
-        !same(&run(1.0, false), &before_full),
+        !same(&run(slim_test_utils::width(1.0), false), &before_full),
         "the perturbation did nothing"
     );
 
@@ -221,12 +226,12 @@ fn check_slicing(backbone: Backbone, w: f64, edge_convs: &[&str]) {
 fn a_width_reads_only_the_leading_blocks_of_the_weights() {
     check_slicing(
         Backbone::Resnet20,
-        0.5,
+        slim_test_utils::width(0.5),
         &["layer2.1.conv1", "layer3.0.downsample"],
     );
     check_slicing(
         Backbone::MobilenetV2,
-        0.5,
+        slim_test_utils::width(0.5),
         &["blocks.3.depthwise", "blocks.3.project"],
     );
 }
@@ -247,7 +252,7 @@ fn batchnorm_statistics_are_switched_per_width() {
     };
     let x = input(&config, 4);
     let initial = stats();
-    let _ = tch::no_grad(|| net.forward(&x, 0.5, false));
+    let _ = tch::no_grad(|| net.forward(&x, slim_test_utils::width(0.5), false));
     assert!(
         initial
             .iter()
@@ -256,7 +261,7 @@ fn batchnorm_statistics_are_switched_per_width() {
         "eval changed stats"
     );
 
-    let _ = net.forward(&x, 0.5, true);
+    let _ = net.forward(&x, slim_test_utils::width(0.5), true);
     let mut changed = 0;
     for ((name, before), (_, after)) in initial.iter().zip(stats()) {
         if name.contains(".bn.w500.") {
@@ -273,12 +278,12 @@ fn batchnorm_statistics_are_switched_per_width() {
 fn gradients_reach_exactly_the_parameters_a_width_uses() {
     let config = small(Backbone::MobilenetV2);
     let (vs, net) = build(&config);
-    let w = 0.5;
+    let w = slim_test_utils::width(0.5);
     let logits = net.forward_t(&input(&config, 4), w, true).1;
     let labels = Tensor::from_slice(&[0i64, 3, 7, 9]);
     logits.cross_entropy_for_logits(&labels).backward();
     let variables = vs.variables();
-    let tag = width::tag(w);
+    let tag = w.tag();
     for c in config.network().convs() {
         let grad = variables[&format!("{}.weight", c.name)].grad();
         let (cin, cout) = c.channels_at(w);

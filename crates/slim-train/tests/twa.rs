@@ -243,7 +243,7 @@ fn batchnorm_recompute_is_the_mean_of_batch_statistics_at_that_width_only() {
         vec![0.0],
         vec![1.0],
     );
-    m.widths = vec![1.0, 0.5];
+    m.widths = slim_test_utils::widths(&[1.0, 0.5]);
     let net = SlimNet::new(&vs.root(), &m).unwrap();
     let batches: Vec<Tensor> = (0..3)
         .map(|i| Tensor::randn([4 + i, 1, 12, 12], (Kind::Float, Device::Cpu)) * (1.0 + i as f64))
@@ -258,7 +258,7 @@ fn batchnorm_recompute_is_the_mean_of_batch_statistics_at_that_width_only() {
     };
     let full_before = get("stem.bn.w1000.running_var");
     let deep_before = get("layer3.2.conv2.bn.w500.running_mean");
-    net.recompute_batchnorm(0.5, &batches);
+    net.recompute_batchnorm(slim_test_utils::width(0.5), &batches);
     // The stem sees the raw input: its statistics at width 0.5 (8 of 16 channels) are
     // the mean over batches of each batch's per-channel mean and unbiased variance.
     let weight = get("stem.weight").narrow(0, 0, 8);
@@ -308,7 +308,7 @@ fn bad_trajectories_are_refused_naming_the_file() {
 
     // Another width list: same backbone, widths [1.0, 0.25].
     let mut other = slim_core::checkpoint::load(&files[0]).unwrap().config;
-    other.widths = vec![1.0, 0.25];
+    other.widths = slim_test_utils::widths(&[1.0, 0.25]);
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let net = SlimNet::new(&vs.root(), &other).unwrap();
     let odd = dir.path().join("odd-widths.safetensors");

@@ -1,12 +1,13 @@
 //! Shared test helpers: random checkpoints, an independent naive f64 forward pass (explicit
 //! eval-mode BatchNorm, no folding), and running exported graphs through tract.
 
+use slim_core::Width;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use slim_core::checkpoint::{self, Tensor};
-use slim_core::{Activation, Backbone, ConvBn, Layer, ModelConfig, init, width};
+use slim_core::{Activation, Backbone, ConvBn, Layer, ModelConfig, init};
 use slim_onnx::{ExportReport, WidthSelection};
 use tract_onnx::prelude::*;
 
@@ -43,14 +44,14 @@ pub fn images(config: &ModelConfig, n: usize, seed: u64) -> Tensor {
 pub fn tensors(
     config: &ModelConfig,
     seed: u64,
-    reference_widths: &[f64],
+    reference_widths: &[Width],
 ) -> BTreeMap<String, Tensor> {
     let mut t = init::random_tensors(config, seed);
     if !reference_widths.is_empty() {
         let image = images(config, 2, seed + 1);
         for &w in reference_widths {
             let (emb, logits) = naive_forward(config, &t, w, &image);
-            let tag = width::tag(w);
+            let tag = w.tag();
             t.insert(format!("reference.{tag}.embedding"), to_f32(emb));
             t.insert(format!("reference.{tag}.logits"), to_f32(logits));
         }
@@ -64,7 +65,7 @@ pub fn checkpoint(
     dir: &Path,
     config: &ModelConfig,
     seed: u64,
-    reference_widths: &[f64],
+    reference_widths: &[Width],
 ) -> PathBuf {
     let path = dir.join(format!("{}-{seed}.safetensors", config.backbone.name()));
     checkpoint::save(&path, config, &tensors(config, seed, reference_widths)).unwrap();
@@ -78,7 +79,7 @@ pub struct Fixture {
     pub out: PathBuf,
     pub report: ExportReport,
     /// The widths with reference outputs (and so test data).
-    pub reference_widths: Vec<f64>,
+    pub reference_widths: Vec<Width>,
 }
 
 /// The exported fixture of `backbone`, built once per test run under the target folder:
@@ -90,10 +91,10 @@ pub fn fixture(backbone: Backbone) -> &'static Fixture {
     let i = Backbone::ALL.iter().position(|&b| b == backbone).unwrap();
     CELLS[i].get_or_init(|| {
         let (channels, size, reference_widths) = match backbone {
-            Backbone::Resnet20 => (1, 28, vec![1.0, 0.75, 0.5, 0.25]),
-            Backbone::MobilenetV2 => (3, 32, vec![1.0, 0.75, 0.5, 0.25]),
-            Backbone::Resnet18Cifar => (3, 32, vec![0.25]),
-            Backbone::Resnet50 => (3, 64, vec![0.5, 0.25]),
+            Backbone::Resnet20 => (1, 28, slim_test_utils::widths(&[1.0, 0.75, 0.5, 0.25])),
+            Backbone::MobilenetV2 => (3, 32, slim_test_utils::widths(&[1.0, 0.75, 0.5, 0.25])),
+            Backbone::Resnet18Cifar => (3, 32, slim_test_utils::widths(&[0.25])),
+            Backbone::Resnet50 => (3, 64, slim_test_utils::widths(&[0.5, 0.25])),
         };
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join("slim-onnx-it")
@@ -144,7 +145,7 @@ fn activate(a: &mut Act, act: Activation) {
 
 /// Conv (no bias) on the leading channels of the full weight, then BatchNorm in eval mode
 /// with the width's statistics, then the activation.
-fn conv_bn(x: &Act, c: &ConvBn, w: f64, t: &BTreeMap<String, Tensor>, eps: f64) -> Act {
+fn conv_bn(x: &Act, c: &ConvBn, w: Width, t: &BTreeMap<String, Tensor>, eps: f64) -> Act {
     let (cin, cout) = c.channels_at(w);
     assert_eq!(x.c, cin, "{}", c.name);
     let groups = c.groups_at(w);
@@ -154,7 +155,7 @@ fn conv_bn(x: &Act, c: &ConvBn, w: f64, t: &BTreeMap<String, Tensor>, eps: f64) 
     let (k, s, p) = (c.kernel, c.stride, c.padding as isize);
     let oh = (x.h + 2 * c.padding - k) / s + 1;
     let ow = (x.w + 2 * c.padding - k) / s + 1;
-    let tag = width::tag(w);
+    let tag = w.tag();
     let bn = |q: &str| &t[&format!("{}.bn.{tag}.{q}", c.name)].data;
     let (gamma, beta, mean, var) = (
         bn("weight"),
@@ -236,7 +237,7 @@ fn max_pool(x: &Act, k: usize, s: usize, p: usize) -> Act {
 pub fn naive_forward(
     config: &ModelConfig,
     t: &BTreeMap<String, Tensor>,
-    w: f64,
+    w: Width,
     images: &Tensor,
 ) -> (T64, T64) {
     let net = config.network();
@@ -246,7 +247,7 @@ pub fn naive_forward(
         images.shape[2],
         images.shape[3],
     );
-    let tag = width::tag(w);
+    let tag = w.tag();
     let probe_w = &t[&format!("probe.{tag}.weight")];
     let probe_b = &t[&format!("probe.{tag}.bias")];
     let classes = probe_b.data.len();

@@ -62,7 +62,7 @@ fn width_not_in_the_checkpoint() {
     let ckpt = good_checkpoint(dir.path());
     expect_error(
         &ckpt,
-        WidthSelection::One(0.3),
+        WidthSelection::One(slim_test_utils::width(0.3)),
         &dir.path().join("out"),
         &[&ckpt.display().to_string(), "no width 0.3", "0.25"],
     );
@@ -100,13 +100,13 @@ fn config_that_does_not_match_the_weights() {
     std::fs::write(&ckpt, checkpoint::to_bytes(&other, &tensors, None).unwrap()).unwrap();
     expect_error(
         &ckpt,
-        WidthSelection::One(0.5),
+        WidthSelection::One(slim_test_utils::width(0.5)),
         &out,
         &["edited.safetensors", "resnet18-cifar"],
     );
 
     // Reference outputs of the wrong shape.
-    let mut bad = common::tensors(&config, 5, &[0.5]);
+    let mut bad = common::tensors(&config, 5, &slim_test_utils::widths(&[0.5]));
     bad.insert(
         "reference.w500.logits".into(),
         slim_core::Tensor::new(vec![2, 3], vec![0.0; 6]),

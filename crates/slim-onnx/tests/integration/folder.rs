@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use prost::Message;
-use slim_core::{Backbone, Manifest, checkpoint, cost, width};
+use slim_core::{Backbone, Manifest, Width, checkpoint, cost};
 use slim_onnx::WidthSelection;
 use slim_onnx::export::{TEST_DATA_DIR, width_dir};
 use slim_onnx::graph::{IR_VERSION, OPSET};
@@ -56,7 +56,7 @@ fn graphs_metadata_and_manifest_match_the_checkpoint_and_slim_core_cost() {
         );
         assert_eq!(manifest.class_names, c.class_names);
         assert_eq!(manifest.checkpoint_sha256, sha);
-        let listed: Vec<f64> = manifest.widths.iter().map(|e| e.width).collect();
+        let listed: Vec<Width> = manifest.widths.iter().map(|e| e.width).collect();
         assert_eq!(listed, c.widths, "widest first");
 
         for e in &manifest.widths {
@@ -69,7 +69,7 @@ fn graphs_metadata_and_manifest_match_the_checkpoint_and_slim_core_cost() {
                 backbone.name()
             );
             assert_eq!(e.embedding_dim, net.features_at(w));
-            assert_eq!(e.file, format!("width-{}/model.onnx", width::tag(w)));
+            assert_eq!(e.file, format!("width-{}/model.onnx", w.tag()));
 
             let model = decode_model(&f.out.join(&e.file));
             assert_eq!(model.ir_version, IR_VERSION);
@@ -82,7 +82,7 @@ fn graphs_metadata_and_manifest_match_the_checkpoint_and_slim_core_cost() {
                 .collect();
             let expect = [
                 (meta::WIDTH, format!("{w:?}")),
-                (meta::WIDTH_TAG, width::tag(w)),
+                (meta::WIDTH_TAG, w.tag()),
                 (meta::MACS, want.macs.to_string()),
                 (meta::PARAMS, want.params.to_string()),
                 (meta::EMBEDDING_DIM, net.features_at(w).to_string()),
@@ -148,7 +148,7 @@ fn test_data_holds_the_checkpoint_references() {
             .iter()
             .find(|e| e.entry.width == w)
             .unwrap();
-        if width::find(&f.reference_widths, w).is_none() {
+        if f.reference_widths.iter().position(|&x| x == w).is_none() {
             assert!(
                 !data.exists(),
                 "width {w} has no references, so no test data"
@@ -158,12 +158,12 @@ fn test_data_holds_the_checkpoint_references() {
                 f.report
                     .notes
                     .iter()
-                    .any(|n| n.contains(&format!("reference.{}", width::tag(w))))
+                    .any(|n| n.contains(&format!("reference.{}", w.tag())))
             );
             continue;
         }
         assert_eq!(exported.test_data.as_deref(), Some(data.as_path()));
-        let tag = width::tag(w);
+        let tag = w.tag();
         for (file, name, tensor) in [
             ("input_0.pb", "image", "reference.image".to_string()),
             (
@@ -198,7 +198,12 @@ fn single_width_exports_merge_into_one_manifest_per_checkpoint() {
     let first = common::checkpoint(dir.path(), &config, 1, &[]);
     let out = dir.path().join("models");
 
-    let r = slim_onnx::export(&first, WidthSelection::One(0.25), &out).unwrap();
+    let r = slim_onnx::export(
+        &first,
+        WidthSelection::One(slim_test_utils::width(0.25)),
+        &out,
+    )
+    .unwrap();
     assert_eq!(r.manifest.widths.len(), 1);
     assert!(
         r.notes.iter().any(|n| n.contains("no reference.image")),
@@ -214,15 +219,33 @@ fn single_width_exports_merge_into_one_manifest_per_checkpoint() {
         samples: 10,
     });
     m.save(&out).unwrap();
-    slim_onnx::export(&first, WidthSelection::One(1.0), &out).unwrap();
-    let r = slim_onnx::export(&first, WidthSelection::One(0.25), &out).unwrap();
+    slim_onnx::export(
+        &first,
+        WidthSelection::One(slim_test_utils::width(1.0)),
+        &out,
+    )
+    .unwrap();
+    let r = slim_onnx::export(
+        &first,
+        WidthSelection::One(slim_test_utils::width(0.25)),
+        &out,
+    )
+    .unwrap();
     let m = Manifest::load(&out).unwrap();
     assert_eq!(m, r.manifest);
     assert_eq!(
-        m.widths.iter().map(|e| e.width).collect::<Vec<_>>(),
+        m.widths.iter().map(|e| e.width.get()).collect::<Vec<_>>(),
         [1.0, 0.25]
     );
-    assert_eq!(m.entry(0.25).unwrap().accuracy.as_ref().unwrap().top1, 0.5);
+    assert_eq!(
+        m.entry(slim_test_utils::width(0.25))
+            .unwrap()
+            .accuracy
+            .as_ref()
+            .unwrap()
+            .top1,
+        0.5
+    );
     assert_eq!(
         files_below(&out),
         [
@@ -234,12 +257,17 @@ fn single_width_exports_merge_into_one_manifest_per_checkpoint() {
 
     // Another checkpoint replaces the entries of the first one.
     let second = common::checkpoint(dir.path(), &config, 2, &[]);
-    let r = slim_onnx::export(&second, WidthSelection::One(0.5), &out).unwrap();
+    let r = slim_onnx::export(
+        &second,
+        WidthSelection::One(slim_test_utils::width(0.5)),
+        &out,
+    )
+    .unwrap();
     assert_eq!(
         r.manifest
             .widths
             .iter()
-            .map(|e| e.width)
+            .map(|e| e.width.get())
             .collect::<Vec<_>>(),
         [0.5]
     );
@@ -275,7 +303,11 @@ fn binary_prints_a_table_of_the_exported_widths() {
     );
     let header: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["width", "MACs", "params", "file"]);
-    let e = f.report.manifest.entry(0.5).unwrap();
+    let e = f
+        .report
+        .manifest
+        .entry(slim_test_utils::width(0.5))
+        .unwrap();
     let row: Vec<&str> = stdout.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(
         row[..3],

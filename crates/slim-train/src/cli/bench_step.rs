@@ -1,6 +1,7 @@
 //! `slim-train bench-step`: images/s of one slimmable training step against one
 //! full-width-only step (see [`crate::bench`]).
 
+use slim_core::Width;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -35,7 +36,7 @@ pub struct BenchStepArgs {
     pub batch: usize,
     /// Widths of the slimmable step, comma-separated; must include 1.0.
     #[arg(long, value_delimiter = ',', default_value = "1.0,0.75,0.5,0.25")]
-    pub widths: Vec<f64>,
+    pub widths: Vec<Width>,
     /// Untimed steps of each kind first.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,

@@ -2,6 +2,7 @@
 //! weighted kNN or by the switchable linear probe (which is then written into the
 //! checkpoint for slim-export).
 
+use slim_core::Width;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -127,7 +128,7 @@ pub(super) fn features(net: &SlimNet, a: &EvalImages) -> Result<(FeatureSet, Fea
 
 #[derive(Debug, serde::Serialize)]
 struct KnnRow {
-    width: f64,
+    width: Width,
     knn_top1: f64,
     random_init_knn_top1: Option<f64>,
 }

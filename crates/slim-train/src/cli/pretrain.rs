@@ -1,5 +1,6 @@
 //! `slim-train pretrain`: SlimCLR pretraining of every width at once.
 
+use slim_core::Width;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -30,7 +31,7 @@ pub struct PretrainArgs {
     pub backbone: String,
     /// Widths, comma-separated; must include 1.0.
     #[arg(long, value_delimiter = ',', default_value = "1.0,0.75,0.5,0.25")]
-    pub widths: Vec<f64>,
+    pub widths: Vec<Width>,
     /// Input side in pixels (default: the dataset's first image's shorter side).
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -133,7 +134,7 @@ pub struct PretrainArgs {
 pub fn model_config(
     ds: &dyn Dataset,
     backbone: &str,
-    widths: &[f64],
+    widths: &[Width],
     image_size: Option<usize>,
 ) -> Result<ModelConfig> {
     let backbone = Backbone::parse(backbone).with_context(|| {

@@ -1,8 +1,9 @@
 //! Each width's frozen embedding of a dataset, in one eval-mode pass.
 
+use slim_core::Width;
 use std::sync::Arc;
 
-use slim_core::{Progress, width};
+use slim_core::Progress;
 use slim_data::loader::{Loader, LoaderConfig};
 use slim_data::transform::Normalize;
 use slim_data::{Dataset, Subset};
@@ -14,7 +15,7 @@ use crate::{Error, SlimNet};
 #[derive(Debug)]
 pub struct FeatureSet {
     /// The width of each entry of `per_width`, in the order they were asked for.
-    pub widths: Vec<f64>,
+    pub widths: Vec<Width>,
     /// `[N, features_at(w)]` float32 on the CPU, one per width; row `i` of every entry is
     /// the same image.
     pub per_width: Vec<Tensor>,
@@ -35,8 +36,11 @@ impl FeatureSet {
     }
 
     /// The features of width `w` (to a thousandth), if the set has them.
-    pub fn features(&self, w: f64) -> Option<&Tensor> {
-        width::find(&self.widths, w).map(|i| &self.per_width[i])
+    pub fn features(&self, w: Width) -> Option<&Tensor> {
+        self.widths
+            .iter()
+            .position(|&x| x == w)
+            .map(|i| &self.per_width[i])
     }
 }
 
@@ -54,7 +58,7 @@ pub fn extract_features(
     net: &SlimNet,
     dataset: Arc<dyn Dataset>,
     normalize: &Normalize,
-    widths: &[f64],
+    widths: &[Width],
     batch: usize,
     limit: Option<usize>,
     workers: usize,

@@ -2,11 +2,11 @@
 //! features, the full width on cross-entropy, each sub-width half on it and half toward
 //! the full width's prediction.
 
+use slim_core::Width;
 use std::f64::consts::PI;
 
 use slim_core::Progress;
 use slim_core::rng::SplitMix64;
-use slim_core::width;
 use tch::{Kind, Tensor};
 
 use super::FeatureSet;
@@ -65,8 +65,8 @@ fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
 
 /// The `probe.{tag}.weight` and `.bias` variables of width `w` (sharing storage and
 /// autograd identity with the model's).
-fn probe_tensors(net: &SlimNet, w: f64) -> (Tensor, Tensor) {
-    let t = width::tag(w);
+fn probe_tensors(net: &SlimNet, w: Width) -> (Tensor, Tensor) {
+    let t = w.tag();
     let (wname, bname) = (format!("probe.{t}.weight"), format!("probe.{t}.bias"));
     let mut weight = None;
     let mut bias = None;
@@ -159,7 +159,7 @@ pub fn train_probe(
     let device = net.device();
     let nw = train.widths.len();
     let teacher = (0..nw)
-        .max_by(|&a, &b| train.widths[a].total_cmp(&train.widths[b]))
+        .max_by(|&a, &b| train.widths[a].cmp(&train.widths[b]))
         .expect("at least one width");
     let probes: Vec<(Tensor, Tensor)> = train
         .widths

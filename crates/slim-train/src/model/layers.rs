@@ -1,7 +1,8 @@
 //! The pieces [`super::SlimNet`] is made of: a slimmable conv with one BatchNorm per
 //! width, the layers built from them, the probe, and what a forward pass carries.
 
-use slim_core::{Activation, ConvBn, width};
+use slim_core::Width;
+use slim_core::{Activation, ConvBn};
 use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
@@ -45,7 +46,7 @@ pub(super) struct SlimConv {
 }
 
 impl SlimConv {
-    pub(super) fn new(root: &nn::Path, spec: &ConvBn, widths: &[f64]) -> SlimConv {
+    pub(super) fn new(root: &nn::Path, spec: &ConvBn, widths: &[Width]) -> SlimConv {
         let p = sub_path(root, &spec.name);
         let shape = spec.weight_shape().map(|d| d as i64);
         let weight = p.var("weight", &shape, CONV_INIT);
@@ -53,7 +54,7 @@ impl SlimConv {
             .iter()
             .map(|&w| {
                 let c = spec.channels_at(w).1 as i64;
-                let q = p.sub("bn").sub(width::tag(w));
+                let q = p.sub("bn").sub(w.tag());
                 BatchNorm {
                     weight: q.ones("weight", &[c]),
                     bias: q.zeros("bias", &[c]),
@@ -71,7 +72,7 @@ impl SlimConv {
 
     /// The leading block of the weight that width `w` uses (depthwise: output channels
     /// only, the input dimension is 1 per group).
-    pub(super) fn weight_at(&self, w: f64) -> Tensor {
+    pub(super) fn weight_at(&self, w: Width) -> Tensor {
         let (cin, cout) = self.spec.channels_at(w);
         let out = self.weight.narrow(0, 0, cout as i64);
         if self.spec.depthwise {
@@ -119,11 +120,11 @@ impl SlimConv {
     }
 
     /// (name, tensor) of the weight and every width's BatchNorm tensors.
-    pub(super) fn named_tensors(&self, widths: &[f64], out: &mut Vec<(String, Tensor)>) {
+    pub(super) fn named_tensors(&self, widths: &[Width], out: &mut Vec<(String, Tensor)>) {
         let name = &self.spec.name;
         out.push((format!("{name}.weight"), self.weight.shallow_clone()));
         for (&w, bn) in widths.iter().zip(&self.bn) {
-            let t = width::tag(w);
+            let t = w.tag();
             for (field, tensor) in [
                 ("weight", &bn.weight),
                 ("bias", &bn.bias),
@@ -226,6 +227,6 @@ pub(super) struct Pass {
 /// A width and its position in the config's width list (which selects BatchNorm and probe).
 #[derive(Clone, Copy)]
 pub(super) struct At {
-    pub(super) width: f64,
+    pub(super) width: Width,
     pub(super) index: usize,
 }

@@ -8,7 +8,8 @@
 //! parameters and running statistics. Variables are named exactly as in slim-core's
 //! checkpoint format (`{conv}.weight`, `{conv}.bn.{tag}.*`, `probe.{tag}.*`).
 
-use slim_core::{Layer, ModelConfig, Network, width};
+use slim_core::Width;
+use slim_core::{Layer, ModelConfig, Network};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
@@ -75,7 +76,7 @@ impl SlimNet {
                     lo: -bound,
                     up: bound,
                 };
-                let p = vs.sub("probe").sub(width::tag(w));
+                let p = vs.sub("probe").sub(w.tag());
                 Probe {
                     weight: p.var("weight", &[classes, features], init),
                     bias: p.var("bias", &[classes], init),
@@ -116,7 +117,7 @@ impl SlimNet {
         &self.config
     }
 
-    pub fn widths(&self) -> &[f64] {
+    pub fn widths(&self) -> &[Width] {
         &self.config.widths
     }
 
@@ -130,14 +131,18 @@ impl SlimNet {
     }
 
     /// The position of `w` in [`SlimNet::widths`], or an error naming the widths there are.
-    pub fn width_index(&self, w: f64) -> Result<usize, Error> {
-        width::find(&self.config.widths, w).ok_or_else(|| Error::Width {
-            width: w,
-            widths: self.config.widths.clone(),
-        })
+    pub fn width_index(&self, w: Width) -> Result<usize, Error> {
+        self.config
+            .widths
+            .iter()
+            .position(|&x| x == w)
+            .ok_or_else(|| Error::Width {
+                width: w,
+                widths: self.config.widths.clone(),
+            })
     }
 
-    fn at(&self, w: f64) -> At {
+    fn at(&self, w: Width) -> At {
         match self.width_index(w) {
             Ok(index) => At { width: w, index },
             Err(e) => panic!("{e}"),
@@ -151,7 +156,7 @@ impl SlimNet {
     /// # Panics
     /// If `w` is not one of the model's widths (check with [`SlimNet::width_index`]), or
     /// on the shape errors libtorch reports for a wrong input.
-    pub fn forward(&self, x: &Tensor, w: f64, train: bool) -> Tensor {
+    pub fn forward(&self, x: &Tensor, w: Width, train: bool) -> Tensor {
         let bn = match train {
             true => BnMode::Batch {
                 momentum: BN_MOMENTUM,
@@ -182,7 +187,7 @@ impl SlimNet {
     ///
     /// # Panics
     /// If `w` is not one of the model's widths.
-    pub fn recompute_batchnorm(&self, w: f64, batches: &[Tensor]) {
+    pub fn recompute_batchnorm(&self, w: Width, batches: &[Tensor]) {
         let at = self.at(w);
         tch::no_grad(|| {
             for layer in &self.layers {
@@ -203,13 +208,13 @@ impl SlimNet {
     ///
     /// # Panics
     /// If `w` is not one of the model's widths.
-    pub fn probe(&self, embedding: &Tensor, w: f64) -> Tensor {
+    pub fn probe(&self, embedding: &Tensor, w: Width) -> Tensor {
         let p = &self.probes[self.at(w).index];
         embedding.linear(&p.weight, Some(&p.bias))
     }
 
     /// (embedding, logits) at width `w`; see [`SlimNet::forward`].
-    pub fn forward_t(&self, x: &Tensor, w: f64, train: bool) -> (Tensor, Tensor) {
+    pub fn forward_t(&self, x: &Tensor, w: Width, train: bool) -> (Tensor, Tensor) {
         let embedding = self.forward(x, w, train);
         let logits = self.probe(&embedding, w);
         (embedding, logits)
@@ -227,7 +232,7 @@ impl SlimNet {
             }
         }
         for (&w, p) in widths.iter().zip(&self.probes) {
-            let t = width::tag(w);
+            let t = w.tag();
             out.push((format!("probe.{t}.weight"), p.weight.shallow_clone()));
             out.push((format!("probe.{t}.bias"), p.bias.shallow_clone()));
         }
@@ -239,7 +244,7 @@ impl SlimNet {
     ///
     /// # Panics
     /// If `w` is not one of the model's widths.
-    pub fn parameters_at(&self, w: f64) -> Vec<Tensor> {
+    pub fn parameters_at(&self, w: Width) -> Vec<Tensor> {
         let at = self.at(w);
         let mut out = Vec::new();
         for layer in &self.layers {

@@ -1,6 +1,7 @@
 //! MoCo's full-width momentum key encoder: its construction, its keys for a batch, its
 //! momentum update (constant for MoCo v2, MoCo v3's cosine rise to 1) and MoCo v2's queue.
 
+use slim_core::Width;
 use tch::{Device, Kind, Tensor, nn};
 
 use super::{Framework, PretrainConfig, head_of, tune};
@@ -73,11 +74,11 @@ impl Moco {
     pub(super) fn keys(&self, x1: &Tensor, x2: &Tensor) -> Keys {
         let key = |x: &Tensor| {
             tch::no_grad(|| {
-                loss::l2_normalize(
-                    &self
-                        .head
-                        .forward(&self.net.forward(x, 1.0, true), 1.0, true),
-                )
+                loss::l2_normalize(&self.head.forward(
+                    &self.net.forward(x, Width::FULL, true),
+                    Width::FULL,
+                    true,
+                ))
             })
         };
         match self.queue {

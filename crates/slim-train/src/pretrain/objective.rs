@@ -2,6 +2,7 @@
 //! on the same two views, SlimCLR's distillation from the full width and re-weighting, one
 //! backward pass, one update.
 
+use slim_core::Width;
 use slim_data::loader::Batch;
 use tch::Tensor;
 
@@ -56,7 +57,7 @@ impl Trainer {
     }
 
     /// Similarity logits (positive in column 0) of width `w` for the two views.
-    fn logits(&self, x1: &Tensor, x2: &Tensor, keys: Option<&Keys>, w: f64) -> Tensor {
+    fn logits(&self, x1: &Tensor, x2: &Tensor, keys: Option<&Keys>, w: Width) -> Tensor {
         let t = self.state.config.temperature;
         let project = |x: &Tensor| self.head.forward(&self.net.forward(x, w, true), w, true);
         match (keys, self.moco.as_ref().and_then(|m| m.queue.as_ref())) {
@@ -100,7 +101,7 @@ impl Trainer {
         } else {
             LossWeights::uniform(c.distill)
         };
-        let full = self.logits(x1, x2, keys.as_ref(), 1.0);
+        let full = self.logits(x1, x2, keys.as_ref(), Width::FULL);
         let l_full = self.contrastive(&full);
         let mut total = &l_full * weights.full;
         let mut contrastive = vec![l_full.double_value(&[])];

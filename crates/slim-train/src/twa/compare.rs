@@ -1,6 +1,7 @@
 //! What TWA is compared with: the SWA point (the checkpoints' plain mean) as a network,
 //! and the comparison of the last checkpoint, SWA and TWA per width as a table.
 
+use slim_core::Width;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -35,7 +36,7 @@ pub struct Compared {
     pub model: String,
     /// The SlimCLR objective on fixed batches (SWA and TWA points; BatchNorm in train mode).
     pub objective: Option<f64>,
-    pub widths: Vec<f64>,
+    pub widths: Vec<Width>,
     pub knn_top1: Vec<f64>,
     pub linear_top1: Vec<f64>,
 }

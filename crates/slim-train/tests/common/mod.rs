@@ -40,7 +40,7 @@ pub fn model(ds: &dyn Dataset, backbone: Backbone) -> ModelConfig {
         vec![0.29],
         vec![0.35],
     );
-    m.widths = vec![1.0, 0.5];
+    m.widths = slim_test_utils::widths(&[1.0, 0.5]);
     m
 }
 
