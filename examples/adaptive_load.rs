@@ -42,7 +42,7 @@ fn main() -> Result<()> {
         if reused { "cached" } else { "measured" },
         cal.widths
             .iter()
-            .map(|w| format!("{} p50 {:.3} ms", w.width, w.p50_ms))
+            .map(|w| format!("{} p50 {:.3} ms", w.width, w.latency.p50_ms))
             .collect::<Vec<_>>()
             .join(", ")
     );

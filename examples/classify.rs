@@ -32,7 +32,7 @@ fn main() -> Result<()> {
         if reused { "cached" } else { "measured now" }
     );
     for w in &cal.widths {
-        println!("  width {}: p50 {:.3} ms", w.width, w.p50_ms);
+        println!("  width {}: p50 {:.3} ms", w.width, w.latency.p50_ms);
     }
     let budget = Budget {
         max_latency_ms: Some(budget_ms),

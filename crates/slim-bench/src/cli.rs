@@ -19,8 +19,8 @@ use crate::machine::{self, Machine};
 use crate::memory::PeakTracker;
 use crate::plot::{self, Series};
 use crate::report::{self, EvalInfo, Header, Report, Source, Versions, WidthReport};
-use crate::stats::LatencySummary;
 use crate::{measure, writeback};
+use slim_core::stats::LatencySummary;
 
 #[derive(Debug, Parser)]
 #[command(

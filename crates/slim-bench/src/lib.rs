@@ -2,7 +2,6 @@
 //!
 //! - [`evalset`]: a labelled evaluation set, preprocessed once from the model's manifest;
 //! - [`measure`]: accuracy through the exported probe, and latency samples;
-//! - [`stats`]: percentiles, interquartile range and throughput of those samples;
 //! - [`memory`]: peak resident memory per width (Linux);
 //! - [`machine`]: the machine, date and versions every report states;
 //! - [`report`]: the report as JSON, CSV and a terminal table;
@@ -18,7 +17,6 @@ pub mod measure;
 pub mod memory;
 pub mod plot;
 pub mod report;
-pub mod stats;
 pub mod writeback;
 
 pub use error::Error;

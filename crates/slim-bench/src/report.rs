@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::machine::Machine;
 use crate::memory::PeakMemory;
-use crate::stats::LatencySummary;
+use slim_core::stats::LatencySummary;
 
 /// How a report was measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -20,14 +20,7 @@ pub fn apply(manifest: &mut Manifest, report: &Report, backend: &str, device: &s
             entry.accuracy = Some(a.figures.clone());
         }
         for l in &w.latency {
-            let new = Latency {
-                backend: backend.to_string(),
-                device: device.to_string(),
-                batch: l.batch,
-                p50_ms: l.p50_ms,
-                p90_ms: l.p90_ms,
-                p99_ms: l.p99_ms,
-            };
+            let new = Latency::of(backend, device, l);
             match entry.latency.iter_mut().find(|e| {
                 e.backend == new.backend && e.device == new.device && e.batch == new.batch
             }) {
@@ -45,7 +38,7 @@ mod tests {
     use super::*;
     use crate::machine::Machine;
     use crate::report::{Accuracy as Measured, Header, Versions, WidthReport};
-    use crate::stats::LatencySummary;
+    use slim_core::stats::LatencySummary;
     use slim_core::{Width, WidthEntry};
 
     fn entry(width: Width, latency: Vec<Latency>) -> WidthEntry {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::config::Preprocessing;
 use crate::fsutil::atomic_write;
+use crate::stats::LatencySummary;
 use crate::width::Width;
 
 pub const FILE_NAME: &str = "manifest.json";
@@ -59,6 +60,20 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
+}
+
+impl Latency {
+    /// The manifest's figures of `summary`, measured with `backend` on `device`.
+    pub fn of(backend: &str, device: &str, summary: &LatencySummary) -> Latency {
+        Latency {
+            backend: backend.to_string(),
+            device: device.to_string(),
+            batch: summary.batch,
+            p50_ms: summary.p50_ms,
+            p90_ms: summary.p90_ms,
+            p99_ms: summary.p99_ms,
+        }
+    }
 }
 
 impl Manifest {

@@ -142,7 +142,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
             writeln!(
                 out,
                 "  width {}: p50 {:.3} ms, p95 {:.3} ms over {} calls",
-                w.width, w.p50_ms, w.p95_ms, w.runs
+                w.width, w.latency.p50_ms, w.latency.p95_ms, w.latency.runs
             )?;
         }
     }

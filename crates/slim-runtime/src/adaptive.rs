@@ -159,7 +159,7 @@ impl<C: Clock> Adaptive<C> {
         let cost = match model.cached_calibration(1)? {
             Some(cal) => widths
                 .iter()
-                .map(|&w| cal.width(w).expect("covers every width").p50_ms)
+                .map(|&w| cal.width(w).expect("covers every width").latency.p50_ms)
                 .collect(),
             None => model
                 .manifest()

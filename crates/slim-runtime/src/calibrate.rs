@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use slim_core::stats::percentile;
+use slim_core::stats::LatencySummary;
 
 use crate::{Error, SlimModel};
 
 pub const FILE_NAME: &str = "calibration.json";
-pub const FORMAT: &str = "slim-calibration/1";
+pub const FORMAT: &str = "slim-calibration/2";
 
 /// What a calibration is valid for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,12 +32,9 @@ pub struct Key {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WidthLatency {
     pub width: Width,
-    /// Timed calls (warmup excluded).
-    pub runs: usize,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
+    /// Stored as top-level fields of the entry.
+    #[serde(flatten)]
+    pub latency: LatencySummary,
 }
 
 /// Every width's latency under one key.
@@ -124,22 +121,33 @@ pub fn read_cache(path: &Path) -> Result<Vec<Calibration>, Error> {
         }
         Err(e) => return Err(cache_error(path, format!("cannot be read: {e}"))),
     };
-    let file: CacheFile = serde_json::from_str(&text).map_err(|e| {
+    let unparsed = |e: serde_json::Error| {
         cache_error(
             path,
             format!("does not parse ({e}); delete it to calibrate again"),
         )
-    })?;
-    if file.format != FORMAT {
+    };
+    #[derive(Deserialize)]
+    struct Format {
+        format: String,
+    }
+    let format = serde_json::from_str::<Format>(&text)
+        .map_err(unparsed)?
+        .format;
+    if format != FORMAT && format.starts_with("slim-calibration/") {
+        // An older cache: a cache can always be measured again, so it is stale, not wrong
+        // (the next calibration replaces it).
+        return Ok(Vec::new());
+    }
+    if format != FORMAT {
         return Err(cache_error(
             path,
-            format!(
-                "format {:?} is not {FORMAT:?}; delete it to calibrate again",
-                file.format
-            ),
+            format!("format {format:?} is not {FORMAT:?}; delete it to calibrate again"),
         ));
     }
-    Ok(file.entries)
+    Ok(serde_json::from_str::<CacheFile>(&text)
+        .map_err(unparsed)?
+        .entries)
 }
 
 /// Puts `cal` into the cache at `path` (replacing an entry with the same key), atomically.
@@ -220,14 +228,9 @@ impl SlimModel {
         let mut widths = Vec::new();
         for (i, w) in self.widths().into_iter().enumerate() {
             let s = latency_samples(self, w, &input, batch, ((runs / 10).max(2), runs), || {})?;
-            let q = |q| percentile(&s, q).expect("runs >= 1");
             widths.push(WidthLatency {
                 width: w,
-                runs,
-                p50_ms: q(0.5),
-                p90_ms: q(0.9),
-                p95_ms: q(0.95),
-                p99_ms: q(0.99),
+                latency: LatencySummary::new(batch, &s),
             });
             progress((i + 1) * runs, total);
         }

@@ -78,14 +78,11 @@ impl SlimModel {
                 let l = cal
                     .width(c.width)
                     .expect("a cached calibration covers every width");
-                c.latency = Some(Latency {
-                    backend: cal.key.provider.clone(),
-                    device: format!("{} (calibrated)", cal.key.device),
-                    batch: cal.key.batch,
-                    p50_ms: l.p50_ms,
-                    p90_ms: l.p90_ms,
-                    p99_ms: l.p99_ms,
-                });
+                c.latency = Some(Latency::of(
+                    &cal.key.provider,
+                    &format!("{} (calibrated)", cal.key.device),
+                    &l.latency,
+                ));
             }
         }
         Ok(crate::select::choose(&candidates, budget)?)

@@ -2,6 +2,7 @@
 //! reused; stale keys ignored, a corrupt cache refused naming it, an unwritable cache an
 //! error that says what to do, and `select` judging latency budgets by the calibration.
 
+use slim_core::stats::LatencySummary;
 use slim_runtime::calibrate::{self, Calibration, WidthLatency};
 use slim_runtime::{Backend, Budget, SlimModel};
 
@@ -22,11 +23,12 @@ fn a_calibration_is_measured_once_cached_and_reused() {
     assert!(cal.key.device.contains("threads"), "{}", cal.key.device);
     assert_eq!(cal.widths.len(), 4);
     for w in &cal.widths {
+        let l = &w.latency;
         assert!(
-            w.p50_ms > 0.0 && w.p50_ms <= w.p90_ms && w.p90_ms <= w.p95_ms && w.p95_ms <= w.p99_ms,
+            l.p50_ms > 0.0 && l.p50_ms <= l.p90_ms && l.p90_ms <= l.p95_ms && l.p95_ms <= l.p99_ms,
             "{w:?}"
         );
-        assert_eq!(w.runs, 6);
+        assert_eq!((l.runs, l.batch), (6, 1));
     }
     let path = dir.join(calibrate::FILE_NAME);
     let written = std::fs::read(&path).unwrap();
@@ -40,11 +42,11 @@ fn a_calibration_is_measured_once_cached_and_reused() {
     for (a, b) in cached.widths.iter().zip(&cal.widths) {
         // JSON keeps the figures to within a rounding of the last bit.
         assert!(
-            (a.p50_ms - b.p50_ms).abs() <= 1e-12 * b.p50_ms,
+            (a.latency.p50_ms - b.latency.p50_ms).abs() <= 1e-12 * b.latency.p50_ms,
             "{a:?} {b:?}"
         );
         assert!(
-            (a.p99_ms - b.p99_ms).abs() <= 1e-12 * b.p99_ms,
+            (a.latency.p99_ms - b.latency.p99_ms).abs() <= 1e-12 * b.latency.p99_ms,
             "{a:?} {b:?}"
         );
     }
@@ -69,11 +71,7 @@ fn stale_keys_are_ignored_and_kept() {
             .iter()
             .map(|&width| WidthLatency {
                 width,
-                runs: 1,
-                p50_ms: 9.0,
-                p90_ms: 9.0,
-                p95_ms: 9.0,
-                p99_ms: 9.0,
+                latency: LatencySummary::new(1, &[9.0]),
             })
             .collect(),
     };
@@ -98,6 +96,12 @@ fn a_corrupt_cache_is_an_error_naming_it() {
         err.contains("calibration.json") && err.contains("does not parse"),
         "{err}"
     );
+    // A cache of an older format is stale, not wrong: measured again and replaced.
+    let old = r#"{"format": "slim-calibration/1", "entries": [{"key": 1, "widths": []}]}"#;
+    std::fs::write(&path, old).unwrap();
+    let (_, reused) = model.calibrate(1, 2, |_, _| {}).unwrap();
+    assert!(!reused);
+    assert_eq!(calibrate::read_cache(&path).unwrap().len(), 1);
     std::fs::write(&path, "{\"format\": \"other/9\", \"entries\": []}").unwrap();
     let err = model.calibrate(1, 3, |_, _| {}).unwrap_err().to_string();
     assert!(
@@ -149,11 +153,7 @@ fn select_judges_latency_by_the_calibration() {
             .zip([4.0, 3.0, 2.0, 1.0])
             .map(|(&width, ms)| WidthLatency {
                 width,
-                runs: 1,
-                p50_ms: ms,
-                p90_ms: ms,
-                p95_ms: ms,
-                p99_ms: ms,
+                latency: LatencySummary::new(1, &[ms]),
             })
             .collect(),
     };
