@@ -19,7 +19,7 @@ BATCHES = [1, 32]
 # whose two best classes are within rounding, never more than a few in a thousand.
 MAX_TOP1_GAP = 0.5  # percentage points
 # Ten classes: a pipeline that works beats chance (10%) clearly even after one short epoch
-# (30-50% in CI's small mode); a broken one (labels, normalisation, export) sits at chance.
+# (30-50% in CI's small mode); a broken one (labels, normalization, export) sits at chance.
 MIN_TOP1 = 15.0
 
 

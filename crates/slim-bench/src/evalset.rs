@@ -9,7 +9,7 @@ use slim_data::{Dataset, Split, transform::Normalize};
 use crate::Error;
 
 pub struct EvalSet {
-    /// `len * C * H * W` normalised inputs.
+    /// `len * C * H * W` normalized inputs.
     pub inputs: Vec<f32>,
     pub labels: Vec<usize>,
     /// Values per image.

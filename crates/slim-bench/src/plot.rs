@@ -19,7 +19,7 @@ use crate::report::Report;
 pub const SIZE: (u32, u32) = (1200, 520);
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
-const COLOURS: [RGBColor; 5] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -200,7 +200,7 @@ fn panel<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     for (k, s) in series.iter().enumerate() {
-        let colour = COLOURS[k % COLOURS.len()];
+        let color = COLORS[k % COLORS.len()];
         let pts: Vec<(f64, f64, Width)> = s
             .points
             .iter()
@@ -211,19 +211,19 @@ fn panel<DB: DrawingBackend>(
         chart
             .draw_series(LineSeries::new(
                 front.iter().map(|&i| pairs[i]),
-                colour.stroke_width(2),
+                color.stroke_width(2),
             ))
             .map_err(err)?
             .label(format!("{}: line = Pareto front", s.label))
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
         chart
             .draw_series(pts.iter().enumerate().map(|(i, &(x, y, w))| {
                 let style = if front.contains(&i) {
-                    colour.filled()
+                    color.filled()
                 } else {
-                    colour.stroke_width(2)
+                    color.stroke_width(2)
                 };
                 EmptyElement::at((x, y))
                     + Circle::new((0, 0), 5, style)

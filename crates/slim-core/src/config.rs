@@ -27,7 +27,7 @@ pub struct Preprocessing {
     pub in_channels: usize,
     /// Square input side the network is trained and exported at.
     pub image_size: usize,
-    /// Per-channel normalisation applied to pixels in [0, 1]: (x - mean) / std.
+    /// Per-channel normalization applied to pixels in [0, 1]: (x - mean) / std.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
 }

@@ -7,7 +7,7 @@ use crate::config::Preprocessing;
 use crate::manifest::{Manifest, WidthEntry};
 use crate::width::Width;
 
-/// Name of the graph input: normalised images `[N, C, S, S]`, float32.
+/// Name of the graph input: normalized images `[N, C, S, S]`, float32.
 pub const INPUT: &str = "image";
 /// Name of the first output: the backbone's pooled features `[N, features_at(w)]`.
 pub const EMBEDDING: &str = "embedding";
@@ -29,8 +29,8 @@ pub const EMBEDDING_DIM: &str = "embedding_dim";
 /// Side of the square input, in pixels.
 pub const IMAGE_SIZE: &str = "image_size";
 pub const IN_CHANNELS: &str = "in_channels";
-/// Per-channel normalisation `(x - mean) / std` of pixels in [0, 1], JSON arrays. The graph
-/// expects normalised input.
+/// Per-channel normalization `(x - mean) / std` of pixels in [0, 1], JSON arrays. The graph
+/// expects normalized input.
 pub const MEAN: &str = "mean";
 pub const STD: &str = "std";
 /// JSON array of class names, in `logits` order.

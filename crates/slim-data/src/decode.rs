@@ -1,6 +1,6 @@
 //! Decoding image bytes to 8-bit pixels, with bounds: a file whose header claims more
 //! pixels than [`MAX_PIXELS`] or more memory than [`MAX_ALLOC`] is refused before any
-//! allocation (decompression bombs), and every colour type (grayscale, RGBA, 16-bit,
+//! allocation (decompression bombs), and every color type (grayscale, RGBA, 16-bit,
 //! palette) is converted to 8-bit luma or RGB.
 
 use std::io::Cursor;
@@ -84,8 +84,8 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Image, Error> {
 
 fn from_dynamic(img: DynamicImage) -> Image {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let has_colour = img.color().has_color();
-    if has_colour {
+    let has_color = img.color().has_color();
+    if has_color {
         Image::new(h, w, 3, img.into_rgb8().into_raw())
     } else {
         Image::new(h, w, 1, img.into_luma8().into_raw())

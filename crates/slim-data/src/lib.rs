@@ -6,7 +6,7 @@
 //! - [`folder`]: ImageFolder trees (`root/<class>/<image>`) and zip archives of them;
 //! - [`memory`]: the in-memory dataset the IDX and CIFAR readers parse into;
 //! - [`decode`](mod@decode): bounded decoding of JPEG/PNG/WebP/BMP bytes to 8-bit pixels;
-//! - [`transform`]: the shared evaluation preprocessing (resize, crop, normalise);
+//! - [`transform`]: the shared evaluation preprocessing (resize, crop, normalize);
 //! - [`augment`]: the SimCLR / MoCo v2 training augmentations, seedable;
 //! - [`loader`]: ordered, reproducible batches (one or two augmented views) decoded on
 //!   worker threads, skipping and reporting corrupt files.

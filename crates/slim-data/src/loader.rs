@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::Dataset;
-use crate::augment::{Augment, Colour};
+use crate::augment::{Augment, Color};
 use crate::transform::Normalize;
 
 /// How a [`Loader`] batches and preprocesses.
@@ -46,20 +46,20 @@ pub struct LoaderConfig {
     /// Batches decoded ahead of the consumer and waiting, across all workers (each
     /// worker also holds the one it is building).
     pub prefetch: usize,
-    /// With `augment`: do only the geometry here and leave the colour adjustments to the
+    /// With `augment`: do only the geometry here and leave the color adjustments to the
     /// consumer (a trainer applies them batched on its GPU). Images are then converted to
     /// the output channels first, and come out in `[0, 1]` without mean and std, with
-    /// each view's drawn adjustments in [`Batch::colour`].
-    pub colour_on_device: bool,
+    /// each view's drawn adjustments in [`Batch::color`].
+    pub color_on_device: bool,
 }
 
-/// One batch: `images[v]` is view `v` of every sample, NCHW, normalised.
+/// One batch: `images[v]` is view `v` of every sample, NCHW, normalized.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     pub images: Vec<Vec<f32>>,
-    /// `colour[v][i]`: the colour adjustments drawn for view `v` of sample `i`, when
-    /// [`LoaderConfig::colour_on_device`] is set (empty otherwise).
-    pub colour: Vec<Vec<Colour>>,
+    /// `color[v][i]`: the color adjustments drawn for view `v` of sample `i`, when
+    /// [`LoaderConfig::color_on_device`] is set (empty otherwise).
+    pub color: Vec<Vec<Color>>,
     pub labels: Vec<usize>,
     /// Dataset index of each sample.
     pub indices: Vec<usize>,
@@ -284,7 +284,7 @@ impl Job {
         let per_image = cfg.normalize.channels * cfg.normalize.size * cfg.normalize.size;
         let mut batch = Batch {
             images: vec![Vec::with_capacity(samples.len() * per_image); cfg.views],
-            colour: vec![Vec::new(); if cfg.colour_on_device { cfg.views } else { 0 }],
+            color: vec![Vec::new(); if cfg.color_on_device { cfg.views } else { 0 }],
             labels: Vec::with_capacity(samples.len()),
             indices: Vec::with_capacity(samples.len()),
             skipped: Vec::new(),
@@ -309,12 +309,12 @@ impl Job {
                 Some(aug) => {
                     let seed = mix(&[SAMPLE_STREAM, cfg.seed, self.epoch, i as u64]);
                     let mut rng = StdRng::seed_from_u64(seed);
-                    if cfg.colour_on_device {
+                    if cfg.color_on_device {
                         let img = img.to_channels(cfg.normalize.channels);
-                        for (view, colour) in batch.images.iter_mut().zip(&mut batch.colour) {
+                        for (view, color) in batch.images.iter_mut().zip(&mut batch.color) {
                             let (out, drawn) = aug.sample(&img, &mut rng);
                             cfg.normalize.apply_unit(out, view);
-                            colour.push(drawn);
+                            color.push(drawn);
                         }
                     } else {
                         for view in &mut batch.images {
@@ -417,12 +417,12 @@ mod tests {
             shuffle: true,
             drop_last: false,
             prefetch: 2,
-            colour_on_device: false,
+            color_on_device: false,
         }
     }
 
     #[test]
-    fn colour_on_device_leaves_only_the_colour_to_the_consumer() {
+    fn color_on_device_leaves_only_the_color_to_the_consumer() {
         let ds = Synth::arc(8, 3, &[]);
         let geometric_only = Augment {
             jitter_p: 0.0,
@@ -433,28 +433,28 @@ mod tests {
         let run = |augment: &Augment, on_device: bool| {
             let cfg = LoaderConfig {
                 augment: Some(augment.clone()),
-                colour_on_device: on_device,
+                color_on_device: on_device,
                 ..config(8)
             };
             Loader::new(ds.clone(), cfg).epoch(0).collect::<Vec<_>>()
         };
-        // Without colour adjustments the two modes see the same pixels: only the
-        // normalisation is left out.
+        // Without color adjustments the two modes see the same pixels: only the
+        // normalization is left out.
         let (cpu, dev) = (run(&geometric_only, false), run(&geometric_only, true));
         for (a, b) in cpu.iter().zip(&dev) {
-            assert!(a.colour.is_empty());
-            assert_eq!(b.colour.len(), 2);
+            assert!(a.color.is_empty());
+            assert_eq!(b.color.len(), 2);
             for (va, vb) in a.images.iter().zip(&b.images) {
                 assert!(vb.iter().all(|&v| (0.0..=1.0).contains(&v)));
                 for (x, y) in va.iter().zip(vb) {
                     assert!((x - (y - 0.5) / 0.25).abs() < 1e-5);
                 }
             }
-            assert!(b.colour.iter().flatten().all(Colour::is_identity));
+            assert!(b.color.iter().flatten().all(Color::is_identity));
         }
         // With SimCLR's, the adjustments are drawn (jitter p = 0.8) and left undone.
         let dev = run(&Augment::simclr(8), true);
-        let drawn: Vec<&Colour> = dev.iter().flat_map(|b| b.colour.iter().flatten()).collect();
+        let drawn: Vec<&Color> = dev.iter().flat_map(|b| b.color.iter().flatten()).collect();
         assert_eq!(drawn.len(), 2 * 8);
         assert!(drawn.iter().any(|c| c.jitter.is_some()));
     }

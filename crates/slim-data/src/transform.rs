@@ -1,6 +1,6 @@
 //! The one evaluation-time preprocessing every consumer shares (training's evaluation,
 //! the runtime, the benchmark): convert channels, resize the shorter side to the model's
-//! input size (bilinear), centre-crop a square, scale to [0, 1] and normalise per channel,
+//! input size (bilinear), centre-crop a square, scale to [0, 1] and normalize per channel,
 //! laid out channel-major (CHW) as the graphs expect.
 
 use image::imageops::{FilterType, resize};
@@ -77,7 +77,7 @@ impl Normalize {
     }
 
     /// As [`Normalize::apply`] but stopping at pixels in `[0, 1]`: no mean and std (for
-    /// a consumer that adjusts colours first, then normalises).
+    /// a consumer that adjusts colors first, then normalizes).
     pub fn apply_unit(&self, img: Image, out: &mut Vec<f32>) {
         self.write(img, out, false);
     }
@@ -98,7 +98,7 @@ impl Normalize {
 
 /// Per-channel mean and standard deviation of pixels in [0, 1] over up to `n` images of
 /// `ds` (evenly spaced), after conversion to `channels` and resizing to `size`: the
-/// normalisation a model trained on `ds` should use. Undecodable images are passed over.
+/// normalization a model trained on `ds` should use. Undecodable images are passed over.
 pub fn channel_stats(
     ds: &dyn crate::Dataset,
     channels: usize,
@@ -136,7 +136,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalises_channel_major() {
+    fn normalizes_channel_major() {
         let n = Normalize {
             size: 1,
             channels: 3,

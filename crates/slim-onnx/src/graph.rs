@@ -32,7 +32,7 @@ pub use slim_core::metadata::{BATCH, EMBEDDING, INPUT, LOGITS};
 
 /// The graph of width `w` (which must be one of the checkpoint's widths) as an ONNX
 /// model carrying `metadata` (what the caller computed of that width: cost, input,
-/// normalisation, classes, checkpoint).
+/// normalization, classes, checkpoint).
 pub fn build_model(
     ckpt: &Checkpoint,
     w: Width,
@@ -133,7 +133,7 @@ pub fn build_model(
         input: vec![float_value_info(
             INPUT,
             &[batch, Dim::Fixed(config.input.in_channels), side, side],
-            "images normalised with the metadata's mean and std, NCHW",
+            "images normalized with the metadata's mean and std, NCHW",
         )],
         output: vec![
             float_value_info(

@@ -223,7 +223,7 @@ impl Graph {
     }
 
     /// Checks that the graph's own metadata says what the manifest says of it: width,
-    /// costs, input shape, normalisation and class names, and the checkpoint it came from.
+    /// costs, input shape, normalization and class names, and the checkpoint it came from.
     /// The runtime preprocesses from the manifest, so this makes it the graph's own.
     pub fn check_against(
         &self,

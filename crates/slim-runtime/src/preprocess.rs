@@ -1,6 +1,6 @@
 //! From image files to answers: decode with slim-data's bounded decoder (JPEG, PNG, WebP,
 //! BMP; grayscale, RGBA and 16-bit converted to the model's channels), resize the shorter
-//! side, centre-crop and normalise as the manifest says (and every graph's metadata,
+//! side, centre-crop and normalize as the manifest says (and every graph's metadata,
 //! checked on load, agrees); then top-k classes with softmax probabilities and names, or
 //! embeddings.
 
@@ -63,7 +63,7 @@ pub fn read_image_file(path: &Path) -> Result<Vec<u8>, Error> {
 }
 
 impl SlimModel {
-    /// Decodes one image (`name` is its source, for errors) and appends its normalised
+    /// Decodes one image (`name` is its source, for errors) and appends its normalized
     /// CHW input to `out`.
     pub fn preprocess(&self, name: &Path, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), Error> {
         let img = slim_data::decode(name, bytes)?;
@@ -71,7 +71,7 @@ impl SlimModel {
         Ok(())
     }
 
-    /// Reads, decodes and normalises image files into one batch, in order.
+    /// Reads, decodes and normalizes image files into one batch, in order.
     pub fn preprocess_files<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Vec<f32>, Error> {
         let mut out = Vec::with_capacity(paths.len() * self.image_len());
         for p in paths {
@@ -106,7 +106,7 @@ impl SlimModel {
         Ok((0..n).map(|i| top_k(out.logits_row(i), k, names)).collect())
     }
 
-    /// The embedding (pooled backbone features, not normalised) of each image of `inputs`
+    /// The embedding (pooled backbone features, not normalized) of each image of `inputs`
     /// at `width`.
     pub fn embed(&self, width: Width, inputs: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
         let n = self.batch_of(inputs)?;

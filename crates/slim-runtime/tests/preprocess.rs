@@ -40,7 +40,7 @@ fn input(model: &SlimModel, name: &str, bytes: &[u8]) -> Vec<f32> {
 }
 
 #[test]
-fn every_format_and_colour_type_gives_the_same_input() {
+fn every_format_and_color_type_gives_the_same_input() {
     let model = SlimModel::open(&fixture(), Backend::Tract).unwrap();
     let (gray, _) = fashion(1).remove(0);
     let png = input(
@@ -49,7 +49,7 @@ fn every_format_and_colour_type_gives_the_same_input() {
         &encode(DynamicImage::ImageLuma8(gray.clone()), ImageFormat::Png),
     );
     assert_eq!(png.len(), 28 * 28);
-    // The input is the manifest's normalisation of the pixels.
+    // The input is the manifest's normalization of the pixels.
     let m = model.manifest();
     let want: Vec<f32> = gray
         .pixels()

@@ -40,7 +40,7 @@ pub fn from_core(t: &slim_core::Tensor, device: Device) -> Result<Tensor, Error>
 }
 
 /// The fixed input of the reference outputs: `[REFERENCE_BATCH, C, S, S]` standard-normal
-/// values (the network's input is normalised pixels), drawn by a seeded generator of this
+/// values (the network's input is normalized pixels), drawn by a seeded generator of this
 /// crate's own so that it is the same on every device and leaves libtorch's random
 /// stream alone.
 pub fn reference_image(config: &ModelConfig) -> slim_core::Tensor {

@@ -9,12 +9,12 @@
 //!   trajectory checkpoints;
 //! - [`twa`]: trainable weight averaging in the span of trajectory checkpoints;
 //! - [`eval`]: kNN and switchable linear evaluation per width;
-//! - [`colour`]: the colour augmentations batched on the training device.
+//! - [`color`]: the color augmentations batched on the training device.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
-pub mod colour;
+pub mod color;
 mod error;
 pub mod eval;
 pub mod head;

@@ -73,7 +73,7 @@ fn positive_first(sim: &Tensor, positive: impl Fn(i64) -> i64, skip_self: bool) 
 }
 
 /// SimCLR's NT-Xent logits for two views `z1`, `z2` (`[N, D]`, any scale: both are
-/// L2-normalised here).
+/// L2-normalized here).
 ///
 /// With `z = cat(normalize(z1), normalize(z2))` (`[2N, D]`, rows `0..N` from `z1`, rows
 /// `N..2N` from `z2`), row `i` of the logits is
@@ -110,8 +110,8 @@ pub fn nt_xent(z1: &Tensor, z2: &Tensor, temperature: f64) -> Tensor {
 /// `[cos(q_i, k_i), q̂_i · queue_0, …, q̂_i · queue_{K-1}] / temperature`, positive in
 /// column 0.
 ///
-/// `q` and `k` (`[N, D]`) are L2-normalised here; `queue` (`[K, D]`) is taken as it is
-/// (MoCo stores normalised keys). `k` and `queue` are used as given: pass them without
+/// `q` and `k` (`[N, D]`) are L2-normalized here; `queue` (`[K, D]`) is taken as it is
+/// (MoCo stores normalized keys). `k` and `queue` are used as given: pass them without
 /// gradient (MoCo's keys come from the momentum encoder under no-grad).
 ///
 /// # Panics
@@ -132,7 +132,7 @@ pub fn moco_logits(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> 
 }
 
 /// MoCo v3's logits `[N, N]` of queries `q` against the keys `k` of the same batch (both
-/// `[N, D]`, L2-normalised here): row `i` is
+/// `[N, D]`, L2-normalized here): row `i` is
 ///
 /// `[cos(q_i, k_i), cos(q_i, k_j) for j ≠ i in ascending j] / temperature`
 ///
@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn nt_xent_logits_layout_and_value_by_hand() {
-        // z = [e1, e2, (1,1)/√2, (-1,0)] after normalisation (z2 deliberately unnormalised).
+        // z = [e1, e2, (1,1)/√2, (-1,0)] after normalization (z2 deliberately unnormalized).
         let z1 = t2(&[&[1.0, 0.0], &[0.0, 1.0]]);
         let z2 = t2(&[&[1.0, 1.0], &[-2.0, 0.0]]);
         let tau = 0.5;
@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn in_batch_logits_put_the_positive_first_by_hand() {
-        // q = [e1, (1,1)/√2, e2] after normalisation; k = [e1, e2, -e1] (k0 unnormalised).
+        // q = [e1, (1,1)/√2, e2] after normalization; k = [e1, e2, -e1] (k0 unnormalized).
         let q = t2(&[&[2.0, 0.0], &[1.0, 1.0], &[0.0, 3.0]]);
         let k = t2(&[&[5.0, 0.0], &[0.0, 1.0], &[-1.0, 0.0]]);
         let r = FRAC_1_SQRT_2;

@@ -141,7 +141,7 @@ fn unknown_widths_are_reported() {
 /// and probes) leaves the outputs at `w` unchanged, in train and eval mode; changing the
 /// last output row, or the last input column, of a leading block changes them (so the
 /// blocks are neither too small nor too large). The edge checks use train mode: batch
-/// statistics keep activations normalised, where untrained running statistics can leave
+/// statistics keep activations normalized, where untrained running statistics can leave
 /// a channel all zero or saturated after ReLU6, and a change in it invisible.
 fn check_slicing(backbone: Backbone, w: Width, edge_convs: &[&str]) {
     let config = small(backbone);

@@ -248,7 +248,7 @@ fn moco_v2_fills_its_queue_and_resumes_it() {
 
 #[test]
 fn the_gpu_settings_train_on_any_device() {
-    // Colour augmentation on the device, bf16 convolutions and channels-last together,
+    // Color augmentation on the device, bf16 convolutions and channels-last together,
     // run here on the CPU device: the run trains and writes a loadable checkpoint.
     let _serial = serial();
     let Some(ds) = data(32) else { return };

@@ -120,7 +120,7 @@ pub struct PretrainArgs {
     /// Channels-last (NHWC) weights and inputs; auto: on when training on a GPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub channels_last: Toggle,
-    /// Colour augmentations batched on the training device instead of the loader's CPU
+    /// Color augmentations batched on the training device instead of the loader's CPU
     /// threads (geometry stays on the CPU); auto: on when training on a GPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub augment_on_device: Toggle,

@@ -9,7 +9,7 @@ use tch::Tensor;
 use crate::{Error, SlimNet};
 
 /// Recomputes every width's BatchNorm running statistics of `net` from up to `images`
-/// training images of `dataset` (shuffled with a fixed seed, not augmented, normalised
+/// training images of `dataset` (shuffled with a fixed seed, not augmented, normalized
 /// as for evaluation), each width at its own width ([`SlimNet::recompute_batchnorm`]).
 /// Returns the number of images used.
 pub fn recompute_batchnorm(
@@ -32,7 +32,7 @@ pub fn recompute_batchnorm(
             shuffle: true,
             drop_last: true,
             prefetch: 2,
-            colour_on_device: false,
+            color_on_device: false,
         },
     );
     let batches: Vec<Tensor> = loader

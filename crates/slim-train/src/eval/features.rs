@@ -46,7 +46,7 @@ impl FeatureSet {
 
 /// Embeds `dataset` at each of `widths` (model widths, in any order) in one eval-mode
 /// pass: every batch is decoded once ([`Normalize::apply`]: resize, centre crop,
-/// normalise; no augmentation, in dataset order) on `workers` threads, moved to
+/// normalize; no augmentation, in dataset order) on `workers` threads, moved to
 /// `net.device()`, and run through `net.forward(x, w, false)` under no-grad for every
 /// width.
 ///
@@ -102,7 +102,7 @@ pub fn extract_features(
             shuffle: false,
             drop_last: false,
             prefetch: 2 * workers,
-            colour_on_device: false,
+            color_on_device: false,
         },
     );
     let device = net.device();

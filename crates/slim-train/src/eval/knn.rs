@@ -16,7 +16,7 @@ const KNN_BLOCK_ELEMENTS: usize = 1 << 24;
 
 /// The weighted cosine kNN prediction of Wu et al. 2018 for each row of `test` `[M, D]`
 /// against `train` `[N, D]` with labels `train_labels` `[N]` (int, in `0..num_classes`):
-/// rows are L2-normalised, each test row takes its `min(k, N)` most cosine-similar
+/// rows are L2-normalized, each test row takes its `min(k, N)` most cosine-similar
 /// training rows, neighbour `j` votes for its class with weight `exp(cos_j / T)`, and the
 /// prediction is the class with the largest summed weight (ties broken by libtorch's
 /// argmax). The weights are computed as `exp((cos_j - cos_max) / T)`, the same up to a

@@ -74,7 +74,7 @@ pub struct PretrainConfig {
     /// Channels-last (NHWC) weights and inputs.
     #[serde(default)]
     pub channels_last: bool,
-    /// Colour augmentations (jitter, grayscale, blur) batched on the training device
+    /// Color augmentations (jitter, grayscale, blur) batched on the training device
     /// instead of on the loader's CPU threads.
     #[serde(default)]
     pub augment_on_device: bool,

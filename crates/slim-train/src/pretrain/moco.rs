@@ -15,11 +15,11 @@ pub(super) struct Moco {
     pub(super) head: SlimHead,
     /// (name, key-encoder variable, the query variable it follows), sorted by name.
     pub(super) pairs: Vec<(String, Tensor, Tensor)>,
-    /// `[K, D]` L2-normalised keys (MoCo v2).
+    /// `[K, D]` L2-normalized keys (MoCo v2).
     pub(super) queue: Option<Tensor>,
 }
 
-/// The key encoder's L2-normalised keys for one batch.
+/// The key encoder's L2-normalized keys for one batch.
 pub(super) enum Keys {
     /// MoCo v2: view 2's keys, compared with view 1's queries and then queued.
     Queued(Tensor),

@@ -105,7 +105,7 @@ fn loader(
             shuffle: true,
             drop_last: true,
             prefetch: 2 * workers.max(1),
-            colour_on_device: config.augment_on_device,
+            color_on_device: config.augment_on_device,
         },
     )
 }

@@ -17,7 +17,7 @@ impl Trainer {
         self.state.epoch >= self.state.config.slow_start_epoch
     }
 
-    /// View `v` of `batch` on the device, colour-augmented there if the loader left
+    /// View `v` of `batch` on the device, color-augmented there if the loader left
     /// that to the device, in the model's memory order.
     fn view(&self, batch: &Batch, v: usize) -> Tensor {
         let m = self.net.config();
@@ -30,7 +30,7 @@ impl Trainer {
             ])
             .to_device(self.device);
         let x = match self.state.config.augment_on_device {
-            true => crate::colour::apply(&x, &batch.colour[v], &m.input.mean, &m.input.std),
+            true => crate::color::apply(&x, &batch.color[v], &m.input.mean, &m.input.std),
             false => x,
         };
         match self.state.config.channels_last {
@@ -145,7 +145,7 @@ impl Trainer {
         self.step_on(&x1, &x2)
     }
 
-    /// One training step on two views of a batch, already augmented, normalised and on
+    /// One training step on two views of a batch, already augmented, normalized and on
     /// the training device (`[N, C, S, S]` each): exactly what [`Trainer::run`] does per
     /// batch (every active width, distillation, re-weighting, backward, update, MoCo's
     /// key encoder and queue), without counting it as a step of the run. Returns the

@@ -167,7 +167,7 @@ impl Subspace {
             }
             if &c.config != config {
                 return Err(Error::Twa(format!(
-                    "{}: its model config (channels, size, classes or normalisation) differs from the first checkpoint's",
+                    "{}: its model config (channels, size, classes or normalization) differs from the first checkpoint's",
                     path.display()
                 )));
             }

@@ -1,28 +1,28 @@
-//! SimCLR's colour augmentations (jitter in its drawn order, grayscale, Gaussian blur)
+//! SimCLR's color augmentations (jitter in its drawn order, grayscale, Gaussian blur)
 //! applied batched on the training device, from the adjustments the loader drew on the
-//! CPU ([`slim_data::augment::Colour`]); the same arithmetic as the CPU path
-//! ([`Colour::apply`]), without its rounding to 8 bits. Each adjustment runs once per
+//! CPU ([`slim_data::augment::Color`]); the same arithmetic as the CPU path
+//! ([`Color::apply`]), without its rounding to 8 bits. Each adjustment runs once per
 //! batch on the samples that drew it.
 
-use slim_data::augment::{Colour, Jitter};
+use slim_data::augment::{Color, Jitter};
 use tch::{Device, Kind, Tensor};
 
-/// `x` `[N, C, H, W]` (pixels in `[0, 1]`) with `colour[i]` applied to sample `i`, then
-/// normalised with `mean` and `std` per channel.
+/// `x` `[N, C, H, W]` (pixels in `[0, 1]`) with `color[i]` applied to sample `i`, then
+/// normalized with `mean` and `std` per channel.
 ///
 /// # Panics
-/// If `colour` does not hold one entry per sample or `mean` / `std` one per channel.
-pub fn apply(x: &Tensor, colour: &[Colour], mean: &[f32], std: &[f32]) -> Tensor {
+/// If `color` does not hold one entry per sample or `mean` / `std` one per channel.
+pub fn apply(x: &Tensor, color: &[Color], mean: &[f32], std: &[f32]) -> Tensor {
     let (n, c) = (x.size()[0] as usize, x.size()[1] as usize);
-    assert_eq!(colour.len(), n, "one colour adjustment per sample");
+    assert_eq!(color.len(), n, "one color adjustment per sample");
     assert!(
         mean.len() == c && std.len() == c,
         "mean and std per channel"
     );
     let device = x.device();
     let mut x = x.to_kind(Kind::Float);
-    let pick = |f: &dyn Fn(&Colour) -> Option<f32>| -> (Vec<i64>, Vec<f32>) {
-        colour
+    let pick = |f: &dyn Fn(&Color) -> Option<f32>| -> (Vec<i64>, Vec<f32>) {
+        color
             .iter()
             .enumerate()
             .filter_map(|(i, col)| f(col).map(|v| (i as i64, v)))
@@ -31,7 +31,7 @@ pub fn apply(x: &Tensor, colour: &[Colour], mean: &[f32], std: &[f32]) -> Tensor
     for step in 0..4 {
         for op in 0..4 {
             if c == 1 && op >= 2 {
-                continue; // saturation and hue need colour
+                continue; // saturation and hue need color
             }
             let factor = |j: &Jitter| match op {
                 0 => j.brightness,
@@ -70,7 +70,7 @@ pub fn apply(x: &Tensor, colour: &[Colour], mean: &[f32], std: &[f32]) -> Tensor
             luma(sub).expand([-1, 3, -1, -1], false)
         });
     }
-    let blurred: Vec<(i64, usize, f32)> = colour
+    let blurred: Vec<(i64, usize, f32)> = color
         .iter()
         .enumerate()
         .filter_map(|(i, col)| col.blur.map(|(r, s)| (i as i64, r, s)))

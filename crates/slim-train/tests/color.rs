@@ -1,14 +1,14 @@
-//! The colour augmentations batched on the device (run here on the CPU device) against
+//! The color augmentations batched on the device (run here on the CPU device) against
 //! the loader's CPU implementation, on the same drawn adjustments: RGB views with every
 //! adjustment forced on, SimCLR's own probabilities, and gray images.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use slim_data::Image;
-use slim_data::augment::{Augment, Colour};
+use slim_data::augment::{Augment, Color};
 use tch::{Device, Kind, Tensor};
 
-/// Smooth, colourful test images (gradients and a disc), `channels` of them.
+/// Smooth, colorful test images (gradients and a disc), `channels` of them.
 fn image(i: usize, side: usize, channels: usize) -> Image {
     let mut data = Vec::with_capacity(side * side * channels);
     for y in 0..side {
@@ -26,9 +26,9 @@ fn image(i: usize, side: usize, channels: usize) -> Image {
 fn compare(augment: &Augment, channels: usize, n: usize) -> (f32, usize) {
     let side = augment.size;
     let mut rng = StdRng::seed_from_u64(42);
-    let (mut cpu, mut raw, mut drawn) = (Vec::new(), Vec::new(), Vec::<Colour>::new());
+    let (mut cpu, mut raw, mut drawn) = (Vec::new(), Vec::new(), Vec::<Color>::new());
     for i in 0..n {
-        let (geom, colour) = augment.sample(&image(i, 80, channels), &mut rng);
+        let (geom, color) = augment.sample(&image(i, 80, channels), &mut rng);
         // CHW floats in [0, 1].
         let chw = |img: &Image| -> Vec<f32> {
             (0..channels)
@@ -37,14 +37,14 @@ fn compare(augment: &Augment, channels: usize, n: usize) -> (f32, usize) {
                 .collect()
         };
         raw.extend(chw(&geom));
-        cpu.extend(chw(&colour.apply(geom)));
-        drawn.push(colour);
+        cpu.extend(chw(&color.apply(geom)));
+        drawn.push(color);
     }
     let shape = [n as i64, channels as i64, side as i64, side as i64];
     let x = Tensor::from_slice(&raw).view(shape).to_device(Device::Cpu);
     let mean = vec![0.0; channels];
     let std = vec![1.0; channels];
-    let dev = slim_train::colour::apply(&x, &drawn, &mean, &std);
+    let dev = slim_train::color::apply(&x, &drawn, &mean, &std);
     assert_eq!(dev.kind(), Kind::Float);
     let cpu = Tensor::from_slice(&cpu).view(shape);
     let worst = (dev - &cpu).abs().max().double_value(&[]) as f32;
@@ -91,14 +91,14 @@ fn simclr_probabilities_and_gray_images_match_the_cpu_path() {
 }
 
 #[test]
-fn normalisation_follows_the_colour() {
+fn normalization_follows_the_color() {
     let x = Tensor::full([2, 3, 4, 4], 0.5, (Kind::Float, Device::Cpu));
-    let none = Colour {
+    let none = Color {
         jitter: None,
         grayscale: false,
         blur: None,
     };
-    let y = slim_train::colour::apply(
+    let y = slim_train::color::apply(
         &x,
         &[none.clone(), none],
         &[0.25, 0.5, 0.75],
