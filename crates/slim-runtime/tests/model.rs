@@ -202,6 +202,119 @@ fn external_data_outside_the_model_folder_is_refused() {
     );
 }
 
+/// Moves every initializer of width 1.0's graph into `weights.bin` beside it, as an ONNX
+/// exporter writing external data does.
+fn externalize(dir: &Path) {
+    let graph = dir.join("width-w1000/model.onnx");
+    let mut blob = Vec::new();
+    rewrite(&graph, |m| {
+        for t in &mut m.graph.as_mut().unwrap().initializer {
+            let entry = |key: &str, value: String| StringStringEntryProto {
+                key: key.into(),
+                value,
+            };
+            t.external_data = vec![
+                entry("location", "weights.bin".into()),
+                entry("offset", blob.len().to_string()),
+                entry("length", t.raw_data.len().to_string()),
+            ];
+            blob.append(&mut t.raw_data);
+            t.data_location = Some(DataLocation::External as i32);
+        }
+    });
+    std::fs::write(dir.join("width-w1000/weights.bin"), blob).unwrap();
+}
+
+/// Every backend this build can run here.
+fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Tract];
+    if cfg!(feature = "ort") && std::env::var_os("ORT_DYLIB_PATH").is_some() {
+        backends.push(Backend::parse("ort").unwrap());
+    }
+    backends
+}
+
+#[test]
+fn external_data_inside_the_model_folder_runs_on_every_engine_as_inline_data_does() {
+    let (_d, dir) = copy();
+    externalize(&dir);
+    let full = slim_test_utils::width(1.0);
+    let inline = SlimModel::open(&fixture(), Backend::Tract).unwrap();
+    let x = ramp(&inline, 2);
+    let want = inline.run(full, &x, 2).unwrap().logits;
+    for b in backends() {
+        let model = SlimModel::open(&dir, b).unwrap();
+        let got = model.run(full, &x, 2).unwrap().logits;
+        let d = got
+            .iter()
+            .zip(&want)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            d <= 1e-4,
+            "{}: {d}",
+            model.engine(full).unwrap().placement()
+        );
+    }
+    // A data file cut short, or gone, is named on every engine.
+    let data = dir.join("width-w1000/weights.bin");
+    let bytes = std::fs::read(&data).unwrap();
+    std::fs::write(&data, &bytes[..bytes.len() - 4]).unwrap();
+    for err in errors_at_full_width(&dir) {
+        assert!(
+            err.contains("weights.bin") && err.contains("truncated"),
+            "{err}"
+        );
+    }
+    std::fs::remove_file(&data).unwrap();
+    for err in errors_at_full_width(&dir) {
+        assert!(
+            err.contains("weights.bin") && err.contains("missing") && err.contains("initializer"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_graph_or_its_data_linked_from_outside_the_model_folder_is_refused() {
+    let (_d, dir) = copy();
+    let outside = tempfile::tempdir().unwrap();
+    // The graph itself a link to a copy elsewhere.
+    let graph = dir.join("width-w1000/model.onnx");
+    let elsewhere = outside.path().join("model.onnx");
+    std::fs::rename(&graph, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &graph).unwrap();
+    for err in errors_at_full_width(&dir) {
+        assert!(
+            err.contains("width-w1000/model.onnx") && err.contains("outside the model folder"),
+            "{err}"
+        );
+    }
+    // A link that stays inside the folder is fine.
+    std::fs::remove_file(&graph).unwrap();
+    std::fs::rename(&elsewhere, dir.join("width-w1000/real.onnx")).unwrap();
+    std::os::unix::fs::symlink("real.onnx", &graph).unwrap();
+    let model = SlimModel::open(&dir, Backend::Tract).unwrap();
+    model
+        .run(slim_test_utils::width(1.0), &ramp(&model, 1), 1)
+        .unwrap();
+    // External data a link to elsewhere.
+    std::fs::remove_file(&graph).unwrap();
+    std::fs::rename(dir.join("width-w1000/real.onnx"), &graph).unwrap();
+    externalize(&dir);
+    let data = dir.join("width-w1000/weights.bin");
+    let far = outside.path().join("weights.bin");
+    std::fs::rename(&data, &far).unwrap();
+    std::os::unix::fs::symlink(&far, &data).unwrap();
+    for err in errors_at_full_width(&dir) {
+        assert!(
+            err.contains("weights.bin") && err.contains("outside the model folder"),
+            "{err}"
+        );
+    }
+}
+
 #[cfg(feature = "ort")]
 #[test]
 fn tract_and_onnx_runtime_agree_on_the_trained_model() {
@@ -274,11 +387,7 @@ fn a_provider_that_fails_to_register_is_an_error_or_a_reported_fallback() {
 
 /// Opens `dir` with every backend this build has and returns each one's error for width 1.0.
 fn errors_at_full_width(dir: &Path) -> Vec<String> {
-    let mut backends = vec![Backend::Tract];
-    if cfg!(feature = "ort") && std::env::var_os("ORT_DYLIB_PATH").is_some() {
-        backends.push(Backend::parse("ort").unwrap());
-    }
-    backends
+    backends()
         .into_iter()
         .map(|b| {
             let model = SlimModel::open(dir, b).unwrap();

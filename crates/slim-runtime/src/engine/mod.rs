@@ -165,7 +165,8 @@ pub trait Engine: Send + Sync {
     fn placement(&self) -> Placement;
 }
 
-/// Loads `proto` (already read and checked from `path`) into `backend`.
+/// Loads `proto` (already read and checked from `path`, its data inline) into `backend`:
+/// every engine runs this graph, not the file again.
 pub fn load(
     backend: &Backend,
     path: &Path,
@@ -176,7 +177,11 @@ pub fn load(
         Backend::Tract => Ok(Box::new(TractEngine::load(path, proto, input_chw)?)),
         #[cfg(feature = "ort")]
         Backend::Ort { provider, fallback } => Ok(Box::new(ort::OrtEngine::load(
-            path, *provider, *fallback, input_chw,
+            path,
+            &prost::Message::encode_to_vec(&proto),
+            *provider,
+            *fallback,
+            input_chw,
         )?)),
         #[cfg(not(feature = "ort"))]
         Backend::Ort { .. } => Err(Error::Unavailable(

@@ -51,8 +51,10 @@ pub struct OrtEngine {
 }
 
 impl OrtEngine {
+    /// Loads the graph `bytes` (read from `path`, named in messages).
     pub fn load(
         path: &Path,
+        bytes: &[u8],
         provider: Provider,
         fallback: bool,
         chw: [usize; 3],
@@ -113,7 +115,7 @@ impl OrtEngine {
             },
         };
         let session = builder
-            .commit_from_file(path)
+            .commit_from_memory(bytes)
             .map_err(|e| fail(e.to_string()))?;
         Ok(OrtEngine {
             path: path.to_path_buf(),

@@ -1,11 +1,14 @@
 //! Reading an exported ONNX file before any engine sees it: decode the protobuf, refuse
-//! external-data paths that leave the model folder, check that the graph is well formed
+//! a file or external data outside the model folder and put external data inline
+//! ([`external`]), check that the graph is well formed
 //! (every tensor defined once, before it is used) and has the interface of an exported
 //! width (input `image` of the model's shape, outputs `embedding` and `logits`), and check
 //! its metadata against the manifest entry it is listed under.
 
+mod external;
+
 use std::collections::HashMap;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use prost::Message;
 use slim_core::metadata::GraphMetadata;
@@ -13,9 +16,7 @@ use slim_core::metadata::{EMBEDDING, INPUT, LOGITS};
 use slim_core::{Manifest, WidthEntry};
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 use tract_onnx::pb::type_proto::Value as Type;
-use tract_onnx::pb::{
-    GraphProto, ModelProto, TensorProto, ValueInfoProto, tensor_proto::DataLocation,
-};
+use tract_onnx::pb::{GraphProto, ModelProto, ValueInfoProto};
 
 use crate::Error;
 
@@ -25,11 +26,13 @@ pub struct Graph {
     pub metadata: HashMap<String, String>,
 }
 
-/// Reads and decodes `path`; `model_dir` bounds where external data may live.
+/// Reads and decodes `path`, which must lie inside `model_dir` (as must its external data)
+/// once links are resolved; the graph returned holds all its data inline.
 pub fn read(path: &Path, model_dir: &Path) -> Result<Graph, Error> {
+    let real = external::resolve_inside(path, model_dir)?;
     let bytes =
-        std::fs::read(path).map_err(|e| Error::graph(path, format!("cannot be read: {e}")))?;
-    let proto = ModelProto::decode(bytes.as_slice()).map_err(|e| {
+        std::fs::read(&real).map_err(|e| Error::graph(path, format!("cannot be read: {e}")))?;
+    let mut proto = ModelProto::decode(bytes.as_slice()).map_err(|e| {
         Error::graph(
             path,
             format!("is not a valid ONNX protobuf ({e}); truncated or corrupt?"),
@@ -37,7 +40,7 @@ pub fn read(path: &Path, model_dir: &Path) -> Result<Graph, Error> {
     })?;
     let graph = proto
         .graph
-        .as_ref()
+        .as_mut()
         .ok_or_else(|| Error::graph(path, "holds no graph"))?;
     if graph.node.is_empty() {
         return Err(Error::graph(
@@ -45,8 +48,8 @@ pub fn read(path: &Path, model_dir: &Path) -> Result<Graph, Error> {
             "holds an empty graph; truncated or corrupt?",
         ));
     }
-    for t in &graph.initializer {
-        check_external(path, model_dir, t)?;
+    for t in &mut graph.initializer {
+        external::inline(path, model_dir, t)?;
     }
     check_single_assignment(graph).map_err(|msg| Error::graph(path, msg))?;
     let metadata = proto
@@ -118,43 +121,6 @@ fn dims(v: &ValueInfoProto) -> Option<Vec<Option<i64>>> {
             })
             .collect(),
     )
-}
-
-/// External data must be a relative path inside the model folder.
-fn check_external(path: &Path, model_dir: &Path, t: &TensorProto) -> Result<(), Error> {
-    if t.data_location != Some(DataLocation::External as i32) {
-        return Ok(());
-    }
-    let location = t
-        .external_data
-        .iter()
-        .find(|e| e.key == "location")
-        .map(|e| e.value.as_str())
-        .ok_or_else(|| {
-            Error::graph(
-                path,
-                format!("initializer {} is external but names no location", t.name),
-            )
-        })?;
-    let rel = Path::new(location);
-    let escapes = rel.is_absolute()
-        || rel.components().any(|c| {
-            matches!(
-                c,
-                Component::ParentDir | Component::RootDir | Component::Prefix(_)
-            )
-        });
-    if escapes {
-        return Err(Error::graph(
-            path,
-            format!(
-                "initializer {} points at external data {location:?}, outside the model folder {}: refused",
-                t.name,
-                model_dir.display()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 impl Graph {
