@@ -12,6 +12,8 @@
 //!   exporter can ship them as ONNX test data without linking libtorch;
 //! - `train.*`: training state (heads, optimizer); ignored by readers of the model.
 
+mod header;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -246,16 +248,11 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint, Error> {
         path: path.to_path_buf(),
         msg,
     };
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
-        fail(format!(
-            "not a readable safetensors file ({e}); is it truncated?"
-        ))
-    })?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| {
-        fail(format!(
-            "not a readable safetensors file ({e}); is it truncated?"
-        ))
-    })?;
+    header::check(bytes).map_err(&fail)?;
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| fail(format!("not a readable safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| fail(format!("not a readable safetensors file ({e})")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     match meta.get(FORMAT_KEY) {
         Some(f) if f == FORMAT => {}
