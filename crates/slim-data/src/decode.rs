@@ -1,15 +1,20 @@
-//! Decoding image bytes to 8-bit pixels, with bounds: a file whose header claims more
-//! pixels than [`MAX_PIXELS`] or more memory than [`MAX_ALLOC`] is refused before any
-//! allocation (decompression bombs), and every color type (grayscale, RGBA, 16-bit,
-//! palette) is converted to 8-bit luma or RGB.
+//! Reading and decoding image files to 8-bit pixels, with bounds, for every reader (the
+//! dataset readers, the runtime, the service): a file over [`MAX_FILE_BYTES`] is refused
+//! after reading at most that much; a file whose header claims more pixels than
+//! [`MAX_PIXELS`] or more memory than [`MAX_ALLOC`] is refused before any allocation
+//! (decompression bombs); every color type (grayscale, RGBA, 16-bit, palette) is
+//! converted to 8-bit luma or RGB, 8-bit alpha dropped in place so that the decoded
+//! buffer is the peak.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 use image::{DynamicImage, ImageReader, Limits};
 
 use crate::Error;
 
+/// Largest image file read, in bytes.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Largest accepted image, in pixels (about 16k x 16k).
 pub const MAX_PIXELS: u64 = 1 << 28;
 /// Largest allocation a decoder may make.
@@ -61,6 +66,32 @@ impl Image {
     }
 }
 
+/// Reads at most [`MAX_FILE_BYTES`] from `source`; `shown` names it in errors.
+pub fn read_bounded(source: impl Read, shown: &Path) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::at(shown, format!("cannot be read: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::at(
+            shown,
+            format!(
+                "is larger than {} MiB, more than an image file may be: refused",
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Reads the image file `path`, at most [`MAX_FILE_BYTES`].
+pub fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::at(path, format!("cannot be read: {e}")))?;
+    read_bounded(file, path)
+}
+
 /// Decodes `bytes` (JPEG, PNG, WebP or BMP, detected from the content); `path` names the
 /// source in errors.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<Image, Error> {
@@ -84,12 +115,26 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Image, Error> {
 
 fn from_dynamic(img: DynamicImage) -> Image {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let has_color = img.color().has_color();
-    if has_color {
-        Image::new(h, w, 3, img.into_rgb8().into_raw())
-    } else {
-        Image::new(h, w, 1, img.into_luma8().into_raw())
+    match img {
+        // Alpha dropped in the decoded buffer itself: no second full-size buffer.
+        DynamicImage::ImageRgba8(b) => Image::new(h, w, 3, drop_alpha(b.into_raw(), 3)),
+        DynamicImage::ImageLumaA8(b) => Image::new(h, w, 1, drop_alpha(b.into_raw(), 1)),
+        img if img.color().has_color() => Image::new(h, w, 3, img.into_rgb8().into_raw()),
+        img => Image::new(h, w, 1, img.into_luma8().into_raw()),
     }
+}
+
+/// Keeps the first `keep` of every `keep + 1` bytes (pixels with a trailing alpha),
+/// moving them forward within `data`, and frees the rest.
+fn drop_alpha(mut data: Vec<u8>, keep: usize) -> Vec<u8> {
+    let n = data.len() / (keep + 1);
+    for i in 0..n {
+        // Writes at keep * i never pass the reads at (keep + 1) * i.
+        data.copy_within((keep + 1) * i..(keep + 1) * i + keep, keep * i);
+    }
+    data.truncate(keep * n);
+    data.shrink_to_fit();
+    data
 }
 
 #[cfg(test)]
@@ -101,6 +146,41 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn alpha_is_dropped_in_place_keeping_every_color() {
+        assert_eq!(
+            drop_alpha(vec![1, 2, 3, 9, 4, 5, 6, 9], 3),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(drop_alpha(vec![7, 0, 8, 0, 9, 0], 1), vec![7, 8, 9]);
+        let gray_alpha = ImageBuffer::from_fn(3, 2, |x, y| image::LumaA([(x + 3 * y) as u8, 50]));
+        let img = decode(
+            Path::new("ga.png"),
+            &encode(DynamicImage::ImageLumaA8(gray_alpha), ImageFormat::Png),
+        )
+        .unwrap();
+        assert_eq!((img.channels, img.data), (1, vec![0, 1, 2, 3, 4, 5]));
+    }
+
+    #[test]
+    fn a_file_larger_than_an_image_may_be_is_refused_after_reading_only_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.png");
+        // Sparse: 3 GiB on paper, nothing on disk.
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(3 << 30)
+            .unwrap();
+        let err = read_file(&big).unwrap_err().to_string();
+        assert!(
+            err.contains("big.png") && err.contains("larger than 64 MiB"),
+            "{err}"
+        );
+        let small = dir.path().join("small.png");
+        std::fs::write(&small, b"12345").unwrap();
+        assert_eq!(read_file(&small).unwrap(), b"12345");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -128,25 +128,17 @@ impl ImageFolder {
         match &self.source {
             Source::Dir => {
                 let p = self.path.join(name);
-                let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+                let bytes = decode::read_file(&p)?;
                 Ok((p, bytes))
             }
             Source::Zip(archive) => {
                 let shown = PathBuf::from(format!("{}:{name}", self.path.display()));
                 let mut archive = archive.lock().unwrap_or_else(|p| p.into_inner());
-                let mut entry = archive
+                let entry = archive
                     .by_name(name)
                     .map_err(|e| Error::at(&shown, format!("cannot be read: {e}")))?;
-                if entry.size() > decode::MAX_ALLOC {
-                    return Err(Error::at(
-                        &shown,
-                        format!("is {} bytes, too large", entry.size()),
-                    ));
-                }
-                let mut bytes = Vec::with_capacity(entry.size() as usize);
-                entry
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| Error::at(&shown, format!("cannot be read: {e}")))?;
+                // Bounded by what is read, not by the size the archive claims.
+                let bytes = decode::read_bounded(entry, &shown)?;
                 Ok((shown, bytes))
             }
         }

@@ -5,13 +5,13 @@
 //! embeddings.
 
 use slim_core::Width;
-use std::io::Read;
 use std::path::Path;
 
 use crate::{Error, SlimModel};
 
-/// Largest image file read, in bytes; the decoder bounds pixels and memory on its own.
-pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Largest image file read, in bytes (slim-data's bound, which every reader shares); the
+/// decoder bounds pixels and memory on its own.
+pub use slim_data::decode::MAX_FILE_BYTES;
 
 /// One class of a top-k answer.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,23 +45,6 @@ pub fn top_k(logits: &[f32], k: usize, names: &[String]) -> Vec<Class> {
         .collect()
 }
 
-/// Reads at most [`MAX_FILE_BYTES`] of `path`.
-pub fn read_image_file(path: &Path) -> Result<Vec<u8>, Error> {
-    let fail = |msg: String| Error::Data(slim_data::Error::at(path, msg));
-    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(format!("cannot be read: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(fail(format!(
-            "is larger than {} MiB: refused",
-            MAX_FILE_BYTES >> 20
-        )));
-    }
-    Ok(bytes)
-}
-
 impl SlimModel {
     /// Decodes one image (`name` is its source, for errors) and appends its normalized
     /// CHW input to `out`.
@@ -76,7 +59,7 @@ impl SlimModel {
         let mut out = Vec::with_capacity(paths.len() * self.image_len());
         for p in paths {
             let p = p.as_ref();
-            self.preprocess(p, &read_image_file(p)?, &mut out)?;
+            self.preprocess(p, &slim_data::decode::read_file(p)?, &mut out)?;
         }
         Ok(out)
     }
