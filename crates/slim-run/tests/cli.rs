@@ -213,6 +213,27 @@ fn bad_input_is_a_failure_naming_the_file_never_a_panic() {
         assert!(stderr.contains(names), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+    // A model whose weights are NaN says so rather than printing NaN% answers.
+    let (_copy, broken) = slim_test_utils::model_copy();
+    let graph = broken.join("width-w1000/model.onnx");
+    let mut proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(
+        std::fs::read(&graph).unwrap().as_slice(),
+    )
+    .unwrap();
+    for t in &mut proto.graph.as_mut().unwrap().initializer {
+        for v in t.raw_data.chunks_exact_mut(4) {
+            v.copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+    }
+    std::fs::write(&graph, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = slim_run(&["--model", broken.to_str().unwrap(), good]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("width-w1000/model.onnx") && stderr.contains("non-finite"),
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).contains("NaN"));
     // The good image of a mixed list is still classified.
     let out = slim_run(&["--model", m, cut.to_str().unwrap(), good]);
     assert!(text(&out.stdout).contains(&format!("{good}:\n  1. ")));

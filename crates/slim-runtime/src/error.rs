@@ -34,6 +34,16 @@ pub enum Error {
         width: Width,
         available: Vec<Width>,
     },
+    /// A graph whose outputs are NaN or infinite (broken weights, or such an input).
+    #[error("{}: width {width} produced non-finite {output} ({bad} of {total} values){}", path.display(), if *input_finite { "" } else { " from an input that is not finite" })]
+    NonFinite {
+        path: PathBuf,
+        width: Width,
+        output: &'static str,
+        bad: usize,
+        total: usize,
+        input_finite: bool,
+    },
     #[error("input has {got} values, but a batch of {batch} images of {shape:?} needs {want}")]
     InputSize {
         got: usize,

@@ -159,8 +159,26 @@ impl SlimModel {
         Ok(())
     }
 
-    /// Runs `batch` preprocessed images through `width`'s graph.
+    /// Runs `batch` preprocessed images through `width`'s graph. Outputs that are not all
+    /// finite are an error, never an answer.
     pub fn run(&self, width: Width, image: &[f32], batch: usize) -> Result<Outputs, Error> {
-        self.engine(width)?.run(image, batch)
+        let out = self.engine(width)?.run(image, batch)?;
+        for (output, values) in [
+            (slim_core::metadata::EMBEDDING, &out.embedding),
+            (slim_core::metadata::LOGITS, &out.logits),
+        ] {
+            let bad = values.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Err(Error::NonFinite {
+                    path: self.dir.join(&self.entry(width)?.file),
+                    width,
+                    output,
+                    bad,
+                    total: values.len(),
+                    input_finite: image.iter().all(|v| v.is_finite()),
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -202,6 +202,34 @@ fn external_data_outside_the_model_folder_is_refused() {
     );
 }
 
+#[test]
+fn a_graph_that_computes_nan_is_an_error_not_an_answer() {
+    let (_d, dir) = copy();
+    rewrite(&dir.join("width-w500/model.onnx"), |m| {
+        for t in &mut m.graph.as_mut().unwrap().initializer {
+            for v in t.raw_data.chunks_exact_mut(4) {
+                v.copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+        }
+    });
+    for b in backends() {
+        let model = SlimModel::open(&dir, b).unwrap();
+        let x = ramp(&model, 2);
+        let err = model
+            .run(slim_test_utils::width(0.5), &x, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("width-w500/model.onnx")
+                && err.contains("produced non-finite")
+                && !err.contains("input"),
+            "{err}"
+        );
+        // The other widths still answer.
+        model.run(slim_test_utils::width(1.0), &x, 2).unwrap();
+    }
+}
+
 /// Moves every initializer of width 1.0's graph into `weights.bin` beside it, as an ONNX
 /// exporter writing external data does.
 fn externalize(dir: &Path) {
