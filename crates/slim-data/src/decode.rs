@@ -5,11 +5,17 @@
 //! (decompression bombs); every color type (grayscale, RGBA, 16-bit, palette) is
 //! converted to 8-bit luma or RGB, 8-bit alpha dropped in place so that the decoded
 //! buffer is the peak.
+//!
+//! Policies: transparency is dropped, not composited (the color under a transparent
+//! pixel is kept, as PIL's `convert("RGB")` does, which torchvision's loader uses); an
+//! EXIF orientation (JPEG, PNG, WebP) is applied, unlike PIL's loader, so that a photo
+//! from a phone is seen upright (a rotated image costs one more copy while it turns).
 
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use image::{DynamicImage, ImageReader, Limits};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 use crate::Error;
 
@@ -107,9 +113,21 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Image, Error> {
     limits.max_image_width = Some(side);
     limits.max_image_height = Some(side);
     reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| Error::at(path, format!("cannot be decoded: {e}")))?;
+    let fail = |e: image::ImageError| Error::at(path, format!("cannot be decoded: {e}"));
+    let mut decoder = reader.into_decoder().map_err(fail)?;
+    if decoder.total_bytes() > MAX_ALLOC {
+        return Err(Error::at(
+            path,
+            format!(
+                "would take {} bytes decoded, over the {MAX_ALLOC} an image may: refused",
+                decoder.total_bytes()
+            ),
+        ));
+    }
+    // A camera's EXIF orientation is applied, so the model sees what a viewer sees.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(fail)?;
+    img.apply_orientation(orientation);
     Ok(from_dynamic(img))
 }
 
@@ -146,6 +164,53 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, format).unwrap();
         out.into_inner()
+    }
+
+    /// A PNG of `w x h` gray pixels 0, 1, 2, ... with an EXIF orientation chunk.
+    fn png_with_orientation(w: u32, h: u32, orientation: u16) -> Vec<u8> {
+        let gray = ImageBuffer::from_fn(w, h, |x, y| Luma([(x + w * y) as u8]));
+        let png = encode(DynamicImage::ImageLuma8(gray), ImageFormat::Png);
+        // Big-endian TIFF: one IFD entry, tag 0x0112 (orientation), SHORT, count 1.
+        let mut exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        exif.extend(orientation.to_be_bytes());
+        exif.extend([0, 0, 0, 0, 0, 0]);
+        let mut chunk = (exif.len() as u32).to_be_bytes().to_vec();
+        let body: Vec<u8> = b"eXIf".iter().chain(&exif).copied().collect();
+        chunk.extend(&body);
+        chunk.extend(crc32(&body).to_be_bytes());
+        // After the signature (8 bytes) and IHDR (25 bytes).
+        let mut out = png[..33].to_vec();
+        out.extend(chunk);
+        out.extend(&png[33..]);
+        out
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn the_exif_orientation_is_applied() {
+        // 3 wide, 2 high: 0 1 2 / 3 4 5. Orientation 6 turns it 90 degrees clockwise.
+        let img = decode(Path::new("r.png"), &png_with_orientation(3, 2, 6)).unwrap();
+        assert_eq!((img.height, img.width), (3, 2));
+        assert_eq!(img.data, vec![3, 0, 4, 1, 5, 2]);
+        let img = decode(Path::new("u.png"), &png_with_orientation(3, 2, 1)).unwrap();
+        assert_eq!(
+            (img.height, img.width, img.data),
+            (2, 3, vec![0, 1, 2, 3, 4, 5])
+        );
     }
 
     #[test]
