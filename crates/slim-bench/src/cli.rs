@@ -294,7 +294,16 @@ pub fn run(args: &Args) -> Result<Report> {
         write_outputs(out, &report, &compare, args)?;
     }
     if args.write_manifest {
-        let mut manifest = model.manifest().clone();
+        // Read again under the folder's lock: an export may have added widths meanwhile.
+        let _lock = slim_core::fsutil::lock_dir(&args.model)?;
+        let mut manifest = slim_core::Manifest::load(&args.model)?;
+        if manifest.checkpoint_sha256 != model.manifest().checkpoint_sha256 {
+            return Err(crate::Error::Report {
+                path: args.model.join(slim_core::manifest::FILE_NAME),
+                msg: "now describes another checkpoint than the one measured (exported while measuring?): figures not written".into(),
+            }
+            .into());
+        }
         let device = report.header.machine.device(placement.on_gpu());
         let changed = writeback::apply(&mut manifest, &report, &used, &device);
         let path = manifest.save(&args.model)?;

@@ -409,3 +409,50 @@ fn bad_models_and_arguments_are_clear_errors() {
     );
     assert!(out.join("report.json").is_file() && !out.join("plot.png").exists());
 }
+
+#[test]
+fn a_killed_write_back_leaves_the_manifest_as_before_or_complete() {
+    let (_tmp, model) = slim_test_utils::model_copy();
+    let data = slim_test_utils::fashion_mnist();
+    let manifest = model.join(slim_core::manifest::FILE_NAME);
+    let before = std::fs::read(&manifest).unwrap();
+    let mut complete = 0;
+    let killed = slim_test_utils::kill_at_random_points(
+        50,
+        || {
+            std::fs::write(&manifest, &before).unwrap();
+            let mut c = Command::new(env!("CARGO_BIN_EXE_slim-bench"));
+            c.arg("--model").arg(&model).arg("--data").arg(&data).args([
+                "--limit",
+                "20",
+                "--runs",
+                "2",
+                "--warmup",
+                "0",
+                "--batch",
+                "1",
+                "--write-manifest",
+            ]);
+            c
+        },
+        |i| {
+            let m = slim_core::Manifest::load(&model).unwrap_or_else(|e| panic!("run {i}: {e}"));
+            if std::fs::read(&manifest).unwrap() == before {
+                return;
+            }
+            // Complete: every width measured at batch 1, with its accuracy on 20 images.
+            for e in &m.widths {
+                assert!(
+                    e.latency
+                        .iter()
+                        .any(|l| l.batch == 1 && l.backend == "tract")
+                        && e.accuracy.as_ref().is_some_and(|a| a.samples == 20),
+                    "run {i}: {e:?}"
+                );
+            }
+            complete += 1;
+        },
+    );
+    assert!(killed >= 25, "only {killed} of 50 runs were killed");
+    assert!(complete > 0, "no run finished");
+}

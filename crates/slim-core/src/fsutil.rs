@@ -1,11 +1,56 @@
 //! Atomic file writes: temporary file in the same folder, fsync, rename, fsync the folder.
-//! A reader sees the old file or the new one, never half of one, even after a kill.
+//! A reader sees the old file or the new one, never half of one, even after a kill. And
+//! a folder lock for read-modify-write of a file in it.
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 
 use crate::Error;
+
+/// What marks the temporary file of an [`atomic_write`]: `.{name}.tmp-{pid}`.
+const TMP_MARK: &str = ".tmp-";
+
+/// Removes, below `dir` (`depth` folders down), the temporary files of atomic writes whose
+/// process is gone (killed before its rename); returns how many. Call it holding
+/// [`lock_dir`], so that no live writer of the folder is mid-write. Linux only (a process
+/// is alive while `/proc/<pid>` exists); elsewhere nothing is removed.
+pub fn remove_stale_temporaries(dir: &Path, depth: usize) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            if depth > 0 {
+                removed += remove_stale_temporaries(&p, depth - 1);
+            }
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(TMP_MARK))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        let gone =
+            |pid: u32| cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists();
+        if pid.is_some_and(gone) && fs::remove_file(&p).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Holds an exclusive advisory lock on the folder `dir` until dropped (`flock` on the folder
+/// itself, so no lock file is left behind; released by the kernel when the process dies).
+/// slim-export and `slim-bench --write-manifest` read, change and write a manifest under
+/// it, so two of them at once never lose each other's widths or figures.
+pub fn lock_dir(dir: &Path) -> Result<fs::File, Error> {
+    let f = fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+    f.lock().map_err(|e| Error::io(dir, e))?;
+    Ok(f)
+}
 
 /// Writes `bytes` to `path` atomically.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -17,7 +62,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .file_name()
         .ok_or_else(|| Error::io(path, std::io::Error::other("not a file path")))?;
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}{TMP_MARK}{}",
         name.to_string_lossy(),
         std::process::id()
     ));

@@ -105,9 +105,18 @@ pub fn export(
             names::REFERENCE_IMAGE
         ));
     }
-    let previous = previous_manifest(out_dir, &ckpt, &mut notes);
-
     let mut files = Staging::default();
+    files.create_dir(out_dir)?;
+    // Held until the manifest is written: another export into this folder waits.
+    let _lock = fsutil::lock_dir(out_dir).map_err(ExportError::Write)?;
+    // The folder, width folders and their test data.
+    let stale = fsutil::remove_stale_temporaries(out_dir, 2);
+    if stale > 0 {
+        notes.push(format!(
+            "removed {stale} temporary files that interrupted writes had left"
+        ));
+    }
+    let previous = previous_manifest(out_dir, &ckpt, &mut notes);
     let result = write_all(
         &ckpt,
         &selected,
@@ -238,7 +247,6 @@ fn write_all(
         checkpoint_sha256: ckpt.sha256.clone(),
         widths: Vec::new(),
     };
-    files.create_dir(out_dir)?;
     let mut exported = Vec::new();
     for (&w, reference) in selected.iter().zip(references) {
         let c = cost(&net, w, config.input.image_size, config.num_classes());

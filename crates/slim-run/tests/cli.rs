@@ -238,3 +238,47 @@ fn bad_input_is_a_failure_naming_the_file_never_a_panic() {
     let out = slim_run(&["--model", m, cut.to_str().unwrap(), good]);
     assert!(text(&out.stdout).contains(&format!("{good}:\n  1. ")));
 }
+
+#[test]
+fn a_killed_calibration_leaves_its_cache_as_before_or_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = pngs(dir.path(), 1);
+    let cache = dir.path().join("cal.json");
+    let model = fixture();
+    let run = |batch: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_slim-run"));
+        c.args(["--model", model.to_str().unwrap(), "--budget-ms", "1000"])
+            .args(["--batch", batch, "--calibrate", "--calibration-runs", "20"])
+            .arg("--calibration-cache")
+            .arg(&cache)
+            .arg(&images[0].0);
+        c
+    };
+    // Before: the cache holds batch 2's calibration.
+    assert!(run("2").output().unwrap().status.success());
+    let before = std::fs::read(&cache).unwrap();
+    let mut complete = 0;
+    let killed = slim_test_utils::kill_at_random_points(
+        50,
+        || {
+            std::fs::write(&cache, &before).unwrap();
+            run("1")
+        },
+        |i| {
+            let entries = slim_runtime::calibrate::read_cache(&cache)
+                .unwrap_or_else(|e| panic!("run {i}: {e}"));
+            assert!(
+                entries.iter().any(|c| c.key.batch == 2),
+                "run {i} lost batch 2"
+            );
+            assert!(entries.iter().all(|c| c.widths.len() == 4), "run {i}");
+            match entries.len() {
+                1 => assert_eq!(std::fs::read(&cache).unwrap(), before, "run {i}"),
+                2 => complete += 1,
+                n => panic!("run {i}: {n} entries"),
+            }
+        },
+    );
+    assert!(killed >= 25, "only {killed} of 50 runs were killed");
+    assert!(complete > 0, "no run finished");
+}

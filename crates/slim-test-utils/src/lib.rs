@@ -3,7 +3,8 @@
 //! - [`model`]: the real exported model committed in `models/fashion-mnist-resnet20`;
 //! - [`model_copy`] / [`copy_dir`]: a copy of it (or any folder) that a test may damage;
 //! - [`fashion_mnist`]: the Fashion-MNIST IDX folder that `tools/setup.sh` installs;
-//! - [`width`] / [`widths`]: widths from literals.
+//! - [`width`] / [`widths`]: widths from literals;
+//! - [`kill_at_random_points`]: SIGKILL a command at many points of its run.
 
 use std::path::{Path, PathBuf};
 
@@ -50,4 +51,40 @@ pub fn width(x: f64) -> slim_core::Width {
 /// The widths `xs`, in their order.
 pub fn widths(xs: &[f64]) -> Vec<slim_core::Width> {
     xs.iter().map(|&x| width(x)).collect()
+}
+
+/// Runs `command()` to the end once to learn how long it takes, then `n` more times, each
+/// killed (SIGKILL on Unix) after a delay spread evenly over that run time and a little
+/// past it (so that some runs finish); `check(i)` is called after each. Returns how many of
+/// the `n` runs were killed before they finished.
+pub fn kill_at_random_points(
+    n: usize,
+    mut command: impl FnMut() -> std::process::Command,
+    mut check: impl FnMut(usize),
+) -> usize {
+    let start = std::time::Instant::now();
+    let status = command()
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("the command starts");
+    assert!(status.success(), "the command fails when not killed");
+    let full = start.elapsed();
+    let mut killed = 0;
+    for i in 0..n {
+        // A fixed, well spread sequence of points (golden-ratio steps), up to 1.2 x the run.
+        let at = full.mul_f64(1.2 * ((i as f64 * 0.618_034) % 1.0));
+        let mut child = command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the command starts");
+        std::thread::sleep(at);
+        if child.try_wait().expect("wait").is_none() {
+            child.kill().expect("kill");
+            killed += 1;
+        }
+        child.wait().expect("wait");
+        check(i);
+    }
+    killed
 }

@@ -2,9 +2,11 @@
 //!
 //! - `numerics`: exported graphs run in tract against an independent naive forward pass;
 //! - `folder`: the model folder (metadata, manifest, test data, merging, ONNX checker);
-//! - `errors`: bad inputs fail with messages naming the file, leaving no stray files.
+//! - `errors`: bad inputs fail with messages naming the file, leaving no stray files;
+//! - `kill`: exports killed at random points, and exports into one folder at once.
 
 mod common;
 mod errors;
 mod folder;
+mod kill;
 mod numerics;
