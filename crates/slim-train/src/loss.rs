@@ -162,12 +162,9 @@ pub fn infonce(logits: &Tensor) -> Tensor {
 /// `T_s = T_t = T` (SlimCLR's defaults: 5 and 5). The teacher is detached here: no
 /// gradient reaches it.
 ///
-/// The inputs are the contrastive logits exactly as [`nt_xent_logits`] / [`moco_logits`]
-/// return them, i.e. cosine similarities already divided by the contrastive temperature
-/// τ; they are divided again by `T_s` / `T_t`, so the softmaxes are over `cos / (τ·T)`.
-/// This is what SlimCLR's MoCo variant does (its distillation reads the `logits / τ` of
-/// its contrastive loss); its SimCLR variant distils raw cosines instead, which a caller
-/// can reproduce by passing `logits · τ`.
+/// The inputs are divided by `T_s` / `T_t` as given: SlimCLR distils the raw cosines for
+/// SimCLR and MoCo v2 (its InfoNCE returns the logits before their division by τ) and
+/// MoCo v3's logits `q·k / τ`; the trainer passes each what the reference does.
 ///
 /// SlimCLR's reference code uses the cross-entropy form `-Σ p_t log p_s` scaled by `T_s²`;
 /// the KL here differs from it by the teacher's entropy (a constant: same gradient) and

@@ -69,9 +69,10 @@ pub struct PretrainArgs {
     /// Turn off loss re-weighting by model size.
     #[arg(long)]
     pub no_reweight: bool,
-    /// Distillation temperatures, student and teacher.
-    #[arg(long, num_args = 2, value_names = ["STUDENT", "TEACHER"], default_values_t = [5.0, 5.0])]
-    pub distill_temperature: Vec<f64>,
+    /// Distillation temperatures, student and teacher (default: SlimCLR's, 5 5 for SimCLR
+    /// and MoCo v2, 1 1 for MoCo v3).
+    #[arg(long, num_args = 2, value_names = ["STUDENT", "TEACHER"], value_parser = above_zero)]
+    pub distill_temperature: Option<Vec<f64>>,
     /// Use smoothed InfoNCE with this final alpha (arXiv 2212.07158).
     #[arg(long)]
     pub smoothed_alpha: Option<f64>,
@@ -185,6 +186,10 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
     let smoothed = args
         .smoothed_alpha
         .map(|a| (a, args.smoothed_top_k, args.smoothed_ramp));
+    let (distill_t_student, distill_t_teacher) = match args.distill_temperature.as_deref() {
+        Some(&[s, t]) => (s, t),
+        _ => args.framework.distill_temperatures(),
+    };
     let config = PretrainConfig {
         framework: args.framework,
         epochs: args.epochs,
@@ -199,8 +204,8 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
             args.slow_start_epoch.unwrap_or(args.epochs / 2)
         },
         distill: !args.no_distill,
-        distill_t_student: args.distill_temperature[0],
-        distill_t_teacher: args.distill_temperature[1],
+        distill_t_student,
+        distill_t_teacher,
         reweight: !args.no_reweight,
         smoothed,
         head_hidden: model.network().features,

@@ -26,6 +26,16 @@ impl Framework {
         }
     }
 
+    /// SlimCLR's distillation temperatures (student, teacher) for the framework, from its
+    /// reference scripts: 5 and 5 on the raw cosines of SimCLR and MoCo v2, 1 and 1 on
+    /// MoCo v3's logits.
+    pub fn distill_temperatures(self) -> (f64, f64) {
+        match self {
+            Framework::Simclr | Framework::MocoV2 => (5.0, 5.0),
+            Framework::MocoV3 => (1.0, 1.0),
+        }
+    }
+
     pub(super) fn has_key_encoder(self) -> bool {
         self != Framework::Simclr
     }

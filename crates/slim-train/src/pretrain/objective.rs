@@ -12,6 +12,31 @@ use crate::Error;
 use crate::loss::{self, LossWeights};
 use crate::model::channels_last;
 
+/// SlimCLR's distillation of a sub-width's contrastive logits (`student`) toward the full
+/// width's (`teacher`), on what its reference code distils: for SimCLR and MoCo v2 the raw
+/// similarities (its InfoNCE hands back the logits before the division by τ, so ours are
+/// multiplied back by τ), for MoCo v3 its logits `q·k / τ` of each direction, the two
+/// directions' terms summed as its two losses are (ours hold both directions' rows, which
+/// [`loss::distillation`] averages: times 2).
+fn distillation_term(c: &super::PretrainConfig, student: &Tensor, teacher: &Tensor) -> Tensor {
+    let temperatures = (c.distill_t_student, c.distill_t_teacher);
+    distillation_of(c.framework, c.temperature, temperatures, student, teacher)
+}
+
+fn distillation_of(
+    framework: Framework,
+    tau: f64,
+    (t_student, t_teacher): (f64, f64),
+    student: &Tensor,
+    teacher: &Tensor,
+) -> Tensor {
+    let kd = |s: &Tensor, t: &Tensor| loss::distillation(s, t, t_student, t_teacher);
+    match framework {
+        Framework::MocoV3 => kd(student, teacher) * 2.0,
+        Framework::Simclr | Framework::MocoV2 => kd(&(student * tau), &(teacher * tau)),
+    }
+}
+
 impl Trainer {
     pub(super) fn sub_widths_active(&self) -> bool {
         self.state.epoch >= self.state.config.slow_start_epoch
@@ -113,8 +138,7 @@ impl Trainer {
             total += &l_c * weights.sub_contrastive;
             contrastive.push(l_c.double_value(&[]));
             if c.distill {
-                let l_d =
-                    loss::distillation(&logits, &teacher, c.distill_t_student, c.distill_t_teacher);
+                let l_d = distillation_term(&c, &logits, &teacher);
                 total += &l_d * weights.sub_distillation;
                 distillation.push(l_d.double_value(&[]));
             } else {
@@ -175,5 +199,65 @@ impl Trainer {
             m.follow(momentum, keys, &mut self.state.queue_ptr);
         }
         Ok((value, contrastive, distillation))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// SlimCLR's `kd_distill_loss_v2`, written from its reference: `-Σ softmax(t / T_t) ·
+    /// log_softmax(s / T_s)` averaged over rows, times `T_s²`.
+    fn reference_kd(s: &Tensor, t: &Tensor, ts: f64, tt: f64) -> f64 {
+        let p = (t / tt).softmax(-1, Kind::Double);
+        let log_q = (s / ts).log_softmax(-1, Kind::Double);
+        -(p * log_q)
+            .sum_dim_intlist(1, false, Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
+            * ts
+            * ts
+    }
+
+    /// The teacher's entropy at `T_t`, times `T_s · T_t`: what the KL leaves out of the
+    /// cross-entropy (a constant of the student, so the same gradient).
+    fn entropy_term(t: &Tensor, ts: f64, tt: f64) -> f64 {
+        let p = (t / tt).softmax(-1, Kind::Double);
+        -(&p * p.log())
+            .sum_dim_intlist(1, false, Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
+            * ts
+            * tt
+    }
+
+    #[test]
+    fn distillation_reads_what_the_reference_distils() {
+        tch::manual_seed(3);
+        let cos_s = Tensor::rand([4, 7], (Kind::Double, Device::Cpu)) * 2.0 - 1.0;
+        let cos_t = Tensor::rand([4, 7], (Kind::Double, Device::Cpu)) * 2.0 - 1.0;
+        // SimCLR, tau 0.5, KD 5/5: the reference distils the raw cosines.
+        let simclr = |s: &Tensor, t: &Tensor| {
+            distillation_of(Framework::Simclr, 0.5, (5.0, 5.0), s, t).double_value(&[])
+        };
+        let ours = simclr(&(&cos_s / 0.5), &(&cos_t / 0.5));
+        let want = reference_kd(&cos_s, &cos_t, 5.0, 5.0) - entropy_term(&cos_t, 5.0, 5.0);
+        assert!((ours - want).abs() < 1e-9, "{ours} vs {want}");
+        // Distilling cos / tau instead (as before) is a different, 2x sharper term.
+        let sharper = reference_kd(&(&cos_s / 0.5), &(&cos_t / 0.5), 5.0, 5.0)
+            - entropy_term(&(&cos_t / 0.5), 5.0, 5.0);
+        assert!((ours - sharper).abs() > 1e-3);
+        // MoCo v3, tau 1, KD 1/1: the two directions' terms summed.
+        let ours =
+            distillation_of(Framework::MocoV3, 1.0, (1.0, 1.0), &cos_s, &cos_t).double_value(&[]);
+        let half = |x: &Tensor, i: i64| x.narrow(0, 2 * i, 2);
+        let want: f64 = (0..2)
+            .map(|i| {
+                reference_kd(&half(&cos_s, i), &half(&cos_t, i), 1.0, 1.0)
+                    - entropy_term(&half(&cos_t, i), 1.0, 1.0)
+            })
+            .sum();
+        assert!((ours - want).abs() < 1e-9, "{ours} vs {want}");
     }
 }
