@@ -162,6 +162,7 @@ fn trainer(
         temperature: 0.5,
         // Epoch 0 of 1: past the slow start at 0, before it at 1.
         slow_start_epoch: if slimmable { 0 } else { 1 },
+        slim_start_lr: None,
         distill: true,
         distill_t_student: 5.0,
         distill_t_teacher: 5.0,

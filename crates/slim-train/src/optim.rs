@@ -150,32 +150,32 @@ impl Update for Optimizer {
     }
 }
 
-/// Warmup then cosine decay to zero, over one or two phases: with a slow start the
-/// sub-networks join at `switch_step` and the learning rate re-peaks there (SlimCLR).
+/// One clock for the whole run, as SlimCLR's scheduler keeps it: a linear warmup over
+/// `warmup_steps`, then one cosine decay to zero over the rest. With a slow start the
+/// sub-networks join at `switch.0` and from there the cosine's amplitude is `switch.1`
+/// (SlimCLR's `slim_start_lr`): the cosine keeps its phase, nothing anneals to zero before
+/// the switch and nothing warms up again after it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Schedule {
     pub base_lr: f64,
     pub total_steps: usize,
     pub warmup_steps: usize,
-    /// Where the second phase starts; `None` for one phase.
-    pub switch_step: Option<usize>,
+    /// The step the sub-widths join at and the peak learning rate from there.
+    pub switch: Option<(usize, f64)>,
 }
 
 impl Schedule {
     pub fn lr(&self, step: usize) -> f64 {
-        let (start, end) = match self.switch_step {
-            Some(s) if step >= s => (s, self.total_steps),
-            Some(s) => (0, s),
-            None => (0, self.total_steps),
-        };
-        let len = (end - start).max(1);
-        let t = step - start;
-        let warmup = self.warmup_steps.min(len / 2);
-        if t < warmup {
-            return self.base_lr * (t + 1) as f64 / warmup as f64;
+        let warmup = self.warmup_steps.min(self.total_steps / 2);
+        if step < warmup {
+            return self.base_lr * (step + 1) as f64 / warmup as f64;
         }
-        let progress = (t - warmup) as f64 / (len - warmup).max(1) as f64;
-        self.base_lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+        let peak = match self.switch {
+            Some((at, lr)) if step >= at => lr,
+            _ => self.base_lr,
+        };
+        let progress = (step - warmup) as f64 / (self.total_steps - warmup).max(1) as f64;
+        peak * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
     }
 }
 
@@ -185,24 +185,33 @@ mod tests {
     use tch::{Device, Kind};
 
     #[test]
-    fn schedule_warms_up_decays_and_repeaks_at_the_switch() {
-        let s = Schedule {
+    fn one_clock_warms_up_once_and_rescales_the_cosine_at_the_switch() {
+        let cosine = |step: f64| 0.5 * (1.0 + (std::f64::consts::PI * (step - 10.0) / 90.0).cos());
+        let one = Schedule {
             base_lr: 1.0,
             total_steps: 100,
             warmup_steps: 10,
-            switch_step: Some(50),
+            switch: None,
         };
-        assert!((s.lr(0) - 0.1).abs() < 1e-12);
-        assert!((s.lr(9) - 1.0).abs() < 1e-12);
-        assert!(s.lr(30) < 1.0 && s.lr(49) < 0.01);
-        assert!((s.lr(50) - 0.1).abs() < 1e-12, "re-warms at the switch");
-        assert!((s.lr(59) - 1.0).abs() < 1e-12, "re-peaks");
-        assert!(s.lr(99) < 0.01);
-        let one = Schedule {
-            switch_step: None,
-            ..s
+        assert!((one.lr(0) - 0.1).abs() < 1e-12);
+        assert!((one.lr(9) - 1.0).abs() < 1e-12);
+        for step in [10, 30, 55, 99] {
+            assert!((one.lr(step) - cosine(step as f64)).abs() < 1e-12, "{step}");
+        }
+        // The sub-widths join at 55 with a peak of 2: the same cosine, twice as high, no
+        // anneal before and no warmup after.
+        let slim = Schedule {
+            switch: Some((55, 2.0)),
+            ..one.clone()
         };
-        assert!(one.lr(50) > 0.4 && one.lr(50) < 0.6);
+        assert_eq!(slim.lr(54), one.lr(54));
+        assert!(slim.lr(54) > 0.4, "not annealed to zero before the switch");
+        for step in [55, 56, 80, 99] {
+            assert!(
+                (slim.lr(step) - 2.0 * cosine(step as f64)).abs() < 1e-12,
+                "{step}"
+            );
+        }
     }
 
     fn param(v: &[f32]) -> Tensor {

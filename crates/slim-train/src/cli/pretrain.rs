@@ -60,6 +60,11 @@ pub struct PretrainArgs {
     /// Epoch at which the sub-widths join (default: half of training).
     #[arg(long, conflicts_with = "no_slow_start")]
     pub slow_start_epoch: Option<usize>,
+    /// Peak learning rate of the one cosine from the slow start's switch on, per 256
+    /// images as --lr (default: --lr, so the cosine simply continues; SlimCLR's MoCo v3
+    /// script raises it, 1.2 to 3.2).
+    #[arg(long, conflicts_with = "no_slow_start", value_parser = above_zero)]
+    pub slim_start_lr: Option<f64>,
     /// Train every width from the first step.
     #[arg(long)]
     pub no_slow_start: bool,
@@ -203,6 +208,9 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         } else {
             args.slow_start_epoch.unwrap_or(args.epochs / 2)
         },
+        slim_start_lr: args
+            .slim_start_lr
+            .map(|lr| lr * args.batch_size as f64 / 256.0),
         distill: !args.no_distill,
         distill_t_student,
         distill_t_teacher,

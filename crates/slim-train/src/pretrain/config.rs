@@ -54,6 +54,10 @@ pub struct PretrainConfig {
     pub temperature: f64,
     /// Epoch at which the sub-widths join; 0 trains every width from the start.
     pub slow_start_epoch: usize,
+    /// Peak learning rate of the cosine from the slow start's switch on (already scaled
+    /// for the batch size); `None`: [`PretrainConfig::lr`], the cosine simply continues.
+    #[serde(default)]
+    pub slim_start_lr: Option<f64>,
     pub distill: bool,
     pub distill_t_student: f64,
     pub distill_t_teacher: f64,

@@ -190,8 +190,11 @@ impl Trainer {
             base_lr: config.lr,
             total_steps: config.epochs * spe,
             warmup_steps: config.warmup_epochs * spe,
-            switch_step: (config.slow_start_epoch > 0 && config.slow_start_epoch < config.epochs)
-                .then_some(config.slow_start_epoch * spe),
+            switch: (config.slow_start_epoch > 0 && config.slow_start_epoch < config.epochs)
+                .then_some((
+                    config.slow_start_epoch * spe,
+                    config.slim_start_lr.unwrap_or(config.lr),
+                )),
         };
         let state = TrainState {
             config,

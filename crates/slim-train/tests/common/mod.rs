@@ -54,6 +54,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         optimizer: OptimizerConfig::new(OptimizerKind::Sgd, 0.9, 1e-4),
         temperature: 0.5,
         slow_start_epoch: 2,
+        slim_start_lr: None,
         distill: true,
         distill_t_student: 5.0,
         distill_t_teacher: 5.0,
