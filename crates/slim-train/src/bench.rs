@@ -170,6 +170,7 @@ fn trainer(
         smoothed: None,
         head_hidden: features,
         head_out: 128,
+        head_layout: crate::pretrain::config::HEAD_LAYOUT,
         predictor_hidden: 256,
         moco_queue: 4096,
         moco_momentum: 0.99,

@@ -1,21 +1,105 @@
-//! The slimmable projection head used only during pretraining (SimCLR's MLP): a Linear
-//! from the width's embedding to the width's hidden size (first-k slices of one shared
-//! weight, like every backbone layer), that width's own BatchNorm, ReLU, and a Linear to a
-//! fixed output size shared by all widths so their similarities are comparable.
+//! The slimmable heads used only during pretraining, built per framework as SlimCLR's
+//! reference builds them (`s_resnet.py`'s `simclr_slim`, `mocov2_slim` and `mocov3_slim`,
+//! `s_mocov3.py`'s predictor): a Linear from the width's input to the width's share of
+//! the hidden size (first-k slices of one shared weight, like every backbone layer),
+//! optionally that width's own BatchNorm, ReLU, and a Linear to a fixed output size
+//! shared by all widths (so their similarities are comparable), optionally followed by a
+//! per-width BatchNorm of the output.
 //!
-//! MoCo v3's prediction head is the same MLP from that output size back to it
-//! ([`SlimHead::predictor`]): its input is not sliced, its hidden layer is.
+//! | layout | fc1 bias | hidden BN | fc2 bias | output BN |
+//! |---|---|---|---|---|
+//! | SimCLR | yes | yes | no | yes |
+//! | MoCo v2 | yes | no | yes | no |
+//! | MoCo v3 projector | no | yes | no | yes, without affine |
+//! | MoCo v3 predictor | no | yes | no | no |
+//!
+//! The predictor's input is the projection, whole at every width; its hidden layer is
+//! sliced.
 
+use serde::{Deserialize, Serialize};
 use slim_core::Width;
 use slim_core::width::scaled;
 use tch::Tensor;
 use tch::nn::{self, Init};
 
+/// Which of the reference's heads (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeadLayout {
+    Simclr,
+    MocoV2,
+    MocoV3Projector,
+    MocoV3Predictor,
+}
+
+impl HeadLayout {
+    fn fc1_bias(self) -> bool {
+        matches!(self, HeadLayout::Simclr | HeadLayout::MocoV2)
+    }
+    fn hidden_bn(self) -> bool {
+        self != HeadLayout::MocoV2
+    }
+    fn fc2_bias(self) -> bool {
+        self == HeadLayout::MocoV2
+    }
+    /// `Some(affine)` when the output has its per-width BatchNorm.
+    fn output_bn(self) -> Option<bool> {
+        match self {
+            HeadLayout::Simclr => Some(true),
+            HeadLayout::MocoV3Projector => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// One width's BatchNorm: (weight, bias) when affine, running mean and variance.
+struct Norm {
+    affine: Option<(Tensor, Tensor)>,
+    mean: Tensor,
+    var: Tensor,
+}
+
+impl Norm {
+    fn new(p: &nn::Path, c: usize, affine: bool) -> Norm {
+        let c = c as i64;
+        Norm {
+            affine: affine.then(|| {
+                (
+                    p.var("weight", &[c], Init::Const(1.0)),
+                    p.var("bias", &[c], Init::Const(0.0)),
+                )
+            }),
+            mean: p.zeros_no_train("running_mean", &[c]),
+            var: p.ones_no_train("running_var", &[c]),
+        }
+    }
+
+    fn apply(&self, x: &Tensor, train: bool, eps: f64) -> Tensor {
+        let (g, b) = match &self.affine {
+            Some((g, b)) => (Some(g), Some(b)),
+            None => (None, None),
+        };
+        x.batch_norm(
+            g,
+            b,
+            Some(&self.mean),
+            Some(&self.var),
+            train,
+            0.1,
+            eps,
+            false,
+        )
+    }
+}
+
 pub struct SlimHead {
     fc1: Tensor,
-    bn: Vec<[Tensor; 4]>,
+    bias1: Option<Tensor>,
+    /// Per width, when the layout has a hidden BatchNorm.
+    bn: Vec<Norm>,
     fc2: Tensor,
-    bias2: Tensor,
+    bias2: Option<Tensor>,
+    /// Per width, when the layout has an output BatchNorm.
+    out_bn: Vec<Norm>,
     widths: Vec<Width>,
     features: usize,
     /// Whether the input is a width's embedding (its first `features * w` entries) or
@@ -26,66 +110,51 @@ pub struct SlimHead {
 }
 
 impl SlimHead {
-    /// The projection head, its variables under `vs` (named `fc1.weight`, `bn.{tag}.*`,
-    /// `fc2.weight`, `fc2.bias`).
+    /// A projection head, its variables under `vs` (named `fc1.weight`, `fc1.bias`,
+    /// `bn.{tag}.*`, `fc2.weight`, `fc2.bias`, `out_bn.{tag}.*` as the layout has them).
     pub fn new(
         vs: &nn::Path,
-        features: usize,
-        hidden: usize,
-        out: usize,
+        layout: HeadLayout,
+        (features, hidden, out): (usize, usize, usize),
         widths: &[Width],
         eps: f64,
     ) -> SlimHead {
-        SlimHead::build(vs, (features, true), hidden, out, widths, eps)
-    }
-
-    /// MoCo v3's predictor: `dim` (the projection's output, whole at every width) to
-    /// `dim`, through the width's share of `hidden`.
-    pub fn predictor(
-        vs: &nn::Path,
-        dim: usize,
-        hidden: usize,
-        widths: &[Width],
-        eps: f64,
-    ) -> SlimHead {
-        SlimHead::build(vs, (dim, false), hidden, dim, widths, eps)
-    }
-
-    fn build(
-        vs: &nn::Path,
-        (features, slim_input): (usize, bool),
-        hidden: usize,
-        out: usize,
-        widths: &[Width],
-        eps: f64,
-    ) -> SlimHead {
+        let slim_input = layout != HeadLayout::MocoV3Predictor;
         let uniform = |fan_in: usize| {
             let b = 1.0 / (fan_in as f64).sqrt();
             Init::Uniform { lo: -b, up: b }
         };
-        let bn_path = vs / "bn";
-        let bn = widths
-            .iter()
-            .map(|&w| {
-                let p = &bn_path / w.tag();
-                let c = scaled(hidden, w) as i64;
-                [
-                    p.var("weight", &[c], Init::Const(1.0)),
-                    p.var("bias", &[c], Init::Const(0.0)),
-                    p.zeros_no_train("running_mean", &[c]),
-                    p.ones_no_train("running_var", &[c]),
-                ]
-            })
-            .collect();
+        let per_width = |name: &str, c: usize, affine: bool| -> Vec<Norm> {
+            let path = vs / name;
+            (widths.iter())
+                .map(|&w| Norm::new(&(&path / w.tag()), scaled(c, w), affine))
+                .collect()
+        };
+        let (fc1_path, fc2_path) = (vs / "fc1", vs / "fc2");
         SlimHead {
-            fc1: (vs / "fc1").var(
+            fc1: fc1_path.var(
                 "weight",
                 &[hidden as i64, features as i64],
                 uniform(features),
             ),
-            bn,
-            fc2: (vs / "fc2").var("weight", &[out as i64, hidden as i64], uniform(hidden)),
-            bias2: (vs / "fc2").var("bias", &[out as i64], uniform(hidden)),
+            bias1: layout
+                .fc1_bias()
+                .then(|| fc1_path.var("bias", &[hidden as i64], uniform(features))),
+            bn: match layout.hidden_bn() {
+                true => per_width("bn", hidden, true),
+                false => Vec::new(),
+            },
+            fc2: fc2_path.var("weight", &[out as i64, hidden as i64], uniform(hidden)),
+            bias2: layout
+                .fc2_bias()
+                .then(|| fc2_path.var("bias", &[out as i64], uniform(hidden))),
+            // The output is whole at every width: its BatchNorm has `out` channels.
+            out_bn: match layout.output_bn() {
+                Some(affine) => (widths.iter())
+                    .map(|&w| Norm::new(&(&(vs / "out_bn") / w.tag()), out, affine))
+                    .collect(),
+                None => Vec::new(),
+            },
             widths: widths.to_vec(),
             features,
             slim_input,
@@ -107,22 +176,21 @@ impl SlimHead {
             false => self.features,
         } as i64;
         let h = scaled(self.hidden, w) as i64;
-        let fc1 = self.fc1.narrow(0, 0, h).narrow(1, 0, f);
-        let [g, b, m, v] = &self.bn[i];
-        let x = embedding.matmul(&fc1.transpose(0, 1));
-        let x = x
-            .batch_norm(
-                Some(g),
-                Some(b),
-                Some(m),
-                Some(v),
-                train,
-                0.1,
-                self.eps,
-                false,
-            )
-            .relu();
-        x.matmul(&self.fc2.narrow(1, 0, h).transpose(0, 1)) + &self.bias2
+        let mut x = embedding.matmul(&self.fc1.narrow(0, 0, h).narrow(1, 0, f).transpose(0, 1));
+        if let Some(b) = &self.bias1 {
+            x += b.narrow(0, 0, h);
+        }
+        if let Some(bn) = self.bn.get(i) {
+            x = bn.apply(&x, train, self.eps);
+        }
+        let mut y = x.relu().matmul(&self.fc2.narrow(1, 0, h).transpose(0, 1));
+        if let Some(b) = &self.bias2 {
+            y += b;
+        }
+        match self.out_bn.get(i) {
+            Some(bn) => bn.apply(&y, train, self.eps),
+            None => y,
+        }
     }
 }
 
@@ -136,9 +204,8 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let head = SlimHead::new(
             &vs.root(),
-            8,
-            8,
-            4,
+            HeadLayout::Simclr,
+            (8, 8, 4),
             &slim_test_utils::widths(&[1.0, 0.5]),
             1e-5,
         );
@@ -156,10 +223,10 @@ mod tests {
     #[test]
     fn the_predictor_reads_the_whole_projection_at_every_width() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let pred = SlimHead::predictor(
+        let pred = SlimHead::new(
             &vs.root(),
-            4,
-            8,
+            HeadLayout::MocoV3Predictor,
+            (4, 8, 4),
             &slim_test_utils::widths(&[1.0, 0.5]),
             1e-5,
         );
@@ -185,5 +252,67 @@ mod tests {
             1e-3,
             false
         ));
+    }
+
+    #[test]
+    fn each_layout_has_the_reference_s_layers() {
+        let widths = slim_test_utils::widths(&[1.0, 0.5]);
+        let names = |layout| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _head = SlimHead::new(&vs.root(), layout, (8, 16, 4), &widths, 1e-5);
+            let mut n: Vec<String> = vs.variables().into_keys().collect();
+            n.sort();
+            n.retain(|n| !n.contains("w500"));
+            n
+        };
+        assert_eq!(
+            names(HeadLayout::Simclr),
+            [
+                "bn.w1000.bias",
+                "bn.w1000.running_mean",
+                "bn.w1000.running_var",
+                "bn.w1000.weight",
+                "fc1.bias",
+                "fc1.weight",
+                "fc2.weight",
+                "out_bn.w1000.bias",
+                "out_bn.w1000.running_mean",
+                "out_bn.w1000.running_var",
+                "out_bn.w1000.weight",
+            ]
+        );
+        assert_eq!(
+            names(HeadLayout::MocoV2),
+            ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]
+        );
+        assert_eq!(
+            names(HeadLayout::MocoV3Projector),
+            [
+                "bn.w1000.bias",
+                "bn.w1000.running_mean",
+                "bn.w1000.running_var",
+                "bn.w1000.weight",
+                "fc1.weight",
+                "fc2.weight",
+                "out_bn.w1000.running_mean",
+                "out_bn.w1000.running_var",
+            ]
+        );
+        // The MoCo v3 projection is normalized per feature without affine: in train mode
+        // every output column has mean 0 and (biased) variance 1 over the batch.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let head = SlimHead::new(
+            &vs.root(),
+            HeadLayout::MocoV3Projector,
+            (8, 16, 4),
+            &widths,
+            1e-5,
+        );
+        let e = Tensor::randn([32, 4], (Kind::Float, Device::Cpu));
+        let z = head.forward(&e, slim_test_utils::width(0.5), true);
+        let mean = z.mean_dim(0, false, None).abs().max().double_value(&[]);
+        let var = z.var_dim(0, false, false);
+        assert!(mean < 1e-5, "{mean}");
+        assert!((var - 1.0).abs().max().double_value(&[]) < 1e-3);
     }
 }

@@ -211,7 +211,7 @@ fn resuming_with_another_architecture_is_refused() {
     let err = Trainer::new(
         &other,
         config(Framework::Simclr),
-        ds,
+        ds.clone(),
         dir.path(),
         true,
         Device::Cpu,
@@ -225,6 +225,33 @@ fn resuming_with_another_architecture_is_refused() {
             && msg.contains("resnet20")
             && msg.contains("mobilenet-v2"),
         "{msg}"
+    );
+    // A run of an older slim-train, whose heads had another layout, is refused by name.
+    let path = checkpoint_path(dir.path());
+    let c = slim_core::checkpoint::load(&path).unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_str(c.train_state.as_deref().unwrap()).unwrap();
+    state["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("head_layout");
+    slim_core::checkpoint::save_with_state(&path, &c.config, &c.tensors, Some(&state.to_string()))
+        .unwrap();
+    let err = Trainer::new(
+        &model(ds.as_ref(), Backbone::Resnet20),
+        config(Framework::Simclr),
+        ds,
+        dir.path(),
+        true,
+        Device::Cpu,
+        2,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("layout generation 0"),
+        "{err}"
     );
 }
 

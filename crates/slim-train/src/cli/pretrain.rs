@@ -90,7 +90,8 @@ pub struct PretrainArgs {
     /// Projection head output size.
     #[arg(long, default_value_t = 128, value_parser = positive)]
     pub head_dim: usize,
-    /// MoCo v3's predictor hidden size at full width (default: twice --head-dim).
+    /// MoCo v3's predictor hidden size at full width (default: SlimCLR's ratio, 16 x
+    /// --head-dim; smaller suits small backbones).
     #[arg(long, value_parser = positive)]
     pub predictor_hidden: Option<usize>,
     /// MoCo v2's queue of keys.
@@ -216,9 +217,16 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         distill_t_teacher,
         reweight: !args.no_reweight,
         smoothed,
-        head_hidden: model.network().features,
+        // SlimCLR's hidden sizes: the features (simclr_mlp_dim 2048 on ResNet-50) for
+        // SimCLR and MoCo v2, twice them for MoCo v3's projector (moco_mlp_dim 4096), and
+        // 16 x the output for its predictor (4096 for 256).
+        head_hidden: match args.framework {
+            Framework::MocoV3 => 2 * model.network().features,
+            _ => model.network().features,
+        },
         head_out: args.head_dim,
-        predictor_hidden: args.predictor_hidden.unwrap_or(2 * args.head_dim),
+        head_layout: crate::pretrain::config::HEAD_LAYOUT,
+        predictor_hidden: args.predictor_hidden.unwrap_or(16 * args.head_dim),
         moco_queue: args.moco_queue,
         moco_momentum: args.moco_momentum,
         crop_scale: (args.crop_min_scale, 1.0),

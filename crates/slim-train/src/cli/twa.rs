@@ -102,6 +102,14 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
             model.class_names
         );
     }
+    if state.config.head_layout != crate::pretrain::config::HEAD_LAYOUT {
+        bail!(
+            "{}: its run's heads have layout generation {} (an older slim-train), this version builds generation {}: TWA cannot train them; pretrain again to average a new trajectory",
+            last_path.display(),
+            state.config.head_layout,
+            crate::pretrain::config::HEAD_LAYOUT
+        );
+    }
     let batch_size = a.batch_size.unwrap_or(state.config.batch_size);
     let config = PretrainConfig {
         epochs: a.epochs,

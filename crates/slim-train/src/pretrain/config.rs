@@ -41,6 +41,10 @@ impl Framework {
     }
 }
 
+/// The generation of the heads' layout: 1 since each framework has the reference's head
+/// ([`crate::head::HeadLayout`]).
+pub const HEAD_LAYOUT: u32 = 1;
+
 /// Everything that defines a pretraining run; stored in every checkpoint it writes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainConfig {
@@ -64,8 +68,14 @@ pub struct PretrainConfig {
     pub reweight: bool,
     /// Smoothed InfoNCE: (alpha_max, top_k, ramp_fraction); `None` for plain InfoNCE.
     pub smoothed: Option<(f64, usize, f64)>,
+    /// Hidden size of the projection head at full width (SlimCLR: the backbone's features
+    /// for SimCLR and MoCo v2, twice that for MoCo v3).
     pub head_hidden: usize,
     pub head_out: usize,
+    /// The heads' layout generation ([`HEAD_LAYOUT`] for runs of this version; 0 for
+    /// checkpoints written before the heads followed the reference per framework).
+    #[serde(default)]
+    pub head_layout: u32,
     /// Hidden size of MoCo v3's predictor (at full width).
     #[serde(default)]
     pub predictor_hidden: usize,

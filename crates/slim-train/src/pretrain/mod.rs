@@ -41,7 +41,7 @@ pub use config::{
 };
 use moco::Moco;
 
-use crate::head::SlimHead;
+use crate::head::{HeadLayout, SlimHead};
 use crate::optim::{Optimizer, Schedule, Update};
 use crate::twa::{BasisReport, Subspace};
 use crate::{Error, SlimNet};
@@ -111,15 +111,13 @@ fn loader(
 }
 
 fn head_of(net: &SlimNet, vs: &nn::Path, c: &PretrainConfig) -> SlimHead {
-    let features = net.network().features;
-    SlimHead::new(
-        vs,
-        features,
-        c.head_hidden.max(1),
-        c.head_out,
-        net.widths(),
-        net.config().bn_eps,
-    )
+    let layout = match c.framework {
+        Framework::Simclr => HeadLayout::Simclr,
+        Framework::MocoV2 => HeadLayout::MocoV2,
+        Framework::MocoV3 => HeadLayout::MocoV3Projector,
+    };
+    let sizes = (net.network().features, c.head_hidden.max(1), c.head_out);
+    SlimHead::new(vs, layout, sizes, net.widths(), net.config().bn_eps)
 }
 
 impl Trainer {
@@ -149,10 +147,14 @@ impl Trainer {
         tune(&mut net, &config);
         let head = head_of(&net, &(vs.root() / "train" / "head"), &config);
         let predictor = (config.framework == Framework::MocoV3).then(|| {
-            SlimHead::predictor(
+            SlimHead::new(
                 &(vs.root() / "train" / "predictor"),
-                config.head_out,
-                config.predictor_hidden.max(1),
+                HeadLayout::MocoV3Predictor,
+                (
+                    config.head_out,
+                    config.predictor_hidden.max(1),
+                    config.head_out,
+                ),
                 net.widths(),
                 net.config().bn_eps,
             )

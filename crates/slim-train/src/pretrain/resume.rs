@@ -51,6 +51,16 @@ pub(super) fn read(
                     msg: format!("its training state does not parse: {e}"),
                 })
             })?;
+        if state.config.head_layout != super::config::HEAD_LAYOUT {
+            return Err(Error::Resume {
+                path: ckpt_path,
+                msg: format!(
+                    "its heads have layout generation {} (an older slim-train: one Linear-BN-ReLU-Linear head for every framework); this version builds each framework's reference head (generation {}) and cannot continue it. Its model weights still export and evaluate; start a new run to train on",
+                    state.config.head_layout,
+                    super::config::HEAD_LAYOUT
+                ),
+            });
+        }
         Ok(Some((c, state)))
     } else {
         if ckpt_path.exists() {

@@ -62,6 +62,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         smoothed: None,
         head_hidden: 64,
         head_out: 16,
+        head_layout: slim_train::pretrain::config::HEAD_LAYOUT,
         predictor_hidden: 32,
         moco_queue: 32,
         moco_momentum: 0.9,
