@@ -173,6 +173,7 @@ fn trainer(
         head_layout: crate::pretrain::config::HEAD_LAYOUT,
         predictor_hidden: 256,
         moco_queue: 4096,
+        moco_bn_splits: 1,
         moco_momentum: 0.99,
         crop_scale: (0.08, 1.0),
         seed: c.seed,

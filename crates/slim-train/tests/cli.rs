@@ -111,6 +111,24 @@ fn bad_argument_values_are_refused_by_name_before_any_work() {
         assert!(stderr.contains(flag), "{extra:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{extra:?}: {stderr}");
     }
+    // A batch that does not split into MoCo v2's BatchNorm groups is refused by name.
+    let o = slim_train()
+        .args(pretrain)
+        .args([
+            "--framework",
+            "moco-v2",
+            "--batch-size",
+            "12",
+            "--moco-bn-splits",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("--moco-bn-splits") && stderr.contains("12"),
+        "{stderr}"
+    );
     // Nothing was started: the output folder holds no run.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -405,3 +405,29 @@ fn bf16_convolutions_stay_close_to_float32_and_keep_float32_weights() {
     // bf16 path (no gradient, wrong weights) gives ~0.
     assert!(cos > 0.95, "gradient direction cosine {cos}");
 }
+
+#[test]
+fn split_batchnorm_normalizes_each_group_by_its_own_statistics() {
+    let config = small(Backbone::Resnet20);
+    let (_vs, mut net) = build(&config);
+    let x = input(&config, 8);
+    // Odd samples (group 1 of 2) made very different; even ones (group 0) kept.
+    let odd = Tensor::from_slice(&[0i64, 1, 0, 1, 0, 1, 0, 1])
+        .to_kind(Kind::Float)
+        .view([8, 1, 1, 1]);
+    let y = &x + &odd * 5.0;
+    let even = Tensor::from_slice(&[0i64, 2, 4, 6]);
+    let full = slim_test_utils::width(1.0);
+    let evens = |net: &SlimNet, x: &Tensor| net.forward(x, full, true).index_select(0, &even);
+    // Whole-batch statistics: the odd samples move the even ones' embeddings.
+    assert!(!evens(&net, &x).allclose(&evens(&net, &y), 1e-4, 1e-4, false));
+    // Two groups: the even samples' embeddings do not depend on the odd ones at all.
+    net.set_bn_splits(2);
+    let (a, b) = (evens(&net, &x), evens(&net, &y));
+    assert!(a.allclose(&b, 1e-5, 1e-5, false), "{}", (a - b).abs().max());
+    // Groups of one image are not statistics: such a batch is normalized whole.
+    net.set_bn_splits(8);
+    let whole = evens(&net, &x);
+    net.set_bn_splits(1);
+    assert!(whole.allclose(&evens(&net, &x), 1e-5, 1e-5, false));
+}

@@ -97,6 +97,11 @@ pub struct PretrainArgs {
     /// MoCo v2's queue of keys.
     #[arg(long, default_value_t = 4096, value_parser = positive)]
     pub moco_queue: usize,
+    /// MoCo v2 on one device: BatchNorm statistics over this many groups of the batch,
+    /// the key batch shuffled across them (MoCo's shuffling BN; its one-GPU demo uses 8).
+    /// 1 turns it off. The batch must split into groups of two or more.
+    #[arg(long, default_value_t = 8, value_parser = positive)]
+    pub moco_bn_splits: usize,
     /// Key-encoder momentum (MoCo v3: the first step's, rising to 1 along a cosine).
     #[arg(long, default_value_t = 0.99)]
     pub moco_momentum: f64,
@@ -188,6 +193,16 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
             args.data.data.display()
         );
     }
+    let splits = args.moco_bn_splits;
+    if args.framework == Framework::MocoV2
+        && splits > 1
+        && (!args.batch_size.is_multiple_of(splits) || args.batch_size / splits < 2)
+    {
+        bail!(
+            "--batch-size {} does not split into {splits} BatchNorm groups of two or more images (--moco-bn-splits): choose a batch size divisible by it, or fewer splits",
+            args.batch_size
+        );
+    }
     let device = args.device.device()?;
     let smoothed = args
         .smoothed_alpha
@@ -228,6 +243,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         head_layout: crate::pretrain::config::HEAD_LAYOUT,
         predictor_hidden: args.predictor_hidden.unwrap_or(16 * args.head_dim),
         moco_queue: args.moco_queue,
+        moco_bn_splits: args.moco_bn_splits,
         moco_momentum: args.moco_momentum,
         crop_scale: (args.crop_min_scale, 1.0),
         seed: args.seed,

@@ -101,21 +101,25 @@ impl SlimConv {
             Kind::Float => conv(x, &w),
             k => conv(&x.to_kind(k), &w.to_kind(k)).to_kind(Kind::Float),
         };
-        let (train, momentum) = match p.bn {
-            BnMode::Running => (false, 0.0),
-            BnMode::Batch { momentum } => (true, momentum),
-        };
         let bn = &self.bn[at.index];
-        let y = y.batch_norm(
-            Some(&bn.weight),
-            Some(&bn.bias),
-            Some(&bn.running_mean),
-            Some(&bn.running_var),
-            train,
-            momentum,
-            p.eps,
-            true,
-        );
+        let y = match p.bn {
+            BnMode::Batch { momentum, splits } if splits > 1 => {
+                split_batch_norm(&y, bn, momentum, p.eps, splits)
+            }
+            mode => y.batch_norm(
+                Some(&bn.weight),
+                Some(&bn.bias),
+                Some(&bn.running_mean),
+                Some(&bn.running_var),
+                matches!(mode, BnMode::Batch { .. }),
+                match mode {
+                    BnMode::Batch { momentum, .. } => momentum,
+                    BnMode::Running => 0.0,
+                },
+                p.eps,
+                true,
+            ),
+        };
         activate(y, s.activation)
     }
 
@@ -202,17 +206,64 @@ pub(super) struct Probe {
     pub(super) bias: Tensor,
 }
 
+/// Training BatchNorm of `y` `[N, C, H, W]` with statistics per group of samples
+/// (`i % splits`): the batch seen as `[N / splits, splits * C, H, W]`, so each (group,
+/// channel) pair is one channel; the running statistics take the groups' mean. A batch
+/// that does not split into groups of two or more is normalized whole.
+fn split_batch_norm(y: &Tensor, bn: &BatchNorm, momentum: f64, eps: f64, splits: usize) -> Tensor {
+    let size = y.size();
+    let (n, c) = (size[0], size[1]);
+    let g = splits as i64;
+    let whole = |y: &Tensor| {
+        y.batch_norm(
+            Some(&bn.weight),
+            Some(&bn.bias),
+            Some(&bn.running_mean),
+            Some(&bn.running_var),
+            true,
+            momentum,
+            eps,
+            true,
+        )
+    };
+    if !(n as u64).is_multiple_of(g as u64) || n / g < 2 {
+        return whole(y);
+    }
+    let grouped = y.contiguous().reshape([n / g, g * c, size[2], size[3]]);
+    let (mean, var) = (bn.running_mean.repeat([g]), bn.running_var.repeat([g]));
+    let out = grouped.batch_norm(
+        Some(&bn.weight.repeat([g])),
+        Some(&bn.bias.repeat([g])),
+        Some(&mean),
+        Some(&var),
+        true,
+        momentum,
+        eps,
+        true,
+    );
+    tch::no_grad(|| {
+        bn.running_mean
+            .shallow_clone()
+            .copy_(&mean.view([g, c]).mean_dim(0, false, None));
+        bn.running_var
+            .shallow_clone()
+            .copy_(&var.view([g, c]).mean_dim(0, false, None));
+    });
+    out.reshape([n, c, size[2], size[3]])
+}
+
 /// `x` `[N, C, H, W]` with channels-last (NHWC) strides; same shape and values.
 pub fn channels_last(x: &Tensor) -> Tensor {
     x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// How a forward pass uses BatchNorm: the running statistics (eval), or the batch's,
-/// folded into the running statistics with `momentum` (train).
+/// folded into the running statistics with `momentum` (train), computed over `splits`
+/// groups of the batch (see [`super::SlimNet::set_bn_splits`]).
 #[derive(Clone, Copy)]
 pub(super) enum BnMode {
     Running,
-    Batch { momentum: f64 },
+    Batch { momentum: f64, splits: usize },
 }
 
 /// What one forward pass needs besides its input.

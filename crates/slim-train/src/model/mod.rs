@@ -31,6 +31,8 @@ pub struct SlimNet {
     /// In the order of the config's widths.
     probes: Vec<Probe>,
     compute: Kind,
+    /// Groups a training batch's BatchNorm statistics are computed over (1: the batch).
+    bn_splits: usize,
 }
 
 impl SlimNet {
@@ -89,6 +91,7 @@ impl SlimNet {
             layers,
             probes,
             compute: Kind::Float,
+            bn_splits: 1,
         })
     }
 
@@ -97,6 +100,15 @@ impl SlimNet {
     /// float32.
     pub fn set_compute_kind(&mut self, kind: Kind) {
         self.compute = kind;
+    }
+
+    /// Computes BatchNorm's training statistics over `splits` groups of each batch (sample
+    /// `i` in group `i % splits`), each normalized by its own, as the split BatchNorm of
+    /// MoCo's one-device demo does: a stand-in for the statistics of several devices, so
+    /// that a MoCo key encoder fed a shuffled batch sees other groups than the query. A
+    /// batch that does not divide into groups of two or more uses its whole statistics.
+    pub fn set_bn_splits(&mut self, splits: usize) {
+        self.bn_splits = splits.max(1);
     }
 
     /// Stores every conv weight in channels-last (NHWC) memory order, in place: the
@@ -160,6 +172,7 @@ impl SlimNet {
         let bn = match train {
             true => BnMode::Batch {
                 momentum: BN_MOMENTUM,
+                splits: self.bn_splits,
             },
             false => BnMode::Running,
         };
@@ -199,7 +212,14 @@ impl SlimNet {
             }
             for (k, x) in batches.iter().enumerate() {
                 let momentum = 1.0 / (k + 1) as f64;
-                let _ = self.forward_bn(x, at, BnMode::Batch { momentum });
+                let _ = self.forward_bn(
+                    x,
+                    at,
+                    BnMode::Batch {
+                        momentum,
+                        splits: 1,
+                    },
+                );
             }
         });
     }

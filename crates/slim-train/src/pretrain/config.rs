@@ -41,6 +41,10 @@ impl Framework {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 /// The generation of the heads' layout: 1 since each framework has the reference's head
 /// ([`crate::head::HeadLayout`]).
 pub const HEAD_LAYOUT: u32 = 1;
@@ -80,6 +84,11 @@ pub struct PretrainConfig {
     #[serde(default)]
     pub predictor_hidden: usize,
     pub moco_queue: usize,
+    /// MoCo v2 on one device: the groups its BatchNorm statistics are computed over, the
+    /// key batch shuffled across them (see [`crate::SlimNet::set_bn_splits`]); 1 turns
+    /// that off.
+    #[serde(default = "one")]
+    pub moco_bn_splits: usize,
     /// The key encoder's momentum (MoCo v3: its start, raised to 1 along a cosine).
     pub moco_momentum: f64,
     /// Random-resized-crop scale range.

@@ -70,8 +70,10 @@ impl Moco {
     }
 
     /// The keys of the two views: view 2's for MoCo v2 (queued after the step), both for
-    /// MoCo v3.
-    pub(super) fn keys(&self, x1: &Tensor, x2: &Tensor) -> Keys {
+    /// MoCo v3. MoCo v2's key batch goes through the key encoder shuffled by `shuffle`
+    /// (then put back in order), so that its split BatchNorm groups other images than the
+    /// query's: MoCo's shuffling BN on one device.
+    pub(super) fn keys(&self, x1: &Tensor, x2: &Tensor, shuffle: u64) -> Keys {
         let key = |x: &Tensor| {
             tch::no_grad(|| {
                 loss::l2_normalize(&self.head.forward(
@@ -82,7 +84,17 @@ impl Moco {
             })
         };
         match self.queue {
-            Some(_) => Keys::Queued(key(x2)),
+            Some(_) => {
+                let n = x2.size()[0] as usize;
+                let order: Vec<i64> = slim_core::rng::SplitMix64(shuffle)
+                    .permutation(n)
+                    .into_iter()
+                    .map(|i| i as i64)
+                    .collect();
+                let order = Tensor::from_slice(&order).to_device(x2.device());
+                let shuffled = key(&x2.index_select(0, &order));
+                Keys::Queued(shuffled.index_select(0, &order.argsort(0, false)))
+            }
             None => Keys::Batch([key(x1), key(x2)]),
         }
     }

@@ -70,6 +70,9 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 
 /// Mixed precision and memory order as `config` asks.
 fn tune(net: &mut SlimNet, config: &PretrainConfig) {
+    if config.framework == Framework::MocoV2 {
+        net.set_bn_splits(config.moco_bn_splits);
+    }
     if config.bf16 {
         net.set_compute_kind(Kind::BFloat16);
     }

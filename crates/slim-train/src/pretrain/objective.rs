@@ -112,7 +112,9 @@ impl Trainer {
     /// The slimmable objective on two views already on the device.
     fn objective_on(&self, x1: &Tensor, x2: &Tensor) -> (Tensor, Option<Keys>, Vec<f64>, Vec<f64>) {
         let c = self.state.config.clone();
-        let keys = self.moco.as_ref().map(|m| m.keys(x1, x2));
+        // A shuffle of the keys that a resumed run draws again: from the seed and step.
+        let shuffle = self.state.config.seed ^ (self.state.step as u64).rotate_left(32);
+        let keys = self.moco.as_ref().map(|m| m.keys(x1, x2, shuffle));
         let widths = self.net.widths().to_vec();
         let active = if self.sub_widths_active() {
             &widths[..]

@@ -65,6 +65,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         head_layout: slim_train::pretrain::config::HEAD_LAYOUT,
         predictor_hidden: 32,
         moco_queue: 32,
+        moco_bn_splits: 2,
         moco_momentum: 0.9,
         crop_scale: (0.2, 1.0),
         seed: 5,
