@@ -111,6 +111,17 @@ fn bad_argument_values_are_refused_by_name_before_any_work() {
         assert!(stderr.contains(flag), "{extra:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{extra:?}: {stderr}");
     }
+    // A slow start past the run would never train the sub-widths: refused by name.
+    let o = slim_train()
+        .args(pretrain)
+        .args(["--epochs", "4", "--slow-start-epoch", "4"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("--slow-start-epoch 4"),
+        "{stderr}"
+    );
     // A batch that does not split into MoCo v2's BatchNorm groups is refused by name.
     let o = slim_train()
         .args(pretrain)

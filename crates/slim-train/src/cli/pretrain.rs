@@ -193,6 +193,15 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
             args.data.data.display()
         );
     }
+    if let Some(e) = args
+        .slow_start_epoch
+        .filter(|&e| e >= args.epochs && !args.resume)
+    {
+        bail!(
+            "--slow-start-epoch {e} is not before the last of --epochs {}: the sub-widths would never train (use --no-slow-start to train them from the start)",
+            args.epochs
+        );
+    }
     let splits = args.moco_bn_splits;
     if args.framework == Framework::MocoV2
         && splits > 1
