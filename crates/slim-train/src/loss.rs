@@ -24,6 +24,7 @@
 //! [`LossWeights::sub_contrastive`] plus its distillation loss (toward the full width's
 //! logits) times [`LossWeights::sub_distillation`].
 
+use serde::{Deserialize, Serialize};
 use slim_core::Width;
 use tch::{Kind, Tensor};
 
@@ -236,15 +237,28 @@ pub fn smoothed_infonce(logits: &Tensor, alpha: f64, top_k: usize) -> Tensor {
     soft_cross_entropy(logits, &smoothed_targets(logits, alpha, top_k))
 }
 
-/// The smoothing weight at `step` of `total` steps: a linear ramp from 0 to `alpha_max`
-/// over the first `ramp_fraction · total` steps, then `alpha_max`. A ramp of zero length
-/// (`ramp_fraction ≤ 0` or `total = 0`) gives `alpha_max` from the start.
-pub fn alpha_at(step: usize, total: usize, alpha_max: f64, ramp_fraction: f64) -> f64 {
-    let ramp = ramp_fraction * total as f64;
-    if ramp <= 0.0 {
-        return alpha_max;
+/// When smoothed InfoNCE's α applies, as light-moco's `main_moco.py` sets it each epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AlphaSchedule {
+    /// 0 before this epoch, then the full α (light-moco's `--warm`; 0: from the start).
+    Warm(usize),
+    /// `α · (1 - (1 + cos(π · epoch / epochs)) / 2)`, rising from 0 over the run
+    /// (light-moco's `--smooth_cos`).
+    Cosine,
+}
+
+impl AlphaSchedule {
+    /// The smoothing weight of `epoch` (counted from 0) of `epochs`, for a final `alpha`.
+    pub fn alpha_at(self, epoch: usize, epochs: usize, alpha: f64) -> f64 {
+        match self {
+            AlphaSchedule::Warm(warm) if epoch < warm => 0.0,
+            AlphaSchedule::Warm(_) => alpha,
+            AlphaSchedule::Cosine => {
+                let phase = std::f64::consts::PI * epoch as f64 / epochs.max(1) as f64;
+                alpha * (1.0 - 0.5 * (1.0 + phase.cos()))
+            }
+        }
     }
-    alpha_max * (step as f64 / ramp).min(1.0)
 }
 
 /// Soft cross-entropy `mean_i(-Σ_j teacher_probs_ij · log_softmax(student_logits_i)_j)`
@@ -576,13 +590,25 @@ mod tests {
     }
 
     #[test]
-    fn alpha_ramps_linearly() {
-        assert_eq!(alpha_at(0, 100, 0.2, 0.5), 0.0);
-        assert!(close(alpha_at(25, 100, 0.2, 0.5), 0.1, 1e-12));
-        assert!(close(alpha_at(50, 100, 0.2, 0.5), 0.2, 1e-12));
-        assert!(close(alpha_at(100, 100, 0.2, 0.5), 0.2, 1e-12));
-        assert_eq!(alpha_at(0, 100, 0.2, 0.0), 0.2);
-        assert_eq!(alpha_at(0, 0, 0.2, 0.5), 0.2);
+    fn alpha_follows_light_moco_s_schedules() {
+        let warm = AlphaSchedule::Warm(3);
+        assert_eq!(
+            (0..5)
+                .map(|e| warm.alpha_at(e, 10, 0.2))
+                .collect::<Vec<_>>(),
+            [0.0, 0.0, 0.0, 0.2, 0.2]
+        );
+        assert_eq!(AlphaSchedule::Warm(0).alpha_at(0, 10, 0.2), 0.2);
+        // light-moco's adjust_smooth: (1 - 0.5 (1 + cos(pi e / E))) * smooth.
+        let cos = AlphaSchedule::Cosine;
+        assert_eq!(cos.alpha_at(0, 10, 0.2), 0.0);
+        assert!(close(cos.alpha_at(5, 10, 0.2), 0.1, 1e-12));
+        assert!(close(cos.alpha_at(10, 10, 0.2), 0.2, 1e-12));
+        assert!(close(
+            cos.alpha_at(2, 10, 0.2),
+            0.2 * (1.0 - 0.5 * (1.0 + (0.2 * std::f64::consts::PI).cos())),
+            1e-12
+        ));
     }
 
     #[test]

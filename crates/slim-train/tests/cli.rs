@@ -94,13 +94,19 @@ fn bad_argument_values_are_refused_by_name_before_any_work() {
     let out = dir.path().to_str().unwrap();
     let pretrain = ["pretrain", "--data", common::FASHION, "--out", out];
     let knn = ["knn", "--checkpoint", out, "--data", common::FASHION];
-    let cases: [(&[&str], &[&str], &str); 8] = [
+    let cases: [(&[&str], &[&str], &str); 10] = [
         (&pretrain, &["--workers", "0"], "--workers"),
         (&pretrain, &["--batch-size", "0"], "--batch-size"),
         (&pretrain, &["--crop-min-scale", "1.5"], "--crop-min-scale"),
         (&pretrain, &["--crop-min-scale", "0"], "--crop-min-scale"),
         (&pretrain, &["--temperature", "0"], "--temperature"),
         (&pretrain, &["--framework", "byol"], "--framework"),
+        (&pretrain, &["--smoothed-alpha", "1.5"], "--smoothed-alpha"),
+        (
+            &pretrain,
+            &["--distill-temperature", "5", "0"],
+            "--distill-temperature",
+        ),
         (&knn, &["--k", "0"], "--k"),
         (&["bench-step"], &["--batch", "1"], "--batch"),
     ];

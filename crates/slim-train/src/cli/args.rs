@@ -108,9 +108,9 @@ pub fn above_zero(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A fraction in (0, 1] (crop scales).
-pub fn unit_fraction(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
+/// A fraction in (0, 1] (crop scales, smoothing weights).
+pub fn unit_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
         Ok(_) => Err("must be above 0 and at most 1".into()),
         Err(e) => Err(format!("{e}")),

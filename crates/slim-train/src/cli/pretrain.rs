@@ -11,7 +11,9 @@ use slim_data::{Dataset, Split};
 
 use super::args::{DataArgs, DeviceArgs, Toggle, above_zero, by_name, positive, unit_fraction};
 use super::reporter;
+use crate::loss::AlphaSchedule;
 use crate::optim::{OptimizerConfig, OptimizerKind};
+use crate::pretrain::config::Smoothing;
 use crate::pretrain::{Framework, PretrainConfig, Trainer, TrajectoryConfig, TrajectoryUnit};
 
 #[derive(Debug, Args)]
@@ -79,14 +81,17 @@ pub struct PretrainArgs {
     #[arg(long, num_args = 2, value_names = ["STUDENT", "TEACHER"], value_parser = above_zero)]
     pub distill_temperature: Option<Vec<f64>>,
     /// Use smoothed InfoNCE with this final alpha (arXiv 2212.07158).
-    #[arg(long)]
+    #[arg(long, value_parser = unit_fraction)]
     pub smoothed_alpha: Option<f64>,
     /// Negatives that share the smoothed alpha.
     #[arg(long, default_value_t = 5, value_parser = positive)]
     pub smoothed_top_k: usize,
-    /// Fraction of training over which alpha ramps up from 0.
-    #[arg(long, default_value_t = 0.5)]
-    pub smoothed_ramp: f64,
+    /// Alpha is 0 before this epoch, then the full alpha (light-moco's --warm).
+    #[arg(long, default_value_t = 0, conflicts_with = "smoothed_cosine")]
+    pub smoothed_warm_epochs: usize,
+    /// Alpha rises from 0 along a cosine over the run instead (light-moco's --smooth_cos).
+    #[arg(long)]
+    pub smoothed_cosine: bool,
     /// Projection head output size.
     #[arg(long, default_value_t = 128, value_parser = positive)]
     pub head_dim: usize,
@@ -107,7 +112,7 @@ pub struct PretrainArgs {
     pub moco_momentum: f64,
     /// Smallest random-resized-crop scale (SimCLR 0.08; 0.2 suits 28 px images).
     #[arg(long, default_value_t = 0.08, value_parser = unit_fraction)]
-    pub crop_min_scale: f32,
+    pub crop_min_scale: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Steps between checkpoints.
@@ -213,9 +218,14 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         );
     }
     let device = args.device.device()?;
-    let smoothed = args
-        .smoothed_alpha
-        .map(|a| (a, args.smoothed_top_k, args.smoothed_ramp));
+    let smoothed = args.smoothed_alpha.map(|alpha| Smoothing {
+        alpha,
+        top_k: args.smoothed_top_k,
+        schedule: match args.smoothed_cosine {
+            true => AlphaSchedule::Cosine,
+            false => AlphaSchedule::Warm(args.smoothed_warm_epochs),
+        },
+    });
     let (distill_t_student, distill_t_teacher) = match args.distill_temperature.as_deref() {
         Some(&[s, t]) => (s, t),
         _ => args.framework.distill_temperatures(),
@@ -254,7 +264,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         moco_queue: args.moco_queue,
         moco_bn_splits: args.moco_bn_splits,
         moco_momentum: args.moco_momentum,
-        crop_scale: (args.crop_min_scale, 1.0),
+        crop_scale: (args.crop_min_scale as f32, 1.0),
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         trajectory: args.trajectory_every.map(|every| TrajectoryConfig {

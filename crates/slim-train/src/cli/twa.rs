@@ -83,16 +83,30 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
         .with_context(|| format!("no checkpoints in {:?}", a.checkpoints))?
         .clone();
     let last = slim_core::checkpoint::load(&last_path)?;
-    let state: crate::pretrain::TrainState = last
-        .train_state
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
-        .with_context(|| {
-            format!(
-                "{}: holds no pretraining state: not a checkpoint of `slim-train pretrain`",
-                last_path.display()
-            )
-        })?;
+    let text = last.train_state.as_deref().with_context(|| {
+        format!(
+            "{}: holds no pretraining state: not a checkpoint of `slim-train pretrain`",
+            last_path.display()
+        )
+    })?;
+    // The heads' generation first: an older slim-train's state may not parse at all.
+    let layout = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["config"]["head_layout"].as_u64())
+        .unwrap_or(0);
+    if layout != u64::from(crate::pretrain::config::HEAD_LAYOUT) {
+        bail!(
+            "{}: its run's heads have layout generation {layout} (an older slim-train), this version builds generation {}: TWA cannot train them; pretrain again to average a new trajectory",
+            last_path.display(),
+            crate::pretrain::config::HEAD_LAYOUT
+        );
+    }
+    let state: crate::pretrain::TrainState = serde_json::from_str(text).with_context(|| {
+        format!(
+            "{}: its pretraining state does not parse",
+            last_path.display()
+        )
+    })?;
     let model = last.config.clone();
     let ds = a.data.open(Split::Train)?;
     if ds.class_names() != model.class_names.as_slice() {
@@ -100,14 +114,6 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
             "{}: its classes differ from the checkpoints' {:?}",
             a.data.data.display(),
             model.class_names
-        );
-    }
-    if state.config.head_layout != crate::pretrain::config::HEAD_LAYOUT {
-        bail!(
-            "{}: its run's heads have layout generation {} (an older slim-train), this version builds generation {}: TWA cannot train them; pretrain again to average a new trajectory",
-            last_path.display(),
-            state.config.head_layout,
-            crate::pretrain::config::HEAD_LAYOUT
         );
     }
     let batch_size = a.batch_size.unwrap_or(state.config.batch_size);

@@ -41,6 +41,15 @@ impl Framework {
     }
 }
 
+/// Smoothed InfoNCE (arXiv 2212.07158): the final α, the negatives that share it, and
+/// when it applies.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Smoothing {
+    pub alpha: f64,
+    pub top_k: usize,
+    pub schedule: crate::loss::AlphaSchedule,
+}
+
 fn one() -> usize {
     1
 }
@@ -70,8 +79,8 @@ pub struct PretrainConfig {
     pub distill_t_student: f64,
     pub distill_t_teacher: f64,
     pub reweight: bool,
-    /// Smoothed InfoNCE: (alpha_max, top_k, ramp_fraction); `None` for plain InfoNCE.
-    pub smoothed: Option<(f64, usize, f64)>,
+    /// Smoothed InfoNCE; `None` for plain InfoNCE.
+    pub smoothed: Option<Smoothing>,
     /// Hidden size of the projection head at full width (SlimCLR: the backbone's features
     /// for SimCLR and MoCo v2, twice that for MoCo v3).
     pub head_hidden: usize,

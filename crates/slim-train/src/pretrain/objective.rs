@@ -67,10 +67,9 @@ impl Trainer {
     fn contrastive(&self, logits: &Tensor) -> Tensor {
         let c = &self.state.config;
         let l = match c.smoothed {
-            Some((alpha_max, top_k, ramp)) => {
-                let alpha =
-                    loss::alpha_at(self.state.step, self.schedule.total_steps, alpha_max, ramp);
-                loss::smoothed_infonce(logits, alpha, top_k)
+            Some(s) => {
+                let alpha = s.schedule.alpha_at(self.state.epoch, c.epochs, s.alpha);
+                loss::smoothed_infonce(logits, alpha, s.top_k)
             }
             None => loss::infonce(logits),
         };

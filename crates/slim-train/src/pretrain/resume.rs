@@ -38,29 +38,28 @@ pub(super) fn read(
                 ),
             });
         }
-        let state: TrainState = c
-            .train_state
-            .as_deref()
-            .ok_or_else(|| Error::Resume {
-                path: ckpt_path.clone(),
-                msg: "it holds no training state (not written by slim-train pretrain)".into(),
-            })
-            .and_then(|s| {
-                serde_json::from_str(s).map_err(|e| Error::Resume {
-                    path: ckpt_path.clone(),
-                    msg: format!("its training state does not parse: {e}"),
-                })
-            })?;
-        if state.config.head_layout != super::config::HEAD_LAYOUT {
+        let text = c.train_state.as_deref().ok_or_else(|| Error::Resume {
+            path: ckpt_path.clone(),
+            msg: "it holds no training state (not written by slim-train pretrain)".into(),
+        })?;
+        // The heads' generation first: an older slim-train's state may not parse at all.
+        let layout = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v["config"]["head_layout"].as_u64())
+            .unwrap_or(0);
+        if layout != u64::from(super::config::HEAD_LAYOUT) {
             return Err(Error::Resume {
                 path: ckpt_path,
                 msg: format!(
-                    "its heads have layout generation {} (an older slim-train: one Linear-BN-ReLU-Linear head for every framework); this version builds each framework's reference head (generation {}) and cannot continue it. Its model weights still export and evaluate; start a new run to train on",
-                    state.config.head_layout,
+                    "its heads have layout generation {layout} (an older slim-train: one Linear-BN-ReLU-Linear head for every framework); this version builds each framework's reference head (generation {}) and cannot continue it. Its model weights still export and evaluate; start a new run to train on",
                     super::config::HEAD_LAYOUT
                 ),
             });
         }
+        let state: TrainState = serde_json::from_str(text).map_err(|e| Error::Resume {
+            path: ckpt_path.clone(),
+            msg: format!("its training state does not parse: {e}"),
+        })?;
         Ok(Some((c, state)))
     } else {
         if ckpt_path.exists() {
