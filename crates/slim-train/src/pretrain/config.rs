@@ -26,6 +26,27 @@ impl Framework {
         }
     }
 
+    /// The contrastive temperature τ: MoCo v2's 0.2 and MoCo v3's 1.0 from SlimCLR's
+    /// scripts; SimCLR 0.5, the SimCLR paper's CIFAR value, where SlimCLR's ImageNet code
+    /// has 0.1 (our runs are CIFAR-sized).
+    pub fn default_temperature(self) -> f64 {
+        match self {
+            Framework::Simclr => 0.5,
+            Framework::MocoV2 => 0.2,
+            Framework::MocoV3 => 1.0,
+        }
+    }
+
+    /// The smallest random-resized-crop scale of SlimCLR's augmentations
+    /// (`dataset/dataloader.py`): SimCLR 0.08, MoCo v2 0.2, MoCo v3 its `--crop-min`
+    /// default 0.2.
+    pub fn default_crop_min_scale(self) -> f64 {
+        match self {
+            Framework::Simclr => 0.08,
+            Framework::MocoV2 | Framework::MocoV3 => 0.2,
+        }
+    }
+
     /// SlimCLR's distillation temperatures (student, teacher) for the framework, from its
     /// reference scripts: 5 and 5 on the raw cosines of SimCLR and MoCo v2, 1 and 1 on
     /// MoCo v3's logits.
