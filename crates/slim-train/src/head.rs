@@ -124,11 +124,15 @@ impl SlimHead {
             let b = 1.0 / (fan_in as f64).sqrt();
             Init::Uniform { lo: -b, up: b }
         };
-        let per_width = |name: &str, c: usize, affine: bool| -> Vec<Norm> {
+        // One BatchNorm per width of `channels(w)` channels, when the layout has it.
+        let per_width = |name: &str, channels: &dyn Fn(Width) -> usize, affine: Option<bool>| {
             let path = vs / name;
-            (widths.iter())
-                .map(|&w| Norm::new(&(&path / w.tag()), scaled(c, w), affine))
-                .collect()
+            let norms = affine.map(|affine| {
+                (widths.iter())
+                    .map(|&w| Norm::new(&(&path / w.tag()), channels(w), affine))
+                    .collect()
+            });
+            norms.unwrap_or_default()
         };
         let (fc1_path, fc2_path) = (vs / "fc1", vs / "fc2");
         SlimHead {
@@ -140,21 +144,17 @@ impl SlimHead {
             bias1: layout
                 .fc1_bias()
                 .then(|| fc1_path.var("bias", &[hidden as i64], uniform(features))),
-            bn: match layout.hidden_bn() {
-                true => per_width("bn", hidden, true),
-                false => Vec::new(),
-            },
+            bn: per_width(
+                "bn",
+                &|w| scaled(hidden, w),
+                layout.hidden_bn().then_some(true),
+            ),
             fc2: fc2_path.var("weight", &[out as i64, hidden as i64], uniform(hidden)),
             bias2: layout
                 .fc2_bias()
                 .then(|| fc2_path.var("bias", &[out as i64], uniform(hidden))),
             // The output is whole at every width: its BatchNorm has `out` channels.
-            out_bn: match layout.output_bn() {
-                Some(affine) => (widths.iter())
-                    .map(|&w| Norm::new(&(&(vs / "out_bn") / w.tag()), out, affine))
-                    .collect(),
-                None => Vec::new(),
-            },
+            out_bn: per_width("out_bn", &|_| out, layout.output_bn()),
             widths: widths.to_vec(),
             features,
             slim_input,

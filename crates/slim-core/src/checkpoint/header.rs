@@ -52,8 +52,8 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     let map: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header)
         .map_err(|e| format!("header is not a JSON object of tensors ({e}); corrupt?"))?;
     let mut spans = Vec::new();
-    for (name, v) in map.iter().filter(|(k, _)| *k != "__metadata__") {
-        let e: Entry = serde_json::from_value(v.clone())
+    for (name, v) in map.into_iter().filter(|(k, _)| k != "__metadata__") {
+        let e: Entry = serde_json::from_value(v)
             .map_err(|err| format!("tensor {name}: header entry does not parse ({err})"))?;
         let size = element_bytes(&e.dtype).ok_or_else(|| {
             format!(

@@ -12,17 +12,21 @@ use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
 
 use crate::Error;
 
-/// `path` resolved (links followed), refused when it lies outside `model_dir` (resolved
-/// too): a graph listed in the manifest that is a link to elsewhere is not part of the
-/// model.
-pub fn resolve_inside(path: &Path, model_dir: &Path) -> Result<PathBuf, Error> {
-    let dir = model_dir
+/// `model_dir` with its links resolved, the bound [`resolve_inside`] checks against.
+pub fn resolve_dir(model_dir: &Path) -> Result<PathBuf, Error> {
+    model_dir
         .canonicalize()
-        .map_err(|e| Error::graph(model_dir, format!("cannot be resolved: {e}")))?;
+        .map_err(|e| Error::graph(model_dir, format!("cannot be resolved: {e}")))
+}
+
+/// `path` resolved (links followed), refused when it lies outside `dir` (a folder from
+/// [`resolve_dir`]): a graph listed in the manifest that is a link to elsewhere is not
+/// part of the model.
+pub fn resolve_inside(path: &Path, dir: &Path) -> Result<PathBuf, Error> {
     let real = path
         .canonicalize()
         .map_err(|e| Error::graph(path, format!("cannot be resolved: {e}")))?;
-    if !real.starts_with(&dir) {
+    if !real.starts_with(dir) {
         return Err(Error::graph(
             path,
             format!(
@@ -52,8 +56,8 @@ fn element_bytes(data_type: i32) -> Option<u64> {
 /// When `t` keeps its data in an external file: reads it (the location relative to the
 /// graph's folder, inside the model folder after resolving links; `offset` and `length`
 /// checked against the file and the tensor's shape) into `raw_data`, and marks `t`
-/// inline. `graph` is the graph file, for messages.
-pub fn inline(graph: &Path, model_dir: &Path, t: &mut TensorProto) -> Result<(), Error> {
+/// inline. `graph` is the graph file, for messages; `dir` the model folder resolved.
+pub fn inline(graph: &Path, dir: &Path, t: &mut TensorProto) -> Result<(), Error> {
     if t.data_location != Some(DataLocation::External as i32) {
         return Ok(());
     }
@@ -86,7 +90,7 @@ pub fn inline(graph: &Path, model_dir: &Path, t: &mut TensorProto) -> Result<(),
     if escapes {
         return Err(fail(format!(
             "points at external data {location:?}, outside the model folder {}: refused",
-            model_dir.display()
+            dir.display()
         )));
     }
     let file = graph.parent().unwrap_or(Path::new(".")).join(rel);
@@ -96,7 +100,7 @@ pub fn inline(graph: &Path, model_dir: &Path, t: &mut TensorProto) -> Result<(),
             file.display()
         )));
     }
-    let real = resolve_inside(&file, model_dir)?;
+    let real = resolve_inside(&file, dir)?;
     let elements = t.dims.iter().try_fold(1u64, |n, &d| {
         u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
     });

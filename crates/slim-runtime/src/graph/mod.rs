@@ -29,7 +29,9 @@ pub struct Graph {
 /// Reads and decodes `path`, which must lie inside `model_dir` (as must its external data)
 /// once links are resolved; the graph returned holds all its data inline.
 pub fn read(path: &Path, model_dir: &Path) -> Result<Graph, Error> {
-    let real = external::resolve_inside(path, model_dir)?;
+    // Resolved once for the graph and all its external data.
+    let dir = external::resolve_dir(model_dir)?;
+    let real = external::resolve_inside(path, &dir)?;
     let bytes =
         std::fs::read(&real).map_err(|e| Error::graph(path, format!("cannot be read: {e}")))?;
     let mut proto = ModelProto::decode(bytes.as_slice()).map_err(|e| {
@@ -49,7 +51,7 @@ pub fn read(path: &Path, model_dir: &Path) -> Result<Graph, Error> {
         ));
     }
     for t in &mut graph.initializer {
-        external::inline(path, model_dir, t)?;
+        external::inline(path, &dir, t)?;
     }
     check_single_assignment(graph).map_err(|msg| Error::graph(path, msg))?;
     let metadata = proto

@@ -89,24 +89,8 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
             last_path.display()
         )
     })?;
-    // The heads' generation first: an older slim-train's state may not parse at all.
-    let layout = serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|v| v["config"]["head_layout"].as_u64())
-        .unwrap_or(0);
-    if layout != u64::from(crate::pretrain::config::HEAD_LAYOUT) {
-        bail!(
-            "{}: its run's heads have layout generation {layout} (an older slim-train), this version builds generation {}: TWA cannot train them; pretrain again to average a new trajectory",
-            last_path.display(),
-            crate::pretrain::config::HEAD_LAYOUT
-        );
-    }
-    let state: crate::pretrain::TrainState = serde_json::from_str(text).with_context(|| {
-        format!(
-            "{}: its pretraining state does not parse",
-            last_path.display()
-        )
-    })?;
+    let state = crate::pretrain::TrainState::parse(text)
+        .map_err(|msg| anyhow::anyhow!("{}: {msg}", last_path.display()))?;
     let model = last.config.clone();
     let ds = a.data.open(Split::Train)?;
     if ds.class_names() != model.class_names.as_slice() {

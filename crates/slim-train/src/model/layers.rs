@@ -103,7 +103,7 @@ impl SlimConv {
         };
         let bn = &self.bn[at.index];
         let y = match p.bn {
-            BnMode::Batch { momentum, splits } if splits > 1 => {
+            BnMode::Batch { momentum, splits } if splits_into_groups(&y, splits) => {
                 split_batch_norm(&y, bn, momentum, p.eps, splits)
             }
             mode => y.batch_norm(
@@ -206,29 +206,20 @@ pub(super) struct Probe {
     pub(super) bias: Tensor,
 }
 
+/// Whether the batch of `y` splits into `splits > 1` groups of two or more samples; a
+/// batch that does not is normalized whole.
+fn splits_into_groups(y: &Tensor, splits: usize) -> bool {
+    let n = y.size()[0] as usize;
+    splits > 1 && n.is_multiple_of(splits) && n / splits >= 2
+}
+
 /// Training BatchNorm of `y` `[N, C, H, W]` with statistics per group of samples
 /// (`i % splits`): the batch seen as `[N / splits, splits * C, H, W]`, so each (group,
-/// channel) pair is one channel; the running statistics take the groups' mean. A batch
-/// that does not split into groups of two or more is normalized whole.
+/// channel) pair is one channel; the running statistics take the groups' mean.
 fn split_batch_norm(y: &Tensor, bn: &BatchNorm, momentum: f64, eps: f64, splits: usize) -> Tensor {
     let size = y.size();
     let (n, c) = (size[0], size[1]);
     let g = splits as i64;
-    let whole = |y: &Tensor| {
-        y.batch_norm(
-            Some(&bn.weight),
-            Some(&bn.bias),
-            Some(&bn.running_mean),
-            Some(&bn.running_var),
-            true,
-            momentum,
-            eps,
-            true,
-        )
-    };
-    if !(n as u64).is_multiple_of(g as u64) || n / g < 2 {
-        return whole(y);
-    }
     let grouped = y.contiguous().reshape([n / g, g * c, size[2], size[3]]);
     let (mean, var) = (bn.running_mean.repeat([g]), bn.running_var.repeat([g]));
     let out = grouped.batch_norm(

@@ -181,3 +181,21 @@ pub struct TrainState {
     /// Corrupt images skipped so far.
     pub skipped: usize,
 }
+
+impl TrainState {
+    /// Reads a checkpoint's train state (JSON). The heads' layout generation is read
+    /// first, so that a run of an older slim-train is named as such even when its state
+    /// no longer parses; the error says what is wrong, for the caller to prefix.
+    pub fn parse(text: &str) -> Result<TrainState, String> {
+        let layout = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v["config"]["head_layout"].as_u64())
+            .unwrap_or(0);
+        if layout != u64::from(HEAD_LAYOUT) {
+            return Err(format!(
+                "its heads have layout generation {layout} (an older slim-train: one Linear-BN-ReLU-Linear head for every framework); this version builds each framework's reference head (generation {HEAD_LAYOUT}) and cannot train them on. Its model weights still export and evaluate; pretrain again to train on"
+            ));
+        }
+        serde_json::from_str(text).map_err(|e| format!("its training state does not parse: {e}"))
+    }
+}

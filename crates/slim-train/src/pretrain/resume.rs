@@ -42,23 +42,9 @@ pub(super) fn read(
             path: ckpt_path.clone(),
             msg: "it holds no training state (not written by slim-train pretrain)".into(),
         })?;
-        // The heads' generation first: an older slim-train's state may not parse at all.
-        let layout = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|v| v["config"]["head_layout"].as_u64())
-            .unwrap_or(0);
-        if layout != u64::from(super::config::HEAD_LAYOUT) {
-            return Err(Error::Resume {
-                path: ckpt_path,
-                msg: format!(
-                    "its heads have layout generation {layout} (an older slim-train: one Linear-BN-ReLU-Linear head for every framework); this version builds each framework's reference head (generation {}) and cannot continue it. Its model weights still export and evaluate; start a new run to train on",
-                    super::config::HEAD_LAYOUT
-                ),
-            });
-        }
-        let state: TrainState = serde_json::from_str(text).map_err(|e| Error::Resume {
+        let state = TrainState::parse(text).map_err(|msg| Error::Resume {
             path: ckpt_path.clone(),
-            msg: format!("its training state does not parse: {e}"),
+            msg,
         })?;
         Ok(Some((c, state)))
     } else {
