@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use slim_cli::Reporter;
 use slim_core::Progress;
-use slim_runtime::{Backend, SlimModel};
+use slim_runtime::engine::Profile;
+use slim_runtime::{Backend, Engine, Placement, SlimModel};
 
 use crate::evalset::EvalSet;
 use crate::machine::{self, Machine};
@@ -47,6 +48,10 @@ pub struct Args {
     /// one fails to register (the report names the provider used) instead of stopping.
     #[arg(long, alias = "allow-fallback")]
     pub fallback: bool,
+    /// Threads per graph run: tract's multithreaded kernels, ONNX Runtime's intra-op pool
+    /// [default: tract the calling thread alone, ONNX Runtime one per physical core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// Batch sizes to time, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<usize>,
@@ -66,6 +71,10 @@ pub struct Args {
     /// Legend label of this run in the plot [default: model folder and provider].
     #[arg(long)]
     pub label: Option<String>,
+    /// Also time every node of each width's graph at the first --batch size (tract only)
+    /// and print where the time goes, by operator.
+    #[arg(long)]
+    pub profile: bool,
     /// Store the measured accuracy and latencies in the model's manifest.json.
     #[arg(long, alias = "update-manifest")]
     pub write_manifest: bool,
@@ -90,9 +99,17 @@ fn default_label(r: &Report) -> String {
     format!("{model} ({})", r.header.provider)
 }
 
-/// Intra-op threads of one graph, and where that figure comes from.
-fn intra_op_threads(backend_used: &str, m: &Machine) -> (Option<usize>, String) {
-    if backend_used == "tract" {
+/// Intra-op threads of one graph, and where that figure comes from: the engine's own
+/// answer when it was told a count, else its documented default.
+fn intra_op_threads(engine: &dyn Engine, m: &Machine) -> (Option<usize>, String) {
+    if let Some(n) = engine.threads() {
+        let how = match engine.placement() {
+            Placement::Tract if n == 1 => "tract on the calling thread (--threads 1)",
+            Placement::Tract => "tract's multithreaded kernels on a pool (--threads)",
+            Placement::Ort { .. } => "ONNX Runtime's intra-op pool (--threads)",
+        };
+        (Some(n), how.into())
+    } else if engine.placement() == Placement::Tract {
         (
             Some(1),
             "tract runs each graph on the calling thread".into(),
@@ -125,14 +142,25 @@ fn onnxruntime_versions(_backend_used: &str) -> (Option<String>, Option<String>)
     (None, None)
 }
 
-/// Measures one width: load, accuracy on `set`, latency at every batch size.
+/// A batch to time: real images when there are enough, else a fixed ramp (never zeros).
+fn timing_input(set: Option<&EvalSet>, batch: usize, per_image: usize) -> Vec<f32> {
+    match set {
+        Some(s) if s.len() >= batch => s.batch(0, batch).to_vec(),
+        _ => (0..batch * per_image)
+            .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+            .collect(),
+    }
+}
+
+/// Measures one width: load, accuracy on `set`, latency at every batch size, and with
+/// `--profile` its per-node profile.
 fn measure_width(
     model: &SlimModel,
     w: Width,
     set: Option<&EvalSet>,
     args: &Args,
     progress: &mut dyn Progress,
-) -> Result<WidthReport> {
+) -> Result<(WidthReport, Option<Profile>)> {
     let entry = model.entry(w)?.clone();
     let tracker = PeakTracker::start();
     let t = Instant::now();
@@ -178,13 +206,7 @@ fn measure_width(
     );
     let mut latency = Vec::new();
     for &batch in &args.batch {
-        // Real images when there are enough, else a fixed ramp: never zeros.
-        let input: Vec<f32> = match set {
-            Some(s) if s.len() >= batch => s.batch(0, batch).to_vec(),
-            _ => (0..batch * per_image)
-                .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
-                .collect(),
-        };
+        let input = timing_input(set, batch, per_image);
         let samples = slim_runtime::calibrate::latency_samples(
             model,
             w,
@@ -203,7 +225,14 @@ fn measure_width(
         Ok(m) => (Some(m), None),
         Err(why) => (None, Some(why)),
     };
-    Ok(WidthReport {
+    let profile = if args.profile {
+        let batch = args.batch[0];
+        let input = timing_input(set, batch, per_image);
+        Some(engine.profile(&input, batch, args.runs)?)
+    } else {
+        None
+    };
+    let report = WidthReport {
         width: w,
         macs: entry.macs,
         params: entry.params,
@@ -213,7 +242,8 @@ fn measure_width(
         memory_note,
         accuracy,
         latency,
-    })
+    };
+    Ok((report, profile))
 }
 
 pub fn run(args: &Args) -> Result<Report> {
@@ -223,6 +253,9 @@ pub fn run(args: &Args) -> Result<Report> {
     }
     if args.limit == Some(0) {
         bail!("--limit must be positive");
+    }
+    if args.profile && backend != Backend::Tract {
+        bail!("--profile times tract's nodes: use it with --backend tract");
     }
     let compare = args
         .compare
@@ -236,7 +269,7 @@ pub fn run(args: &Args) -> Result<Report> {
         std::fs::create_dir_all(out)
             .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
     }
-    let model = SlimModel::open(&args.model, backend.clone())?;
+    let model = SlimModel::open(&args.model, backend.clone())?.with_threads(args.threads);
     let set = match &args.data {
         Some(p) => {
             let set = EvalSet::load(p, model.manifest(), args.limit)?;
@@ -249,17 +282,19 @@ pub fn run(args: &Args) -> Result<Report> {
     };
 
     let mut reporter = Reporter::stderr();
-    let widths = model
+    let (widths, profiles): (Vec<_>, Vec<_>) = model
         .widths()
         .into_iter()
         .map(|w| measure_width(&model, w, set.as_ref(), args, &mut reporter))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
 
     let machine = Machine::detect();
     let provider = widths[0].provider.clone();
-    let placement = model.engine(widths[0].width)?.placement();
-    let used = placement.backend_name();
-    let (intra_op_threads, threads_note) = intra_op_threads(&used, &machine);
+    let engine = model.engine(widths[0].width)?;
+    let used = engine.placement().backend_name();
+    let (intra_op_threads, threads_note) = intra_op_threads(engine, &machine);
     let (ort, onnxruntime) = onnxruntime_versions(&used);
     let report = Report {
         header: Header {
@@ -289,6 +324,16 @@ pub fn run(args: &Args) -> Result<Report> {
         widths,
     };
     print!("{}", report.to_table());
+    for (w, p) in report.widths.iter().zip(profiles.iter().flatten()) {
+        println!(
+            "\nwidth {}: where the time goes at batch {} ({} runs, {})\n\n{}",
+            w.width,
+            p.batch,
+            p.runs,
+            report.header.provider,
+            p.table()
+        );
+    }
 
     if let Some(out) = &args.out {
         write_outputs(out, &report, &compare, args)?;
@@ -304,7 +349,7 @@ pub fn run(args: &Args) -> Result<Report> {
             }
             .into());
         }
-        let device = report.header.machine.device(placement.on_gpu());
+        let device = report.header.machine.device(engine.placement().on_gpu());
         let changed = writeback::apply(&mut manifest, &report, &used, &device);
         let path = manifest.save(&args.model)?;
         println!(

@@ -456,3 +456,46 @@ fn a_killed_write_back_leaves_the_manifest_as_before_or_complete() {
     assert!(killed >= 25, "only {killed} of 50 runs were killed");
     assert!(complete > 0, "no run finished");
 }
+
+#[test]
+fn threads_are_reported_as_used_and_a_profile_shows_the_operators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let out = tmp.path().join("out");
+    let (stdout, _) = ok(&[
+        "--model",
+        s(&model),
+        "--threads",
+        "2",
+        "--profile",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        stdout.contains("intra-op threads: 2 (tract's multithreaded kernels"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["header"]["intra_op_threads"], 2);
+    for w in ["1", "0.5"] {
+        assert!(
+            stdout.contains(&format!(
+                "width {w}: where the time goes at batch 1 (3 runs, tract)"
+            )),
+            "{stdout}"
+        );
+    }
+    assert_eq!(stdout.matches("| total |").count(), 2, "{stdout}");
+    let zero = bench(&["--model", s(&model), "--threads", "0"]);
+    assert!(!zero.status.success());
+    assert!(text(&zero).1.contains("--threads"), "{}", text(&zero).1);
+    if cfg!(feature = "ort") {
+        let e = fails(&["--model", s(&model), "--backend", "ort", "--profile"]);
+        assert!(e.contains("--profile") && e.contains("tract"), "{e}");
+    }
+}

@@ -31,6 +31,10 @@ pub struct Args {
     /// one fails to register (reported, never silent).
     #[arg(long)]
     pub fallback: bool,
+    /// Threads per graph run: tract's multithreaded kernels, ONNX Runtime's intra-op pool
+    /// [default: tract the calling thread alone, ONNX Runtime one per physical core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// Most multiply-accumulates per image, in millions.
     #[arg(long)]
     pub budget_mmacs: Option<f64>,
@@ -101,7 +105,7 @@ impl Args {
 /// not be read.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
     let budget = args.budget()?;
-    let mut model = SlimModel::open(&args.model, args.backend()?)?;
+    let mut model = SlimModel::open(&args.model, args.backend()?)?.with_threads(args.threads);
     if let Some(p) = &args.calibration_cache {
         model = model.with_calibration_path(p);
     }
@@ -159,11 +163,15 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
         )?,
         None => writeln!(out, "no more accurate width")?,
     }
-    writeln!(
-        out,
-        "running on {}",
-        model.engine(chosen.width)?.placement()
-    )?;
+    let engine = model.engine(chosen.width)?;
+    match engine.threads() {
+        Some(n) => writeln!(out, "running on {}, {n} thread(s)", engine.placement())?,
+        None => writeln!(
+            out,
+            "running on {}, the engine's default threads",
+            engine.placement()
+        )?,
+    }
 
     let mut failed = 0;
     let mut good = Vec::new();

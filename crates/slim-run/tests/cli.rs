@@ -57,7 +57,7 @@ fn prints_the_chosen_width_why_and_the_top5_of_each_image() {
         ),
         "{stdout}"
     );
-    assert!(stdout.contains("running on tract"), "{stdout}");
+    assert!(stdout.contains("running on tract, 1 thread(s)"), "{stdout}");
     for (path, _) in &images {
         let block: Vec<&str> = stdout
             .split(&format!("{path}:\n"))
@@ -281,4 +281,39 @@ fn a_killed_calibration_leaves_its_cache_as_before_or_complete() {
     );
     assert!(killed >= 25, "only {killed} of 50 runs were killed");
     assert!(complete > 0, "no run finished");
+}
+
+#[test]
+fn two_threads_classify_as_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = pngs(dir.path(), 2);
+    let model = fixture();
+    let run = |threads: &str| {
+        let mut args = vec!["--model", model.to_str().unwrap(), "--threads", threads];
+        args.extend(images.iter().map(|(p, _)| p.as_str()));
+        args.extend(["--batch", "2"]);
+        let out = slim_run(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let (one, two) = (run("1"), run("2"));
+    assert!(two.contains("running on tract, 2 thread(s)"), "{two}");
+    assert_eq!(
+        one.replace("1 thread(s)", "N"),
+        two.replace("2 thread(s)", "N"),
+        "the same classes and probabilities"
+    );
+    let zero = slim_run(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--threads",
+        "0",
+        "x.png",
+    ]);
+    assert!(!zero.status.success());
+    assert!(
+        text(&zero.stderr).contains("--threads"),
+        "{}",
+        text(&zero.stderr)
+    );
 }

@@ -15,7 +15,7 @@ use slim_core::stats::LatencySummary;
 use crate::{Error, SlimModel};
 
 pub const FILE_NAME: &str = "calibration.json";
-pub const FORMAT: &str = "slim-calibration/2";
+pub const FORMAT: &str = "slim-calibration/3";
 
 /// What a calibration is valid for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +25,9 @@ pub struct Key {
     /// [`device`]: CPU model and thread count.
     pub device: String,
     pub batch: usize,
+    /// The threads one run used, when set ([`crate::Engine::threads`]); `None`: the
+    /// engine's default.
+    pub threads: Option<usize>,
     pub checkpoint_sha256: String,
 }
 
@@ -190,11 +193,12 @@ impl SlimModel {
     /// The key a calibration at `batch` has on this device with this backend (loads the
     /// widest width, to learn which provider actually runs).
     pub fn calibration_key(&self, batch: usize) -> Result<Key, Error> {
-        let widest = self.widths()[0];
+        let widest = self.engine(self.widths()[0])?;
         Ok(Key {
-            provider: self.engine(widest)?.placement().to_string(),
+            provider: widest.placement().to_string(),
             device: device(),
             batch,
+            threads: widest.threads(),
             checkpoint_sha256: self.manifest().checkpoint_sha256.clone(),
         })
     }

@@ -20,7 +20,7 @@ pub mod select;
 
 pub use adaptive::Adaptive;
 pub use calibrate::Calibration;
-pub use engine::{Backend, Engine, Outputs, Placement, Provider};
+pub use engine::{Backend, Engine, Outputs, Placement, Provider, Threads};
 pub use error::Error;
 pub use model::SlimModel;
 pub use preprocess::{Class, top_k};

@@ -10,7 +10,7 @@ use slim_core::manifest::Latency;
 use slim_core::{Manifest, WidthEntry};
 use slim_data::transform::Normalize;
 
-use crate::engine::{self, Backend, Engine, Outputs};
+use crate::engine::{self, Backend, Engine, Outputs, Threads};
 use crate::select::{Budget, Candidate, Selection};
 use crate::{Error, graph};
 
@@ -20,6 +20,7 @@ pub struct SlimModel {
     backend: Backend,
     norm: Normalize,
     engines: Vec<OnceLock<Box<dyn Engine>>>,
+    threads: Threads,
     calibration_file: Option<PathBuf>,
 }
 
@@ -48,8 +49,28 @@ impl SlimModel {
             backend,
             norm,
             engines,
+            threads: None,
             calibration_file: None,
         })
+    }
+
+    /// Runs every graph on `threads` threads (tract's multithreaded kernels, ONNX
+    /// Runtime's intra-op pool) instead of the engine's default ([`Threads`]). Widths
+    /// loaded before are loaded again on next use.
+    pub fn with_threads(mut self, threads: Threads) -> SlimModel {
+        self.threads = threads;
+        self.engines = self
+            .manifest
+            .widths
+            .iter()
+            .map(|_| OnceLock::new())
+            .collect();
+        self
+    }
+
+    /// The threads asked for with [`SlimModel::with_threads`].
+    pub fn threads(&self) -> Threads {
+        self.threads
     }
 
     /// Caches calibrations at `path` instead of beside the model (e.g. when the model
@@ -141,7 +162,13 @@ impl SlimModel {
         let g = graph::read(&path, &self.dir)?;
         g.check_interface(&path, self.input_chw())?;
         g.check_against(&path, entry, &self.manifest)?;
-        let loaded = engine::load(&self.backend, &path, g.proto, self.input_chw())?;
+        let loaded = engine::load(
+            &self.backend,
+            &path,
+            g.proto,
+            self.input_chw(),
+            self.threads,
+        )?;
         Ok(self.engines[i].get_or_init(|| loaded).as_ref())
     }
 

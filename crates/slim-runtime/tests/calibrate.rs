@@ -188,3 +188,25 @@ fn select_judges_latency_by_the_calibration() {
         "{err}"
     );
 }
+
+#[test]
+fn a_calibration_holds_for_the_threads_it_was_measured_with() {
+    let (_d, dir) = copy();
+    let one = SlimModel::open(&dir, Backend::Tract).unwrap();
+    let (cal, _) = one.calibrate(1, 3, |_, _| {}).unwrap();
+    assert_eq!(
+        cal.key.threads,
+        Some(1),
+        "tract's default, as the engine reports it"
+    );
+    let two = SlimModel::open(&dir, Backend::Tract)
+        .unwrap()
+        .with_threads(std::num::NonZeroUsize::new(2));
+    assert!(two.cached_calibration(1).unwrap().is_none());
+    let (cal2, reused) = two.calibrate(1, 3, |_, _| {}).unwrap();
+    assert!(
+        !reused,
+        "two threads are measured, not read from one thread's figures"
+    );
+    assert_eq!(cal2.key.threads, Some(2));
+}

@@ -15,6 +15,8 @@
 use std::path::Path;
 
 use slim_core::{Backbone, ModelConfig};
+use std::num::NonZeroUsize;
+
 use slim_runtime::{Backend, Outputs, Provider, SlimModel};
 use slim_train::SlimNet;
 use tch::{Device, Kind, Tensor, nn};
@@ -86,15 +88,17 @@ fn tch_tract_and_onnx_runtime_agree_at_every_width_of_every_backbone() {
 
         let mut vs = vs;
         vs.double();
-        let tract = SlimModel::open(&out, Backend::Tract).unwrap();
-        let ort = SlimModel::open(
-            &out,
-            Backend::Ort {
-                provider: Provider::Cpu,
-                fallback: false,
-            },
-        )
-        .unwrap();
+        let ort = Backend::Ort {
+            provider: Provider::Cpu,
+            fallback: false,
+        };
+        let open = |backend: &Backend, threads| {
+            SlimModel::open(&out, backend.clone())
+                .unwrap()
+                .with_threads(NonZeroUsize::new(threads))
+        };
+        let [tract, tract2] = [1, 2].map(|n| open(&Backend::Tract, n));
+        let [ort, ort2] = [1, 2].map(|n| open(&ort, n));
         // Fresh inputs, not the checkpoint's reference image.
         let x = Tensor::randn(
             [BATCH as i64, channels as i64, size as i64, size as i64],
@@ -110,7 +114,12 @@ fn tch_tract_and_onnx_runtime_agree_at_every_width_of_every_backbone() {
             };
             let scale = reference.logits.iter().fold(0f32, |m, v| m.max(v.abs()));
             let emb_scale = reference.embedding.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let engines = [("tract", &tract), ("onnxruntime", &ort)];
+            let engines = [
+                ("tract", &tract),
+                ("onnxruntime", &ort),
+                ("tract 2T", &tract2),
+                ("ort 2T", &ort2),
+            ];
             let mut got = Vec::new();
             for (name, model) in engines {
                 let o = model.run(w, &input, BATCH).unwrap();
@@ -129,8 +138,10 @@ fn tch_tract_and_onnx_runtime_agree_at_every_width_of_every_backbone() {
                 );
                 got.push(o);
             }
-            let cross = max_abs_diff(&got[0].logits, &got[1].logits);
-            assert!(cross <= TOLERANCE, "tract vs onnxruntime: {cross:e}");
+            for (i, o) in got.iter().enumerate().skip(1) {
+                let cross = max_abs_diff(&got[0].logits, &o.logits);
+                assert!(cross <= TOLERANCE, "tract vs {}: {cross:e}", engines[i].0);
+            }
             assert!(
                 scale > 1e-3,
                 "logits are all ~0: the check would be vacuous"

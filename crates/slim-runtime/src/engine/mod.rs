@@ -5,11 +5,14 @@
 
 #[cfg(feature = "ort")]
 pub mod ort;
+pub mod profile;
 pub mod tract;
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 use crate::Error;
+pub use profile::Profile;
 pub use tract::TractEngine;
 
 /// The graph's outputs for a batch of `batch` images, row-major.
@@ -157,12 +160,26 @@ impl std::fmt::Display for Placement {
     }
 }
 
+/// Threads one graph's run may use; `None` leaves it to the engine: tract runs on the
+/// calling thread alone, ONNX Runtime keeps one intra-op thread per physical core.
+pub type Threads = Option<NonZeroUsize>;
+
 /// One loaded graph, shareable across threads.
 pub trait Engine: Send + Sync {
     /// Runs `batch` images (`image.len() == batch * C * H * W`).
     fn run(&self, image: &[f32], batch: usize) -> Result<Outputs, Error>;
     /// Where the graph really runs.
     fn placement(&self) -> Placement;
+    /// The threads one run uses, when the engine was told (`None`: the engine's default,
+    /// see [`Threads`]).
+    fn threads(&self) -> Option<usize>;
+    /// Each node's time over `runs` runs of `image` (tract only).
+    fn profile(&self, _image: &[f32], _batch: usize, _runs: usize) -> Result<Profile, Error> {
+        Err(Error::Unavailable(format!(
+            "per-node profiles come from tract; this graph runs on {}",
+            self.placement()
+        )))
+    }
 }
 
 /// Loads `proto` (already read and checked from `path`, its data inline) into `backend`:
@@ -172,9 +189,12 @@ pub fn load(
     path: &Path,
     proto: tract_onnx::pb::ModelProto,
     input_chw: [usize; 3],
+    threads: Threads,
 ) -> Result<Box<dyn Engine>, Error> {
     match backend {
-        Backend::Tract => Ok(Box::new(TractEngine::load(path, proto, input_chw)?)),
+        Backend::Tract => Ok(Box::new(TractEngine::load(
+            path, proto, input_chw, threads,
+        )?)),
         #[cfg(feature = "ort")]
         Backend::Ort { provider, fallback } => Ok(Box::new(ort::OrtEngine::load(
             path,
@@ -182,6 +202,7 @@ pub fn load(
             *provider,
             *fallback,
             input_chw,
+            threads,
         )?)),
         #[cfg(not(feature = "ort"))]
         Backend::Ort { .. } => Err(Error::Unavailable(

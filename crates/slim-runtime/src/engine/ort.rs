@@ -2,6 +2,7 @@
 //! installs libonnxruntime and writes the variable). An execution provider that fails to
 //! register is an error unless fallback was asked for, and the provider in use is reported.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -12,7 +13,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use slim_core::metadata;
 
-use super::{Engine, Outputs, Placement, Provider, check_input};
+use super::{Engine, Outputs, Placement, Provider, Threads, check_input};
 use crate::Error;
 
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -48,6 +49,7 @@ pub struct OrtEngine {
     session: Mutex<Session>,
     placement: Placement,
     chw: [usize; 3],
+    threads: Threads,
 }
 
 impl OrtEngine {
@@ -58,6 +60,7 @@ impl OrtEngine {
         provider: Provider,
         fallback: bool,
         chw: [usize; 3],
+        threads: Threads,
     ) -> Result<OrtEngine, Error> {
         let env = environment()?;
         let fail = |msg: String| Error::Backend {
@@ -69,10 +72,15 @@ impl OrtEngine {
         // spinning after its call (ONNX Runtime's default) takes the cores from the next
         // call on another width. Measured on 2 cores (benches/overhead.rs): with spinning,
         // a session next to another ran width 1.0 in 0.83-0.93 ms; without, 0.54 ms.
-        let builder = Session::builder(env)
+        let mut builder = Session::builder(env)
             .map_err(|e| fail(e.to_string()))?
             .with_intra_op_spinning(false)
             .map_err(|e| fail(e.to_string()))?;
+        if let Some(n) = threads {
+            builder = builder
+                .with_intra_threads(n.get())
+                .map_err(|e| fail(e.to_string()))?;
+        }
         let dispatch = match provider {
             Provider::Cpu => None,
             #[cfg(feature = "ort-cuda")]
@@ -122,6 +130,7 @@ impl OrtEngine {
             session: Mutex::new(session),
             placement,
             chw,
+            threads,
         })
     }
 }
@@ -153,5 +162,9 @@ impl Engine for OrtEngine {
 
     fn placement(&self) -> Placement {
         self.placement
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.threads.map(NonZeroUsize::get)
     }
 }

@@ -1,0 +1,336 @@
+//! tract against ONNX Runtime at equal threads, on models of real size: every width of
+//! ResNet-20 (1x28x28), ResNet-18 with the CIFAR stem (3x32x32) and MobileNetV2
+//! (3x224x224), random weights (latency does not depend on them), batch 1 and 32, each
+//! engine at 1 and 2 threads; beside them tract as the runtime ran it before (one plan
+//! with a symbolic batch, the whole batch at once, one thread) and each width's first-use
+//! load time.
+//!
+//! ```sh
+//! cargo bench -p slim-bench --bench engines --features ort -- [--quick] [--out DIR] [--keep DIR]
+//! ```
+//! Writes `engines.json` and `engines.md` (the README's tables) into `--out` (default
+//! `target/engines-bench`); `--keep` keeps the exported models there (e.g. for
+//! `slim-bench --profile`); `--only NAME` runs one backbone (`resnet20`, `resnet18-cifar`,
+//! `mobilenet-v2`). `--quick`: batch 1, a few calls, ResNet-20 unless `--only` (a smoke run).
+//! A figure is the median of timed calls after one untimed call; each configuration runs
+//! for about `SECONDS_PER_CONFIG` seconds (3 to 30 calls).
+
+use std::fmt::Write as _;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use slim_core::checkpoint;
+use slim_core::stats::percentile;
+use slim_core::{Backbone, ModelConfig, Width, init};
+use slim_runtime::calibrate::latency_samples;
+use slim_runtime::{Backend, SlimModel};
+use tract_onnx::prelude::*;
+
+const SECONDS_PER_CONFIG: f64 = 2.0;
+
+#[derive(Clone, Copy)]
+struct Model {
+    name: &'static str,
+    backbone: Backbone,
+    in_channels: usize,
+    size: usize,
+}
+
+const MODELS: [Model; 3] = [
+    Model {
+        name: "ResNet-20, 1x28x28",
+        backbone: Backbone::Resnet20,
+        in_channels: 1,
+        size: 28,
+    },
+    Model {
+        name: "ResNet-18 (CIFAR stem), 3x32x32",
+        backbone: Backbone::Resnet18Cifar,
+        in_channels: 3,
+        size: 32,
+    },
+    Model {
+        name: "MobileNetV2, 3x224x224",
+        backbone: Backbone::MobilenetV2,
+        in_channels: 3,
+        size: 224,
+    },
+];
+
+/// One measured configuration.
+#[derive(Serialize)]
+struct Row {
+    model: &'static str,
+    width: Width,
+    macs: u64,
+    batch: usize,
+    /// `tract`, `tract-symbolic` or `ort`.
+    engine: &'static str,
+    threads: usize,
+    p50_ms: f64,
+    calls: usize,
+    /// First use of the width: reading, checking and optimising its graph (batch 1).
+    load_ms: f64,
+}
+
+fn export(m: Model, dir: &Path) -> PathBuf {
+    let config = ModelConfig::new(
+        m.backbone,
+        m.in_channels,
+        m.size,
+        (0..10).map(|i| format!("class-{i}")).collect(),
+        vec![0.5; m.in_channels],
+        vec![0.25; m.in_channels],
+    );
+    let ckpt = dir.join(format!("{}.safetensors", m.backbone.name()));
+    checkpoint::save(&ckpt, &config, &init::random_tensors(&config, 1)).expect("checkpoint");
+    let out = dir.join(m.backbone.name());
+    slim_onnx::export(&ckpt, slim_onnx::WidthSelection::All, &out).expect("export");
+    out
+}
+
+/// Timed calls of `run` for about `SECONDS_PER_CONFIG`, after one untimed call.
+fn time(calls_max: usize, mut run: impl FnMut()) -> (f64, usize) {
+    let t = Instant::now();
+    run();
+    let first = t.elapsed().as_secs_f64();
+    let calls = ((SECONDS_PER_CONFIG / first.max(1e-6)) as usize).clamp(3, calls_max);
+    let ms: Vec<f64> = (0..calls)
+        .map(|_| {
+            let t = Instant::now();
+            run();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    (percentile(&ms, 0.5).expect("at least 3 calls"), calls)
+}
+
+/// The graph as the runtime ran it before: one plan, batch symbolic, one thread.
+fn symbolic_plan(path: &Path) -> TractResult<Arc<TypedSimplePlan>> {
+    tract_onnx::onnx()
+        .model_for_path(path)?
+        .into_optimized()?
+        .into_runnable()
+}
+
+fn input(len: usize) -> Vec<f32> {
+    (0..len).map(|i| (i % 97) as f32 / 48.0 - 1.0).collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let flag = |name: &str| {
+        let i = args.iter().position(|a| a == name)?;
+        Some(PathBuf::from(
+            args.get(i + 1).expect("a folder after the flag"),
+        ))
+    };
+    let out = flag("--out").unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/engines-bench")
+    });
+    let (batches, calls_max) = if quick {
+        (&[1][..], 5)
+    } else {
+        (&[1, 32][..], 30)
+    };
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| &args[i + 1]);
+    let models: Vec<Model> = match only {
+        Some(name) => MODELS
+            .into_iter()
+            .filter(|m| m.backbone.name() == name)
+            .collect(),
+        None if quick => MODELS[..1].to_vec(),
+        None => MODELS.to_vec(),
+    };
+    assert!(!models.is_empty(), "--only {only:?}: no such backbone");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let models_dir = flag("--keep").unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&models_dir).expect("models folder");
+    let mut rows = Vec::new();
+    for &m in &models {
+        let dir = export(m, &models_dir);
+        eprintln!("{}: exported to {}", m.name, dir.display());
+        for threads in [1, 2] {
+            let n = NonZeroUsize::new(threads);
+            let engines: &[(&str, Backend)] = &[
+                ("tract", Backend::Tract),
+                #[cfg(feature = "ort")]
+                (
+                    "ort",
+                    Backend::Ort {
+                        provider: slim_runtime::Provider::Cpu,
+                        fallback: false,
+                    },
+                ),
+            ];
+            for (engine, backend) in engines {
+                let model = SlimModel::open(&dir, backend.clone())
+                    .expect("open")
+                    .with_threads(n);
+                for e in model.manifest().widths.clone() {
+                    let t = Instant::now();
+                    model.engine(e.width).expect("load");
+                    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+                    for &batch in batches {
+                        let x = input(batch * model.image_len());
+                        let (p50_ms, calls) = time(calls_max, || {
+                            latency_samples(&model, e.width, &x, batch, (0, 1), || {})
+                                .expect("runs");
+                        });
+                        eprintln!(
+                            "  {engine} x{threads} width {} batch {batch}: {p50_ms:.3} ms ({calls} calls)",
+                            e.width
+                        );
+                        rows.push(Row {
+                            model: m.name,
+                            width: e.width,
+                            macs: e.macs,
+                            batch,
+                            engine,
+                            threads,
+                            p50_ms,
+                            calls,
+                            load_ms,
+                        });
+                    }
+                }
+            }
+        }
+        let manifest = slim_core::Manifest::load(&dir).expect("manifest");
+        for e in &manifest.widths {
+            let path = dir.join(&e.file);
+            let t = Instant::now();
+            let plan = symbolic_plan(&path).expect("tract loads");
+            let load_ms = t.elapsed().as_secs_f64() * 1e3;
+            let [c, s] = [m.in_channels, m.size];
+            for &batch in batches {
+                let x = input(batch * c * s * s);
+                let (p50_ms, calls) = time(calls_max, || {
+                    let t = Tensor::from_shape(&[batch, c, s, s], &x).expect("shape");
+                    std::hint::black_box(plan.run(tvec![t.into()]).expect("runs"));
+                });
+                eprintln!(
+                    "  tract-symbolic x1 width {} batch {batch}: {p50_ms:.3} ms",
+                    e.width
+                );
+                rows.push(Row {
+                    model: m.name,
+                    width: e.width,
+                    macs: e.macs,
+                    batch,
+                    engine: "tract-symbolic",
+                    threads: 1,
+                    p50_ms,
+                    calls,
+                    load_ms,
+                });
+            }
+        }
+    }
+    std::fs::create_dir_all(&out).expect("out folder");
+    let json = serde_json::to_string_pretty(&rows).expect("rows serialise");
+    std::fs::write(out.join("engines.json"), json).expect("write engines.json");
+    let md = tables(&rows);
+    std::fs::write(out.join("engines.md"), &md).expect("write engines.md");
+    print!("{md}");
+    eprintln!("wrote {}", out.join("engines.{json,md}").display());
+}
+
+fn find<'a>(rows: &'a [Row], r: &Row, engine: &str, threads: usize) -> Option<&'a Row> {
+    rows.iter().find(|o| {
+        o.model == r.model
+            && o.width == r.width
+            && o.batch == r.batch
+            && o.engine == engine
+            && o.threads == threads
+    })
+}
+
+fn ratio(a: Option<&Row>, b: Option<&Row>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a.p50_ms / b.p50_ms),
+        _ => "-".into(),
+    }
+}
+
+fn ms(r: Option<&Row>) -> String {
+    r.map_or("-".into(), |r| format!("{:.3}", r.p50_ms))
+}
+
+/// The README's tables: engines at equal threads; width against MACs; symbolic against
+/// concrete plans and load times.
+fn tables(rows: &[Row]) -> String {
+    let mut s = String::new();
+    let keys: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.engine == "tract" && r.threads == 1)
+        .collect();
+    s += "| model | width | batch | tract 1T ms | ORT 1T ms | tract/ORT 1T | tract 2T ms | ORT 2T ms | tract/ORT 2T |\n";
+    s += "|---|---|---|---|---|---|---|---|---|\n";
+    for r in &keys {
+        let [t1, o1, t2, o2] =
+            [("tract", 1), ("ort", 1), ("tract", 2), ("ort", 2)].map(|(e, n)| find(rows, r, e, n));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.model,
+            r.width,
+            r.batch,
+            ms(t1),
+            ms(o1),
+            ratio(t1, o1),
+            ms(t2),
+            ms(o2),
+            ratio(t2, o2)
+        );
+    }
+    s += "\nLatency of each width against width 1.0, beside the MACs ratio (1 thread):\n\n";
+    s += "| model | width | batch | MACs ratio | tract | ORT |\n|---|---|---|---|---|---|\n";
+    for r in &keys {
+        let full = |e: &str| {
+            rows.iter().find(|o| {
+                o.model == r.model
+                    && o.width == Width::FULL
+                    && o.batch == r.batch
+                    && o.engine == e
+                    && o.threads == 1
+            })
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.3} | {} | {} |",
+            r.model,
+            r.width,
+            r.batch,
+            r.macs as f64 / full("tract").map_or(f64::NAN, |f| f.macs as f64),
+            ratio(Some(r), full("tract")),
+            ratio(find(rows, r, "ort", 1), full("ort")),
+        );
+    }
+    s += "\ntract now (a plan for one image, a batch image by image) against before (one plan \
+          with a symbolic batch, run on the whole batch), 1 thread, and first-use load time:\n\n";
+    s += "| model | width | batch | before ms | now ms | now/before | load before ms | load now ms |\n";
+    s += "|---|---|---|---|---|---|---|---|\n";
+    for r in &keys {
+        let sym = find(rows, r, "tract-symbolic", 1);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.3} | {} | {} | {:.1} |",
+            r.model,
+            r.width,
+            r.batch,
+            ms(sym),
+            r.p50_ms,
+            ratio(Some(r), sym),
+            sym.map_or("-".into(), |x| format!("{:.1}", x.load_ms)),
+            r.load_ms
+        );
+    }
+    s
+}
