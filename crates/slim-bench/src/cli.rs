@@ -100,26 +100,23 @@ fn default_label(r: &Report) -> String {
 }
 
 /// Intra-op threads of one graph, and where that figure comes from: the engine's own
-/// answer when it was told a count, else its documented default.
+/// answer when it has one, else ONNX Runtime's documented default.
 fn intra_op_threads(engine: &dyn Engine, m: &Machine) -> (Option<usize>, String) {
-    if let Some(n) = engine.threads() {
-        let how = match engine.placement() {
-            Placement::Tract if n == 1 => "tract on the calling thread (--threads 1)",
-            Placement::Tract => "tract's multithreaded kernels on a pool (--threads)",
-            Placement::Ort { .. } => "ONNX Runtime's intra-op pool (--threads)",
-        };
-        (Some(n), how.into())
-    } else if engine.placement() == Placement::Tract {
-        (
-            Some(1),
-            "tract runs each graph on the calling thread".into(),
-        )
-    } else {
-        (
-            Some(m.physical_cores.unwrap_or(m.logical_cores)),
-            "ONNX Runtime's default: one intra-op thread per physical core".into(),
-        )
-    }
+    let how = match (engine.placement(), engine.threads()) {
+        (Placement::Tract, Some(1)) => "tract runs each graph on the calling thread".into(),
+        (Placement::Tract, _) => "tract: a batch's images spread over a pool, one image's \
+                                  kernels on it at batch 1 (--threads)"
+            .into(),
+        (Placement::Ort { .. }, Some(_)) => "ONNX Runtime's intra-op pool (--threads)".into(),
+        (Placement::Ort { .. }, None) => {
+            let n = m.physical_cores.unwrap_or(m.logical_cores);
+            return (
+                Some(n),
+                "ONNX Runtime's default: one intra-op thread per physical core".into(),
+            );
+        }
+    };
+    (engine.threads(), how)
 }
 
 #[cfg(feature = "ort")]

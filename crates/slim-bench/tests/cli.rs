@@ -476,7 +476,7 @@ fn threads_are_reported_as_used_and_a_profile_shows_the_operators() {
         s(&out),
     ]);
     assert!(
-        stdout.contains("intra-op threads: 2 (tract's multithreaded kernels"),
+        stdout.contains("intra-op threads: 2 (tract: a batch's images spread over a pool"),
         "{stdout}"
     );
     let report: serde_json::Value =

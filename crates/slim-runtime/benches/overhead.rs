@@ -27,11 +27,13 @@ struct Variant {
 }
 
 fn tract_direct(path: &Path, chw: [usize; 3], x: Vec<f32>) -> TractResult<Box<dyn FnMut()>> {
+    let [c, h, w] = chw;
+    // The plan the runtime builds: optimised for one image of the concrete shape.
     let plan = tract_onnx::onnx()
         .model_for_path(path)?
+        .with_input_fact(0, f32::fact([1, c, h, w]).into())?
         .into_optimized()?
         .into_runnable()?;
-    let [c, h, w] = chw;
     Ok(Box::new(move || {
         let input = Tensor::from_shape(&[1, c, h, w], &x).expect("shape");
         let out = plan.run(tvec![input.into()]).expect("tract runs");

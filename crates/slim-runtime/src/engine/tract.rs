@@ -3,11 +3,11 @@
 //! The graph is optimised once for one image of the concrete input shape, so that tract
 //! picks its kernels for the known shape, and a batch runs image by image on that plan:
 //! up to `threads` images at a time on a shared rayon pool, whose threads also serve
-//! tract-linalg's multithreaded kernels. Measured on 2 cores (`benches/engines.rs` in
-//! slim-bench, README): the concrete plan ran batch 1 at 0.13-0.77x the time of a plan
-//! with a symbolic batch, and image by image beat a whole-batch plan at batch 32 on every
-//! model and width (MobileNetV2 spent half its batch-32 time in transposes and unfused
-//! bias additions that batch 1 does not have).
+//! tract-linalg's multithreaded kernels at batch 1. Measured on 2 cores (slim-bench's
+//! `engines` benchmark, README): 0.09-0.81x the time of a plan with a symbolic batch at
+//! batch 1, and image by image beat a plan for the whole batch of 32 on every model and
+//! width (MobileNetV2's spent half its time in transposes and unfused bias additions
+//! that the batch-1 plan does not have).
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
