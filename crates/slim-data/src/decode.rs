@@ -25,6 +25,15 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 pub const MAX_PIXELS: u64 = 1 << 28;
 /// Largest allocation a decoder may make.
 pub const MAX_ALLOC: u64 = 1 << 30;
+/// Most pixels per byte of file an image of over [`BOMB_FLOOR_PIXELS`] may claim. No real
+/// PNG or JPEG comes near it (deflate stops near 1032:1, and a JPEG spends at least two
+/// bits on every 8x8 block: 256 pixels a byte); a header that claims more is truncated
+/// or a decompression bomb, and decoding it would fill hundreds of MB from nothing (the
+/// fuzzer found a 686-byte JPEG that took 10 s and 788 MB). A WebP or BMP of one flat
+/// color could exceed it and is refused too.
+pub const MAX_PIXELS_PER_BYTE: u64 = 4096;
+/// Images up to this many pixels are never judged by [`MAX_PIXELS_PER_BYTE`].
+pub const BOMB_FLOOR_PIXELS: u64 = 1 << 20;
 
 /// An 8-bit image, height x width x channels (interleaved).
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +124,18 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Image, Error> {
     reader.limits(limits);
     let fail = |e: image::ImageError| Error::at(path, format!("cannot be decoded: {e}"));
     let mut decoder = reader.into_decoder().map_err(fail)?;
+    let (w, h) = decoder.dimensions();
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > BOMB_FLOOR_PIXELS && pixels > MAX_PIXELS_PER_BYTE * bytes.len() as u64 {
+        return Err(Error::at(
+            path,
+            format!(
+                "claims {w}x{h} pixels in {} bytes, more than {MAX_PIXELS_PER_BYTE} a byte \
+                 that a real image can hold: truncated or a decompression bomb, refused",
+                bytes.len()
+            ),
+        ));
+    }
     if decoder.total_bytes() > MAX_ALLOC {
         return Err(Error::at(
             path,
@@ -292,6 +313,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bomb.png") && err.contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn headers_claiming_more_pixels_than_their_bytes_hold_are_refused_before_decoding() {
+        // Found by tools/fuzz.sh (image target): each took 10 s and 788 MB to decode.
+        for (name, bytes) in [
+            (
+                "jpeg-claims-14348x13879-in-686-bytes.jpg",
+                &include_bytes!("../tests/fuzz/jpeg-claims-14348x13879-in-686-bytes.jpg")[..],
+            ),
+            (
+                "jpeg-claims-14355x13623-in-717-bytes.jpg",
+                &include_bytes!("../tests/fuzz/jpeg-claims-14355x13623-in-717-bytes.jpg")[..],
+            ),
+        ] {
+            let t = std::time::Instant::now();
+            let err = decode(Path::new(name), bytes).unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains("decompression bomb"),
+                "{err}"
+            );
+            assert!(t.elapsed().as_secs() < 2, "refused before decoding");
+        }
+        // A flat 2048 x 2048 PNG, as compressed as deflate makes it, still decodes.
+        let flat = encode(
+            DynamicImage::ImageLuma8(ImageBuffer::from_pixel(2048, 2048, Luma([7u8]))),
+            ImageFormat::Png,
+        );
+        assert!((2048 * 2048 / flat.len() as u64) < MAX_PIXELS_PER_BYTE);
+        assert_eq!(decode(Path::new("flat.png"), &flat).unwrap().width, 2048);
     }
 
     #[test]
