@@ -23,8 +23,7 @@ use std::time::Instant;
 use serde::Serialize;
 use slim_core::checkpoint;
 use slim_core::stats::percentile;
-use slim_core::{Backbone, ModelConfig, Width, init};
-use slim_runtime::calibrate::latency_samples;
+use slim_core::{Backbone, ModelConfig, Width, WidthEntry, init};
 use slim_runtime::{Backend, SlimModel};
 use tract_onnx::prelude::*;
 
@@ -73,6 +72,37 @@ struct Row {
     calls: usize,
     /// First use of the width: reading, checking and optimising its graph (batch 1).
     load_ms: f64,
+}
+
+/// What one width is measured with.
+struct At<'a> {
+    model: &'static str,
+    width: &'a WidthEntry,
+    engine: &'static str,
+    threads: usize,
+    load_ms: f64,
+}
+
+impl Row {
+    /// Times `run` at `batch` (see [`time`]), prints the figure and keeps it.
+    fn measured(at: &At, batch: usize, calls_max: usize, run: impl FnMut()) -> Row {
+        let (p50_ms, calls) = time(calls_max, run);
+        eprintln!(
+            "  {} x{} width {} batch {batch}: {p50_ms:.3} ms ({calls} calls)",
+            at.engine, at.threads, at.width.width
+        );
+        Row {
+            model: at.model,
+            width: at.width.width,
+            macs: at.width.macs,
+            batch,
+            engine: at.engine,
+            threads: at.threads,
+            p50_ms,
+            calls,
+            load_ms: at.load_ms,
+        }
+    }
 }
 
 fn export(m: Model, dir: &Path) -> PathBuf {
@@ -155,6 +185,7 @@ fn main() {
     let mut rows = Vec::new();
     for &m in &models {
         let dir = export(m, &models_dir);
+        let manifest = slim_core::Manifest::load(&dir).expect("manifest");
         eprintln!("{}: exported to {}", m.name, dir.display());
         for threads in [1, 2] {
             let n = NonZeroUsize::new(threads);
@@ -173,63 +204,42 @@ fn main() {
                 let model = SlimModel::open(&dir, backend.clone())
                     .expect("open")
                     .with_threads(n);
-                for e in model.manifest().widths.clone() {
+                for e in &manifest.widths {
                     let t = Instant::now();
                     model.engine(e.width).expect("load");
-                    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+                    let at = At {
+                        model: m.name,
+                        width: e,
+                        engine,
+                        threads,
+                        load_ms: t.elapsed().as_secs_f64() * 1e3,
+                    };
                     for &batch in batches {
                         let x = input(batch * model.image_len());
-                        let (p50_ms, calls) = time(calls_max, || {
-                            latency_samples(&model, e.width, &x, batch, (0, 1), || {})
-                                .expect("runs");
-                        });
-                        eprintln!(
-                            "  {engine} x{threads} width {} batch {batch}: {p50_ms:.3} ms ({calls} calls)",
-                            e.width
-                        );
-                        rows.push(Row {
-                            model: m.name,
-                            width: e.width,
-                            macs: e.macs,
-                            batch,
-                            engine,
-                            threads,
-                            p50_ms,
-                            calls,
-                            load_ms,
-                        });
+                        rows.push(Row::measured(&at, batch, calls_max, || {
+                            model.run(e.width, &x, batch).expect("runs");
+                        }));
                     }
                 }
             }
         }
-        let manifest = slim_core::Manifest::load(&dir).expect("manifest");
         for e in &manifest.widths {
-            let path = dir.join(&e.file);
             let t = Instant::now();
-            let plan = symbolic_plan(&path).expect("tract loads");
-            let load_ms = t.elapsed().as_secs_f64() * 1e3;
+            let plan = symbolic_plan(&dir.join(&e.file)).expect("tract loads");
+            let at = At {
+                model: m.name,
+                width: e,
+                engine: "tract-symbolic",
+                threads: 1,
+                load_ms: t.elapsed().as_secs_f64() * 1e3,
+            };
             let [c, s] = [m.in_channels, m.size];
             for &batch in batches {
                 let x = input(batch * c * s * s);
-                let (p50_ms, calls) = time(calls_max, || {
+                rows.push(Row::measured(&at, batch, calls_max, || {
                     let t = Tensor::from_shape(&[batch, c, s, s], &x).expect("shape");
                     std::hint::black_box(plan.run(tvec![t.into()]).expect("runs"));
-                });
-                eprintln!(
-                    "  tract-symbolic x1 width {} batch {batch}: {p50_ms:.3} ms",
-                    e.width
-                );
-                rows.push(Row {
-                    model: m.name,
-                    width: e.width,
-                    macs: e.macs,
-                    batch,
-                    engine: "tract-symbolic",
-                    threads: 1,
-                    p50_ms,
-                    calls,
-                    load_ms,
-                });
+                }));
             }
         }
     }

@@ -100,14 +100,21 @@ fn a_profile_names_the_operators_of_a_run() {
     let model = SlimModel::open(&fixture(), Backend::Tract).unwrap();
     let engine = model.engine(width(1.0)).unwrap();
     let x = ramp(2 * model.image_len());
+    let t = std::time::Instant::now();
     let p = engine.profile(&x, 2, 3).unwrap();
+    let wall_ms_per_run = t.elapsed().as_secs_f64() * 1e3 / 3.0;
     assert_eq!((p.batch, p.runs), (2, 3));
     assert!(
         p.nodes.len() > 20,
         "ResNet-20 has more nodes than {}",
         p.nodes.len()
     );
-    assert!(p.nodes.iter().all(|n| n.ms > 0.0));
+    // Node times are parts of each run: none counted twice, none made up.
+    assert!(
+        p.total_ms() > 0.0 && p.total_ms() <= wall_ms_per_run,
+        "{} ms of nodes in a {wall_ms_per_run} ms run",
+        p.total_ms()
+    );
     let ops = p.by_op();
     assert!(
         ops.iter()

@@ -30,7 +30,6 @@ pub struct TractEngine {
     plan: Arc<TypedSimplePlan>,
     /// `None`: the calling thread alone.
     pool: Option<Arc<rayon::ThreadPool>>,
-    threads: usize,
 }
 
 impl TractEngine {
@@ -56,8 +55,15 @@ impl TractEngine {
             chw,
             plan,
             pool,
-            threads,
         })
+    }
+
+    /// Where one image's kernels run when it is the only work: the pool, if there is one.
+    fn kernel_executor(&self) -> Executor {
+        match &self.pool {
+            Some(pool) => Executor::MultiThread(pool.clone()),
+            None => Executor::SingleThread,
+        }
     }
 
     fn image_tensor(&self, image: &[f32]) -> Result<TValue, Error> {
@@ -119,7 +125,6 @@ impl Engine for TractEngine {
     fn run(&self, image: &[f32], batch: usize) -> Result<Outputs, Error> {
         check_input(image, batch, self.chw)?;
         let per_image = image.len() / batch;
-        let images = image.chunks(per_image);
         let rows: Vec<[Vec<f32>; 2]> = match &self.pool {
             Some(pool) if batch > 1 => pool.install(|| {
                 image
@@ -127,11 +132,9 @@ impl Engine for TractEngine {
                     .map(|x| self.run_one(x, Executor::SingleThread))
                     .collect::<Result<_, _>>()
             })?,
-            Some(pool) => images
-                .map(|x| self.run_one(x, Executor::MultiThread(pool.clone())))
-                .collect::<Result<_, _>>()?,
-            None => images
-                .map(|x| self.run_one(x, Executor::SingleThread))
+            _ => image
+                .chunks(per_image)
+                .map(|x| self.run_one(x, self.kernel_executor()))
                 .collect::<Result<_, _>>()?,
         };
         let mut out = Outputs {
@@ -151,7 +154,7 @@ impl Engine for TractEngine {
     }
 
     fn threads(&self) -> Option<usize> {
-        Some(self.threads)
+        Some(self.pool.as_ref().map_or(1, |p| p.current_num_threads()))
     }
 
     /// Every image of the batch runs on the one plan, one after another, its kernels on
@@ -160,25 +163,16 @@ impl Engine for TractEngine {
         check_input(image, batch, self.chw)?;
         let fail = |e| fail(&self.path, e);
         let mut state = TypedSimpleState::new(&self.plan).map_err(fail)?;
-        let n = self.plan.model().nodes().len();
-        let mut seconds = vec![0.0; n];
-        let mut order = Vec::with_capacity(n);
+        let mut seconds = vec![0.0; self.plan.model().nodes().len()];
         let runs = runs.max(1);
-        let executor = match &self.pool {
-            Some(pool) => Executor::MultiThread(pool.clone()),
-            None => Executor::SingleThread,
-        };
         for _ in 0..runs {
             for x in image.chunks(image.len() / batch) {
                 let input = self.image_tensor(x)?;
-                multithread::multithread_tract_scope(executor.clone(), || {
+                multithread::multithread_tract_scope(self.kernel_executor(), || {
                     state.run_plan_with_eval(tvec![input], |ctx, op_state, node, inputs| {
                         let t = Instant::now();
                         let out = tract_core::plan::eval(ctx, op_state, node, inputs);
-                        if seconds[node.id] == 0.0 {
-                            order.push(node.id);
-                        }
-                        seconds[node.id] += t.elapsed().as_secs_f64().max(f64::MIN_POSITIVE);
+                        seconds[node.id] += t.elapsed().as_secs_f64();
                         out
                     })
                 })
@@ -189,9 +183,11 @@ impl Engine for TractEngine {
         Ok(Profile {
             batch,
             runs,
-            nodes: order
-                .into_iter()
-                .map(|id| NodeTime {
+            nodes: self
+                .plan
+                .order_without_consts()
+                .iter()
+                .map(|&id| NodeTime {
                     node: model.node(id).name.clone(),
                     op: model.node(id).op.name().to_string(),
                     ms: seconds[id] * 1e3 / runs as f64,
