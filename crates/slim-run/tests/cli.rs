@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use slim_data::Split;
-
 use slim_test_utils::model as fixture;
 
 fn slim_run(args: &[&str]) -> Output {
@@ -22,20 +20,9 @@ fn text(b: &[u8]) -> String {
 
 /// The first `n` Fashion-MNIST test images as PNG files in `dir`, with their class names.
 fn pngs(dir: &Path, n: usize) -> Vec<(String, String)> {
-    let data = slim_test_utils::fashion_mnist();
-    let ds = slim_data::open(&data, Split::Test).unwrap();
-    (0..n)
-        .map(|i| {
-            let img = ds.image(i).unwrap();
-            let buf =
-                image::GrayImage::from_raw(img.width as u32, img.height as u32, img.data).unwrap();
-            let p = dir.join(format!("test-{i}.png"));
-            buf.save(&p).unwrap();
-            (
-                p.to_string_lossy().into_owned(),
-                ds.class_names()[ds.label(i)].clone(),
-            )
-        })
+    slim_test_utils::fashion_mnist_pngs(dir, n)
+        .into_iter()
+        .map(|(p, class)| (p.to_string_lossy().into_owned(), class))
         .collect()
 }
 

@@ -3,6 +3,7 @@
 //! - [`model`]: the real exported model committed in `models/fashion-mnist-resnet20`;
 //! - [`model_copy`] / [`copy_dir`]: a copy of it (or any folder) that a test may damage;
 //! - [`fashion_mnist`]: the Fashion-MNIST IDX folder that `tools/setup.sh` installs;
+//! - [`fashion_mnist_pngs`]: its first test images written as PNG files;
 //! - [`width`] / [`widths`]: widths from literals;
 //! - [`kill_at_random_points`]: SIGKILL a command at many points of its run.
 
@@ -41,6 +42,22 @@ pub fn fashion_mnist() -> PathBuf {
     std::env::var_os("FASHION_MNIST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/usr/share/datasets/fashion-mnist".into())
+}
+
+/// The first `n` Fashion-MNIST test images as PNG files `test-{i}.png` in `dir`, with
+/// their class names.
+pub fn fashion_mnist_pngs(dir: &Path, n: usize) -> Vec<(PathBuf, String)> {
+    let ds = slim_data::open(&fashion_mnist(), slim_data::Split::Test).expect("Fashion-MNIST");
+    (0..n)
+        .map(|i| {
+            let img = ds.image(i).expect("a test image");
+            let (w, h) = (img.width as u32, img.height as u32);
+            let buf = image::GrayImage::from_raw(w, h, img.data).expect("a grayscale image");
+            let p = dir.join(format!("test-{i}.png"));
+            buf.save(&p).expect("write a PNG");
+            (p, ds.class_names()[ds.label(i)].clone())
+        })
+        .collect()
 }
 
 /// The width `x`, which a test knows to be in (0, 1].

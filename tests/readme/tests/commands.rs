@@ -1,6 +1,6 @@
 //! Every command line in a `sh` block of the READMEs must parse, so that a renamed or
-//! removed flag fails CI instead of a reader: `slim-train`, `slim-export`, `slim-bench`
-//! and `slim-run` lines through the binaries' own clap definitions, `cargo` lines against
+//! removed flag fails CI instead of a reader: `slim-train`, `slim-export`, `slim-bench`,
+//! `slim-run` and `slim-serve` lines through the binaries' own clap definitions, `cargo` lines against
 //! the workspace's packages, features, examples and benches, scripts against `tools/`.
 //! A line this test does not know is an error, so a new kind of snippet gets a check.
 
@@ -146,6 +146,7 @@ fn check_binary(name: &str, words: &[String]) -> Option<Result<(), String>> {
         "slim-export" => slim_onnx::cli::Args::try_parse_from(words).map(drop),
         "slim-bench" => slim_bench::cli::Args::try_parse_from(words).map(drop),
         "slim-run" => slim_run::cli::Args::try_parse_from(words).map(drop),
+        "slim-serve" => slim_serve::cli::Args::try_parse_from(words).map(drop),
         _ => return None,
     };
     Some(parsed.map_err(|e| e.to_string()))
