@@ -3,6 +3,7 @@
 //! (filled points are on it, hollow ones are dominated). Written as `plot.png` and
 //! `plot.svg`, two panels side by side, [`SIZE`] pixels. Text is set in a DejaVu Sans
 //! subset compiled into the binary, so the PNG looks the same on machines without fonts.
+//! [`write_figure`] writes any [`Figure`] the same way (slim-serve's load timeline).
 
 use slim_core::Width;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use crate::report::Report;
 pub const SIZE: (u32, u32) = (1200, 520);
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
-const COLORS: [RGBColor; 5] = [
+pub const COLORS: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -80,7 +81,7 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
 }
 
 /// A tick label: three significant digits at most, no trailing zeros.
-fn tick(v: f64) -> String {
+pub fn tick(v: f64) -> String {
     let decimals = if v >= 100.0 {
         0
     } else if v >= 10.0 {
@@ -242,16 +243,31 @@ fn panel<DB: DrawingBackend>(
     Ok(())
 }
 
-fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    series: &[Series],
+/// A picture that can be drawn on any plotters backend: the same code makes the PNG and
+/// the SVG.
+pub trait Figure {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+struct TradeOff<'a> {
+    series: &'a [Series],
     batch: usize,
-) -> Result<(), String> {
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (left, right) = root.split_horizontally(SIZE.0 / 2);
-    panel(&left, series, Cost::Macs, batch)?;
-    panel(&right, series, Cost::Latency, batch)?;
-    root.present().map_err(|e| e.to_string())
+}
+
+impl Figure for TradeOff<'_> {
+    fn size(&self) -> (u32, u32) {
+        SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (left, right) = root.split_horizontally(SIZE.0 / 2);
+        panel(&left, self.series, Cost::Macs, self.batch)?;
+        panel(&right, self.series, Cost::Latency, self.batch)?;
+        root.present().map_err(|e| e.to_string())
+    }
 }
 
 /// Registers the bundled font as plotters' `sans-serif`, once.
@@ -264,36 +280,38 @@ fn register_font() -> Result<(), String> {
         .ok_or_else(|| "the bundled font does not parse".to_string())
 }
 
-/// Writes `dir/plot.png` and `dir/plot.svg` for `series` (the first is this run), with
-/// latency at `batch`; returns the two paths.
-pub fn write(dir: &Path, series: &[Series], batch: usize) -> Result<Vec<PathBuf>, Error> {
-    let (png_path, svg_path) = (dir.join("plot.png"), dir.join("plot.svg"));
+/// Writes `figure` as a PNG at `png_path` and an SVG at `svg_path`, each atomically, text
+/// in the bundled font.
+pub fn write_figure(figure: &impl Figure, png_path: &Path, svg_path: &Path) -> Result<(), Error> {
     let fail = |path: &Path, msg: String| Error::Plot {
         path: path.to_path_buf(),
         msg,
     };
-    register_font().map_err(|m| fail(&png_path, m))?;
-    let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    draw(
-        BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area(),
-        series,
-        batch,
-    )
-    .map_err(|m| fail(&png_path, m))?;
+    register_font().map_err(|m| fail(png_path, m))?;
+    let size = figure.size();
+    let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
+    figure
+        .draw(BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area())
+        .map_err(|m| fail(png_path, m))?;
     let mut png = Vec::new();
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     PngEncoder::new_with_quality(&mut png, CompressionType::Best, FilterType::Adaptive)
-        .write_image(&rgb, SIZE.0, SIZE.1, image::ExtendedColorType::Rgb8)
-        .map_err(|e| fail(&png_path, e.to_string()))?;
-    slim_core::fsutil::atomic_write(&png_path, &png)?;
+        .write_image(&rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
+        .map_err(|e| fail(png_path, e.to_string()))?;
+    slim_core::fsutil::atomic_write(png_path, &png)?;
     let mut svg = String::new();
-    draw(
-        SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(),
-        series,
-        batch,
-    )
-    .map_err(|m| fail(&svg_path, m))?;
-    slim_core::fsutil::atomic_write(&svg_path, svg.as_bytes())?;
+    figure
+        .draw(SVGBackend::with_string(&mut svg, size).into_drawing_area())
+        .map_err(|m| fail(svg_path, m))?;
+    slim_core::fsutil::atomic_write(svg_path, svg.as_bytes())?;
+    Ok(())
+}
+
+/// Writes `dir/plot.png` and `dir/plot.svg` for `series` (the first is this run), with
+/// latency at `batch`; returns the two paths.
+pub fn write(dir: &Path, series: &[Series], batch: usize) -> Result<Vec<PathBuf>, Error> {
+    let (png_path, svg_path) = (dir.join("plot.png"), dir.join("plot.svg"));
+    write_figure(&TradeOff { series, batch }, &png_path, &svg_path)?;
     Ok(vec![png_path, svg_path])
 }
 

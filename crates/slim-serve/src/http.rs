@@ -2,13 +2,18 @@
 //! `POST /classify` (an image body; its top classes and the width that served it as JSON),
 //! `GET /stats` (the controller's state as JSON) and `GET /metrics` (Prometheus text).
 //! Limits: a body over `max_body` is refused with 413 before it is read, one that does not
-//! arrive within `body_timeout` with 408, a full queue with 503 and `Retry-After`; a client
-//! that does not send its request head within `header_timeout` (also the idle time allowed
-//! between requests on a kept-alive connection) has its connection closed by hyper.
+//! arrive within `body_timeout` with 408, a full queue with 503 and `Retry-After`; a request
+//! head not complete within `header_timeout` gets a 408 and its connection is closed
+//! (hyper's header read timeout, which also closes a kept-alive connection left idle that
+//! long: that one silently, as no request was begun).
 
 use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -22,7 +27,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::metrics::Refusal;
 use crate::service::{Failure, Service};
@@ -208,14 +214,25 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok((stream, reply)) = Watched::new(stream) else {
+            continue; // the connection is already gone
+        };
+        let begun = stream.begun.clone();
         let service = TowerToHyperService::new(router.clone());
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
+        let timeout_body = json!({ "error": format!("the request head did not arrive within {} ms", header_timeout.as_millis()) }).to_string();
         tokio::spawn(async move {
-            let _ = conn.await; // a client's broken or timed-out connection ends only itself
+            // A client's broken or timed-out connection ends only itself.
+            if let Err(e) = conn.await
+                && e.is_timeout()
+                && begun.load(Ordering::Relaxed)
+            {
+                request_timeout(reply, &timeout_body);
+            }
             drop(permit);
         });
     }
@@ -225,6 +242,86 @@ pub async fn serve(
     drop(router);
     drop(Arc::into_inner(app));
     Ok(())
+}
+
+/// A connection that notes whether a request has begun arriving since the last response
+/// was written, so that a head cut off by the header timeout can be told from an idle
+/// kept-alive connection.
+struct Watched {
+    stream: TcpStream,
+    begun: Arc<AtomicBool>,
+}
+
+impl Watched {
+    /// The watched stream and a second handle on the same socket, for a reply after hyper
+    /// has given the stream up.
+    fn new(stream: TcpStream) -> std::io::Result<(Watched, std::net::TcpStream)> {
+        let std = stream.into_std()?;
+        let reply = std.try_clone()?;
+        let stream = TcpStream::from_std(std)?;
+        let begun = Arc::new(AtomicBool::new(false));
+        Ok((Watched { stream, begun }, reply))
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut me.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            me.begun.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        me.begun.store(false, Ordering::Relaxed);
+        Pin::new(&mut me.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        me.begun.store(false, Ordering::Relaxed);
+        Pin::new(&mut me.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Answers a request whose head timed out with 408, best effort: a small write into an
+/// empty send buffer, on a socket that closes when `reply` is dropped.
+fn request_timeout(mut reply: std::net::TcpStream, body: &str) {
+    let _ = write!(
+        reply,
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 /// A service running on its own threads (a tokio runtime for the HTTP layer, the model

@@ -6,12 +6,14 @@
 //! - [`http`]: hyper and axum, body and time limits, `/classify`, `/stats`, `/metrics`;
 //! - [`metrics`]: the Prometheus metrics;
 //! - [`load`]: closed-loop clients, a line per second, resident memory from `/metrics`;
+//! - [`plot`]: a load run drawn over time;
 //! - [`cli`]: the `serve` and `load` subcommands.
 
 pub mod cli;
 pub mod http;
 pub mod load;
 pub mod metrics;
+pub mod plot;
 pub mod service;
 
 /// What the library's parts fail with.
@@ -22,9 +24,7 @@ pub enum Error {
     /// The load client could not talk to the service.
     #[error("{0}")]
     Client(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    /// The timeline could not be drawn or written.
+    #[error(transparent)]
+    Plot(#[from] slim_bench::Error),
 }

@@ -55,6 +55,8 @@ fn serve_load_and_stop_on_ctrl_c() {
             "--json",
         ])
         .arg(&report)
+        .arg("--plot")
+        .arg(dir.path().join("timeline"))
         .arg(&images)
         .output()
         .unwrap();
@@ -72,6 +74,13 @@ fn serve_load_and_stop_on_ctrl_c() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(v["failed"].as_u64(), Some(0), "{v}");
     assert!(v["ok"].as_u64().unwrap() > 0, "{v}");
+    let png = image::open(dir.path().join("timeline.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (1200, 900));
+    let svg = std::fs::read_to_string(dir.path().join("timeline.svg")).unwrap();
+    assert!(
+        svg.contains("p95 target 50 ms"),
+        "the target's legend is missing"
+    );
     let kill = Command::new("kill")
         .args(["-INT", &server.id().to_string()])
         .status()

@@ -201,14 +201,32 @@ fn bad_requests_get_a_clear_status_and_the_service_goes_on() {
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("did not arrive within 400 ms"), "{reply}");
     assert!(took < Duration::from_secs(4), "{took:?}");
-    // A head that never ends: the connection is closed after the header timeout.
+    // A head that never ends: 408 after the header timeout, and the connection closed.
     let (reply, took) = raw(
         &addr,
         &[b"POST /classify HTTP/1.1\r\nHost: t\r\n", b"X-Slow: 1\r\n"],
         Duration::from_secs(2),
     );
-    assert!(!reply.contains("200 OK"), "{reply}");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(
+        reply.contains("head did not arrive within 400 ms"),
+        "{reply}"
+    );
     assert!(took < Duration::from_secs(4), "{took:?}");
+    // A kept-alive connection left idle is closed without a word.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    let t = Instant::now();
+    let _ = s.read_to_end(&mut rest);
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("HTTP/1.1 408"), "{rest}");
     let text = metrics(&addr);
     assert_eq!(
         value(&text, r#"slim_refused_total{reason="bad_image"}"#),

@@ -34,6 +34,10 @@ pub struct Load {
     /// Writes the report, every second included, as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draws the run over time (p95 against the target, width, resident memory) as
+    /// STEM.png and STEM.svg.
+    #[arg(long, value_name = "STEM")]
+    pub plot: Option<PathBuf>,
 }
 
 fn read_images(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
@@ -141,8 +145,10 @@ pub fn run(a: &Load) -> Result<ExitCode> {
     writeln!(out, "{}", summary(&report))?;
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&report.to_json())?;
-        std::fs::write(path, text)
-            .with_context(|| format!("{}: cannot be written", path.display()))?;
+        slim_core::fsutil::atomic_write(path, text.as_bytes())?;
+    }
+    if let Some(stem) = &a.plot {
+        crate::plot::write(&report, stem)?;
     }
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS
