@@ -276,7 +276,10 @@ fn moco_v2_fills_its_queue_and_resumes_it() {
 #[test]
 fn the_gpu_settings_train_on_any_device() {
     // Color augmentation on the device, bf16 convolutions and channels-last together,
-    // run here on the CPU device: the run trains and writes a loadable checkpoint.
+    // run here on the CPU device: the run trains and writes a loadable checkpoint. The
+    // whole run (4 epochs of 4 steps), not 8 steps: on a CPU with native bf16 (Intel Xeon,
+    // avx512_bf16) the objective was still above its start after 8 steps (5.31 -> 5.40),
+    // and 4.85 after 16.
     let _serial = serial();
     let Some(ds) = data(32) else { return };
     tch::set_num_threads(1);
@@ -291,12 +294,12 @@ fn the_gpu_settings_train_on_any_device() {
     };
     let mut t = Trainer::new(&m, c, ds, dir.path(), false, Device::Cpu, 2).unwrap();
     let before = t.objective(2);
-    let path = t.run(Some(8), &mut slim_core::Silent).unwrap();
+    let path = t.run(None, &mut slim_core::Silent).unwrap();
     let after = t.objective(2);
     assert!(before.is_finite() && after.is_finite());
     assert!(
         after < before,
-        "objective {before} -> {after} after 8 steps"
+        "objective {before} -> {after} after the run"
     );
     checkpoint::load(&path, Device::Cpu).unwrap();
 }
