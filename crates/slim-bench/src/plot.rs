@@ -175,8 +175,8 @@ fn panel<DB: DrawingBackend>(
     let (y_bottom, y_top) = (y_lo - y_pad, y_hi + y_pad);
     // Room above the highest point for the legend (upper left): its share of the plot's
     // roughly 400 pixels of height.
-    let legend = ((series.len() * 20 + 20) as f64 / 400.0).min(0.5);
-    let y_top = (y_top - legend * y_bottom) / (1.0 - legend);
+    let legend_share = ((series.len() * 20 + 20) as f64 / 400.0).min(0.5);
+    let y_top = (y_top - legend_share * y_bottom) / (1.0 - legend_share);
     let mut chart = ChartBuilder::on(area)
         .margin(14)
         .caption(title, ("sans-serif", 20))
@@ -232,15 +232,22 @@ fn panel<DB: DrawingBackend>(
             }))
             .map_err(err)?;
     }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// Draws the labels of `chart`'s series in a framed box at `at`.
+pub fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    at: SeriesLabelPosition,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(at)
         .label_font(("sans-serif", 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(err)?;
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 /// A picture that can be drawn on any plotters backend: the same code makes the PNG and

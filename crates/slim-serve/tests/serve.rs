@@ -99,6 +99,17 @@ fn raw(addr: &str, parts: &[&[u8]], pause: Duration) -> (String, Duration) {
     (String::from_utf8_lossy(&reply).into_owned(), t.elapsed())
 }
 
+/// Eight clients sending `files` to `server` for 3 s.
+fn eight_clients(server: &Running, files: &[PathBuf]) -> slim_serve::load::Settings {
+    slim_serve::load::Settings {
+        addr: server.addr.to_string(),
+        images: files.iter().map(|f| std::fs::read(f).unwrap()).collect(),
+        seconds: 3,
+        clients: 8,
+        timeout: Duration::from_secs(10),
+    }
+}
+
 #[test]
 fn answers_as_the_runtime_does_and_metrics_count_each_request() {
     let server = start(1000.0, 2, 8);
@@ -312,13 +323,7 @@ fn the_controller_steps_down_when_the_queue_wait_breaks_the_target() {
     probe.stop().unwrap();
     let target = 2.0 * slim_core::stats::percentile(&model_ms, 0.95).unwrap();
     let server = start(target, 1, 16);
-    let settings = slim_serve::load::Settings {
-        addr: server.addr.to_string(),
-        images: files.iter().map(|f| std::fs::read(f).unwrap()).collect(),
-        seconds: 3,
-        clients: 8,
-        timeout: Duration::from_secs(10),
-    };
+    let settings = eight_clients(&server, &files);
     let report = slim_serve::load::run(&settings, |_| {}).unwrap();
     assert_eq!(report.failed, 0, "{:?}", report.failures);
     assert!(report.switches >= 1, "target {target} ms: {report:?}");
@@ -330,13 +335,7 @@ fn the_controller_steps_down_when_the_queue_wait_breaks_the_target() {
 fn eight_clients_load_it_without_a_failed_request() {
     let server = start(1000.0, 2, 64);
     let (_dir, files) = images(8);
-    let settings = slim_serve::load::Settings {
-        addr: server.addr.to_string(),
-        images: files.iter().map(|f| std::fs::read(f).unwrap()).collect(),
-        seconds: 3,
-        clients: 8,
-        timeout: Duration::from_secs(10),
-    };
+    let settings = eight_clients(&server, &files);
     let mut lines = 0;
     let report = slim_serve::load::run(&settings, |_| lines += 1).unwrap();
     assert_eq!(lines, 3);
