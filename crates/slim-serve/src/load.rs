@@ -157,23 +157,35 @@ fn widths_of<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<(f64, usize)>
     widths
 }
 
+/// Puts each record in the bucket of the second it completed in, the last bucket taking
+/// those after the end.
+fn file(by_second: &mut [Vec<Record>], records: impl Iterator<Item = Record>) {
+    let last = by_second.len() - 1;
+    for r in records {
+        by_second[(r.at as usize).min(last)].push(r);
+    }
+}
+
+/// The second `s` from its own records.
 fn second(s: u64, records: &[Record], resident_mib: Option<f64>) -> Second {
-    let here = || records.iter().filter(move |r| r.at as u64 == s);
-    let ms: Vec<f64> = here()
+    let ms: Vec<f64> = records
+        .iter()
         .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
         .map(|r| r.ms)
         .collect();
     Second {
         second: s,
         ok: ms.len(),
-        refused: here()
+        refused: records
+            .iter()
             .filter(|r| matches!(r.outcome, Outcome::Refused))
             .count(),
-        failed: here()
+        failed: records
+            .iter()
             .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
             .count(),
         p95_ms: percentile(&ms, 0.95),
-        widths: widths_of(here()),
+        widths: widths_of(records.iter()),
         resident_mib,
     }
 }
@@ -216,27 +228,29 @@ pub fn run(settings: &Settings, mut on_second: impl FnMut(&Second)) -> Result<Re
         })
         .collect();
     drop(tx);
-    let mut records = Vec::new();
+    // Records by the second they completed in; the last bucket holds those answered after
+    // the end (requests still in flight when time was up).
+    let mut by_second: Vec<Vec<Record>> = (0..=settings.seconds).map(|_| Vec::new()).collect();
     let mut resident = vec![rss0];
     for s in 0..settings.seconds {
         let tick = start + Duration::from_secs(s + 1);
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
-        records.extend(rx.try_iter());
+        file(&mut by_second, rx.try_iter());
         let rss = scrape(&scraper, &settings.addr).ok().and_then(|m| m.0);
         resident.push(rss);
-        on_second(&second(s, &records, rss));
+        on_second(&second(s, &by_second[s as usize], rss));
     }
     for c in clients {
         c.join()
             .map_err(|_| Error::Client("a client thread panicked".into()))?;
     }
-    records.extend(rx.try_iter());
+    file(&mut by_second, rx.try_iter());
     let (rss_end, switches1) = scrape(&scraper, &settings.addr)?;
     resident.push(rss_end);
     Ok(report(
         settings,
         target_ms,
-        &records,
+        &by_second,
         &resident,
         switches1.unwrap_or(0.0) - switches0.unwrap_or(0.0),
     ))
@@ -245,21 +259,24 @@ pub fn run(settings: &Settings, mut on_second: impl FnMut(&Second)) -> Result<Re
 fn report(
     settings: &Settings,
     target_ms: f64,
-    records: &[Record],
+    by_second: &[Vec<Record>],
     resident: &[Option<f64>],
     switches: f64,
 ) -> Report {
     let seconds: Vec<Second> = (0..settings.seconds)
-        .map(|s| second(s, records, resident.get(s as usize + 1).copied().flatten()))
+        .map(|s| {
+            let rss = resident.get(s as usize + 1).copied().flatten();
+            second(s, &by_second[s as usize], rss)
+        })
         .collect();
-    let ms: Vec<f64> = records
-        .iter()
+    let records = || by_second.iter().flatten();
+    let ms: Vec<f64> = records()
         .filter(|r| matches!(r.outcome, Outcome::Ok(_)))
         .map(|r| r.ms)
         .collect();
     let q = |p| percentile(&ms, p).unwrap_or(f64::NAN);
     let mut failures: Vec<String> = Vec::new();
-    for r in records {
+    for r in records() {
         if let Outcome::Failed(m) = &r.outcome
             && failures.len() < 10
             && !failures.contains(m)
@@ -268,7 +285,7 @@ fn report(
         }
     }
     let seen: Vec<f64> = resident.iter().flatten().copied().collect();
-    let count = |f: fn(&Outcome) -> bool| records.iter().filter(|r| f(&r.outcome)).count();
+    let count = |f: fn(&Outcome) -> bool| records().filter(|r| f(&r.outcome)).count();
     Report {
         target_ms,
         clients: settings.clients,
@@ -284,7 +301,7 @@ fn report(
             .iter()
             .filter(|s| s.p95_ms.is_some_and(|p| p > target_ms))
             .count(),
-        widths: widths_of(records.iter()),
+        widths: widths_of(records()),
         switches: switches.max(0.0) as u64,
         resident_start_mib: seen.first().copied().unwrap_or(f64::NAN),
         resident_peak_mib: seen.iter().copied().fold(f64::NAN, f64::max),

@@ -3,13 +3,12 @@
 //! request failed (a 503 from admission control is counted apart, as refused).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
-use slim_runtime::preprocess::MAX_FILE_BYTES;
 
 use crate::load::{Report, Second, Settings, run as run_load};
 
@@ -56,23 +55,8 @@ fn read_images(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
             files.push(p.clone());
         }
     }
-    files
-        .iter()
-        .map(|f| read_bounded(f))
-        .collect::<Result<Vec<_>>>()
-}
-
-fn read_bounded(f: &Path) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(f)
-        .with_context(|| format!("{}: cannot be read", f.display()))?
-        .len();
-    if len > MAX_FILE_BYTES {
-        bail!(
-            "{}: {len} bytes, over the {MAX_FILE_BYTES} bytes sent",
-            f.display()
-        );
-    }
-    std::fs::read(f).with_context(|| format!("{}: cannot be read", f.display()))
+    let read = |f: &PathBuf| slim_data::decode::read_file(f);
+    Ok(files.iter().map(read).collect::<Result<Vec<_>, _>>()?)
 }
 
 fn line(s: &Second) -> String {
