@@ -13,7 +13,9 @@ deps="$root/.deps"
 venv="$deps/venv"
 TORCH_VERSION=2.11.0          # tch 0.24.0 is built against exactly this libtorch
 ORT_VERSION=1.31.1            # ort 2.0.0-rc.15 (load-dynamic) loads this libonnxruntime
-ONNX_VERSION=1.20.1           # only for onnx.checker in the conformance check
+ONNX_VERSION=1.20.1           # onnx.checker in the conformance check; test data in pytest
+MATURIN_VERSION=1.16.0        # builds the Python package (crates/slim-py)
+PYTEST_VERSION=9.2.0
 
 if [ -t 1 ]; then
   say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
@@ -23,14 +25,21 @@ fi
 
 mkdir -p "$deps"
 
-# 1. Fashion-MNIST (IDX files under /usr/share/datasets/fashion-mnist/).
+# 1. Debian packages: Fashion-MNIST (IDX files under /usr/share/datasets/fashion-mnist/),
+#    and a C compiler and valgrind for the C API's tests (crates/slim-capi).
+debs=()
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] &&
    [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte ]; then
-  say "installing dataset-fashion-mnist (Debian)"
+  debs+=(dataset-fashion-mnist)
+fi
+command -v cc >/dev/null || debs+=(gcc libc6-dev)
+command -v valgrind >/dev/null || debs+=(valgrind)
+if [ ${#debs[@]} -gt 0 ]; then
+  say "installing ${debs[*]} (Debian)"
   sudo_cmd=""
   [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${debs[@]}" >/dev/null
 fi
 
 # 2. A project-local Python venv holding the torch wheel (libtorch) and onnxruntime.
@@ -82,6 +91,10 @@ if ! have onnx "$ONNX_VERSION"; then
   say "installing onnx $ONNX_VERSION (checker) and numpy"
   pipi "onnx==$ONNX_VERSION" numpy
 fi
+if ! have maturin "$MATURIN_VERSION" || ! have pytest "$PYTEST_VERSION"; then
+  say "installing maturin $MATURIN_VERSION and pytest $PYTEST_VERSION (the Python package)"
+  pipi "maturin==$MATURIN_VERSION" "pytest==$PYTEST_VERSION"
+fi
 
 site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 libtorch="$site/torch"
@@ -97,6 +110,7 @@ export ORT_DYLIB_PATH="$ort_lib"
 export ORT_DISABLE_TELEMETRY=1
 export LD_LIBRARY_PATH="$libtorch/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export SLIM_PYTHON="$py"
+export PYO3_PYTHON="$py"
 export FASHION_MNIST_DIR=/usr/share/datasets/fashion-mnist
 ENV
 say "ready: source $deps/env.sh"

@@ -16,3 +16,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --features "$features" -- -D warnings
 echo "== cargo test"
 cargo test --workspace --features "$features"
+echo "== the Python package (tools/python.sh)"
+tools/python.sh

@@ -1,7 +1,8 @@
 //! Every command line in a `sh` block of the READMEs must parse, so that a renamed or
 //! removed flag fails CI instead of a reader: `slim-train`, `slim-export`, `slim-bench`,
 //! `slim-run` and `slim-serve` lines through the binaries' own clap definitions, `cargo` lines against
-//! the workspace's packages, features, examples and benches, scripts against `tools/`.
+//! the workspace's packages, features, examples and benches, scripts against `tools/`,
+//! `make -C DIR` against DIR's Makefile.
 //! A line this test does not know is an error, so a new kind of snippet gets a check.
 
 use std::path::{Path, PathBuf};
@@ -152,6 +153,22 @@ fn check_binary(name: &str, words: &[String]) -> Option<Result<(), String>> {
     Some(parsed.map_err(|e| e.to_string()))
 }
 
+/// `make -C DIR [TARGET...]`: DIR holds a Makefile that defines each target.
+fn check_make(words: &[String]) -> Result<(), String> {
+    let (dir, targets) = match words {
+        [_, flag, dir, targets @ ..] if flag == "-C" => (dir, targets),
+        _ => return Err("make: only `make -C DIR [TARGET...]` is checked".into()),
+    };
+    let makefile = root().join(dir).join("Makefile");
+    let text = std::fs::read_to_string(&makefile).map_err(|e| format!("{dir}/Makefile: {e}"))?;
+    for t in targets {
+        if !text.lines().any(|l| l.starts_with(&format!("{t}:"))) {
+            return Err(format!("{dir}/Makefile has no target {t}"));
+        }
+    }
+    Ok(())
+}
+
 fn check(s: &Snippet, meta: &serde_json::Value) -> Result<(), String> {
     let first = s.words[0].as_str();
     let name = Path::new(first)
@@ -173,6 +190,7 @@ fn check(s: &Snippet, meta: &serde_json::Value) -> Result<(), String> {
                 )),
             }
         }
+        "make" => check_make(&s.words),
         script if script.starts_with("tools/") => {
             let path = root().join(script);
             let mode = std::fs::metadata(&path)
@@ -227,6 +245,8 @@ fn a_renamed_flag_is_caught() {
         "cargo build --release -p slim-run --features no-such-feature",
         "cargo run -p slim-examples --example no_such_example",
         "tools/no-such-script.sh",
+        "make -C examples/no-such-dir",
+        "make -C examples/c no-such-target",
         "rm -rf /",
     ];
     for line in bad {

@@ -1,0 +1,403 @@
+//! `slim_runtime._slim_runtime`: the native half of the Python package (re-exported by
+//! `python/slim_runtime/__init__.py`). A `Model` wraps slim-runtime's `SlimModel` (shared
+//! with its `Adaptive` controllers); graphs run with the GIL released, on NumPy arrays
+//! read in place when they are C-contiguous float32, and results come back as NumPy
+//! arrays that own the Rust buffers (no copy either way).
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use numpy::ndarray::{Array2, Array4};
+use numpy::{IntoPyArray, PyArray2, PyArray4, PyArrayMethods, PyReadonlyArrayDyn};
+use numpy::{PyArrayDyn, PyUntypedArrayMethods};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use slim_core::Width;
+use slim_runtime::adaptive::{Config, Switch};
+use slim_runtime::{Adaptive as Controller, Backend, Budget, Error, Outputs, SlimModel};
+
+create_exception!(
+    _slim_runtime,
+    SlimError,
+    PyException,
+    "What slim-runtime refuses or fails at; the message names the file and the problem."
+);
+create_exception!(
+    _slim_runtime,
+    NoFitError,
+    SlimError,
+    "No width meets the budget; the message names the nearest width and its misses."
+);
+
+fn raise(e: Error) -> PyErr {
+    match e {
+        Error::NoFit(_) => NoFitError::new_err(e.to_string()),
+        _ => SlimError::new_err(e.to_string()),
+    }
+}
+
+fn width(w: f64) -> PyResult<Width> {
+    Width::new(w).map_err(PyValueError::new_err)
+}
+
+/// An exported model folder opened with one backend.
+#[pyclass(frozen, module = "slim_runtime")]
+struct Model {
+    inner: Arc<SlimModel>,
+}
+
+/// A batch in the model's layout, borrowed from NumPy when it already is one.
+enum Batch<'py> {
+    Borrowed(PyReadonlyArrayDyn<'py, f32>),
+    Converted(Bound<'py, PyArrayDyn<f32>>),
+}
+
+impl<'py> Batch<'py> {
+    /// `images` as float32 `[N, C, H, W]` (or one `[C, H, W]` image): read in place when
+    /// C-contiguous float32, else converted once by `numpy.ascontiguousarray`.
+    fn of(model: &SlimModel, images: &Bound<'py, PyAny>) -> PyResult<(Batch<'py>, usize)> {
+        let batch = match images.extract::<PyReadonlyArrayDyn<'py, f32>>() {
+            Ok(a) if a.is_c_contiguous() => Batch::Borrowed(a),
+            _ => {
+                let np = images.py().import("numpy")?;
+                let converted = np
+                    .call_method1("ascontiguousarray", (images, "float32"))
+                    .map_err(|e| {
+                        PyValueError::new_err(format!("images: not a float array: {e}"))
+                    })?;
+                Batch::Converted(converted.cast_into::<PyArrayDyn<f32>>()?)
+            }
+        };
+        let shape = match &batch {
+            Batch::Borrowed(a) => a.shape().to_vec(),
+            Batch::Converted(a) => a.shape().to_vec(),
+        };
+        let chw = model.input_chw();
+        let n = match shape.as_slice() {
+            [n, c, h, w] if [*c, *h, *w] == chw && *n > 0 => *n,
+            [c, h, w] if [*c, *h, *w] == chw => 1,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "images: shape {shape:?}, but the model takes [N, {}, {}, {}] with N >= 1 \
+                     (or one [{}, {}, {}] image)",
+                    chw[0], chw[1], chw[2], chw[0], chw[1], chw[2]
+                )));
+            }
+        };
+        Ok((batch, n))
+    }
+
+    fn values(&self) -> &[f32] {
+        let slice = match self {
+            Batch::Borrowed(a) => a.as_slice(),
+            // SAFETY: the converted array is ours alone; nothing else writes it meanwhile.
+            Batch::Converted(a) => unsafe { a.as_slice() },
+        };
+        slice.expect("C-contiguous by construction")
+    }
+}
+
+/// A `[rows, columns]` float32 NumPy array.
+type Array<'py> = Bound<'py, PyArray2<f32>>;
+
+/// `(embedding [N, D], logits [N, K])`, owning the run's buffers.
+type Pair<'py> = (Array<'py>, Array<'py>);
+
+fn to_numpy(py: Python<'_>, out: Outputs) -> PyResult<Pair<'_>> {
+    let n = out.batch;
+    let as_2d = |v: Vec<f32>| {
+        let d = v.len() / n;
+        Array2::from_shape_vec((n, d), v)
+            .map(|a| a.into_pyarray(py))
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    };
+    Ok((as_2d(out.embedding)?, as_2d(out.logits)?))
+}
+
+impl Model {
+    fn width_or_widest(&self, w: Option<f64>) -> PyResult<Width> {
+        match w {
+            Some(w) => width(w),
+            None => Ok(self.inner.widths()[0]),
+        }
+    }
+}
+
+#[pymethods]
+impl Model {
+    /// Opens the folder slim-export wrote. `backend`: "tract", "ort", "ort-cuda" or
+    /// "ort-tensorrt"; `fallback` lets a GPU provider that fails to register fall back to
+    /// ONNX Runtime's CPU provider; `threads` per graph run (None: the engine's default).
+    #[new]
+    #[pyo3(signature = (path, backend = "tract", fallback = false, threads = None))]
+    fn new(
+        path: PathBuf,
+        backend: &str,
+        fallback: bool,
+        threads: Option<usize>,
+    ) -> PyResult<Model> {
+        let backend = Backend::from_flags(backend, fallback).map_err(PyValueError::new_err)?;
+        let threads = match threads {
+            Some(0) => return Err(PyValueError::new_err("threads: must be at least 1")),
+            t => t.and_then(NonZeroUsize::new),
+        };
+        let inner = SlimModel::open(&path, backend).map_err(raise)?;
+        Ok(Model {
+            inner: Arc::new(inner.with_threads(threads)),
+        })
+    }
+
+    /// The widths, widest first.
+    #[getter]
+    fn widths(&self) -> Vec<f64> {
+        self.inner.widths().iter().map(|w| w.get()).collect()
+    }
+
+    /// Each width's costs, widest first: dicts of width, macs, params, embedding_dim and
+    /// top1 (None when not measured).
+    fn costs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let entries = &self.inner.manifest().widths;
+        entries
+            .iter()
+            .map(|e| {
+                let d = PyDict::new(py);
+                d.set_item("width", e.width.get())?;
+                d.set_item("macs", e.macs)?;
+                d.set_item("params", e.params)?;
+                d.set_item("embedding_dim", e.embedding_dim)?;
+                d.set_item("top1", e.accuracy.as_ref().map(|a| a.top1))?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    #[getter]
+    fn class_names(&self) -> Vec<String> {
+        self.inner.manifest().class_names.clone()
+    }
+
+    /// `(C, H, W)` of one input image.
+    #[getter]
+    fn input_shape(&self) -> (usize, usize, usize) {
+        let [c, h, w] = self.inner.input_chw();
+        (c, h, w)
+    }
+
+    /// The most accurate width within the budget: `(width, reason)`. Raises NoFitError
+    /// naming the nearest width when none fits.
+    #[pyo3(signature = (max_mmacs = None, max_mparams = None, max_ms = None, batch = 1, min_top1 = None))]
+    fn select(
+        &self,
+        max_mmacs: Option<f64>,
+        max_mparams: Option<f64>,
+        max_ms: Option<f64>,
+        batch: usize,
+        min_top1: Option<f64>,
+    ) -> PyResult<(f64, String)> {
+        let positive = |v: Option<f64>, name: &str| match v {
+            Some(x) if !(x > 0.0 && x.is_finite()) => Err(PyValueError::new_err(format!(
+                "{name}: {x} is not a positive number"
+            ))),
+            v => Ok(v),
+        };
+        let count = |v: Option<f64>, name| -> PyResult<Option<u64>> {
+            Ok(positive(v, name)?.map(|x| (x * 1e6) as u64))
+        };
+        if let Some(t) = min_top1.filter(|t| !(0.0..=1.0).contains(t)) {
+            return Err(PyValueError::new_err(format!(
+                "min_top1: {t} is outside [0, 1]"
+            )));
+        }
+        let budget = Budget {
+            max_macs: count(max_mmacs, "max_mmacs")?,
+            max_params: count(max_mparams, "max_mparams")?,
+            max_latency_ms: positive(max_ms, "max_ms")?,
+            latency_batch: batch.max(1),
+            min_top1,
+        };
+        let s = self.inner.select(&budget).map_err(raise)?;
+        Ok((s.width.get(), s.reason))
+    }
+
+    /// Runs a float32 batch `[N, C, H, W]` (or one `[C, H, W]` image), preprocessed as
+    /// `preprocess` does, at `width` (default the widest): `(embedding, logits)`. The GIL
+    /// is released while the graph runs.
+    #[pyo3(signature = (images, width = None))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        width: Option<f64>,
+    ) -> PyResult<Pair<'py>> {
+        let w = self.width_or_widest(width)?;
+        let (batch, n) = Batch::of(&self.inner, images)?;
+        let values = batch.values();
+        let model = &self.inner;
+        let out = py.detach(|| model.run(w, values, n)).map_err(raise)?;
+        to_numpy(py, out)
+    }
+
+    /// Reads, decodes and normalizes image files into a float32 `[N, C, H, W]` batch.
+    fn preprocess<'py>(
+        &self,
+        py: Python<'py>,
+        paths: Vec<PathBuf>,
+    ) -> PyResult<Bound<'py, PyArray4<f32>>> {
+        let model = &self.inner;
+        let values = py
+            .detach(|| model.preprocess_files(&paths))
+            .map_err(raise)?;
+        let [c, h, w] = model.input_chw();
+        let a = Array4::from_shape_vec((paths.len(), c, h, w), values)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(a.into_pyarray(py))
+    }
+
+    /// The `top_k` most probable classes of each image file at `width` (default the
+    /// widest): per image a list of `(name, probability, index)`, most probable first.
+    #[pyo3(signature = (paths, top_k = 5, width = None))]
+    fn classify(
+        &self,
+        py: Python<'_>,
+        paths: Vec<PathBuf>,
+        top_k: usize,
+        width: Option<f64>,
+    ) -> PyResult<Vec<Vec<(String, f32, usize)>>> {
+        let w = self.width_or_widest(width)?;
+        if top_k == 0 || paths.is_empty() {
+            return Err(PyValueError::new_err(
+                "classify: needs top_k >= 1 and an image",
+            ));
+        }
+        let model = &self.inner;
+        let classes = py
+            .detach(|| {
+                let inputs = model.preprocess_files(&paths)?;
+                model.classify(w, &inputs, top_k)
+            })
+            .map_err(raise)?;
+        Ok(classes
+            .into_iter()
+            .map(|cs| cs.into_iter().map(|c| (c.name, c.prob, c.index)).collect())
+            .collect())
+    }
+
+    /// An adaptive controller that holds the `quantile` of latency under `target_ms` by
+    /// switching width (see slim-runtime's `adaptive`); it starts at the widest.
+    #[pyo3(signature = (target_ms, quantile = 0.95, window = 64, min_samples = 16, margin = 0.2, dwell_ms = 500.0, cooldown_ms = 2000.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn adaptive(
+        &self,
+        target_ms: f64,
+        quantile: f64,
+        window: usize,
+        min_samples: usize,
+        margin: f64,
+        dwell_ms: f64,
+        cooldown_ms: f64,
+    ) -> PyResult<Adaptive> {
+        let duration = |ms: f64, name: &str| {
+            Duration::try_from_secs_f64(ms / 1e3)
+                .map_err(|_| PyValueError::new_err(format!("{name}: {ms} is not a duration")))
+        };
+        let cfg = Config {
+            target_ms,
+            quantile,
+            window,
+            min_samples,
+            margin,
+            dwell: duration(dwell_ms, "dwell_ms")?,
+            cooldown: duration(cooldown_ms, "cooldown_ms")?,
+        };
+        let inner = Controller::for_model(&self.inner, cfg, Default::default()).map_err(raise)?;
+        Ok(Adaptive {
+            model: self.inner.clone(),
+            inner,
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Model({:?}, backend={:?}, widths={:?})",
+            self.inner.dir().display().to_string(),
+            self.inner.backend().name(),
+            self.widths()
+        )
+    }
+}
+
+/// Switches a model's width to hold a latency target.
+#[pyclass(frozen, module = "slim_runtime")]
+struct Adaptive {
+    model: Arc<SlimModel>,
+    inner: Controller,
+}
+
+fn switch_dict<'py>(py: Python<'py>, s: &Switch) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("at_s", s.at.as_secs_f64())?;
+    d.set_item("from", s.from.get())?;
+    d.set_item("to", s.to.get())?;
+    d.set_item("observed_ms", s.observed_ms)?;
+    d.set_item("predicted_ms", s.predicted_ms)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl Adaptive {
+    /// The width to run now.
+    #[getter]
+    fn width(&self) -> f64 {
+        self.inner.width().get()
+    }
+
+    /// Every switch so far, as dicts (at_s, from, to, observed_ms, predicted_ms).
+    #[getter]
+    fn switches<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let all = self.inner.switches();
+        all.iter().map(|s| switch_dict(py, s)).collect()
+    }
+
+    /// Records that a call at `width` took `latency_ms` (timed by the caller); returns the
+    /// switch it caused, or None.
+    fn observe<'py>(
+        &self,
+        py: Python<'py>,
+        width: f64,
+        latency_ms: f64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let w = self::width(width)?;
+        let s = self.inner.observe(w, latency_ms);
+        s.map(|s| switch_dict(py, &s)).transpose()
+    }
+
+    /// Runs a batch at the current width, timed and observed (GIL released):
+    /// `(width, embedding, logits)`.
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+    ) -> PyResult<(f64, Array<'py>, Array<'py>)> {
+        let (batch, _) = Batch::of(&self.model, images)?;
+        let values = batch.values();
+        let (model, inner) = (&self.model, &self.inner);
+        let (w, out) = py.detach(|| inner.run(model, values)).map_err(raise)?;
+        let (embedding, logits) = to_numpy(py, out)?;
+        Ok((w.get(), embedding, logits))
+    }
+}
+
+#[pymodule]
+fn _slim_runtime(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Model>()?;
+    m.add_class::<Adaptive>()?;
+    m.add("SlimError", m.py().get_type::<SlimError>())?;
+    m.add("NoFitError", m.py().get_type::<NoFitError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
