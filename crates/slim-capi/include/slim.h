@@ -138,29 +138,41 @@ extern "C" {
 #endif // __cplusplus
 
 // The library's version, e.g. "0.1.0" (static storage).
+//
+// Thread-safe.
 const char *slim_version(void);
 
 // The defaults for a p95 target of `target_ms`: a window of 64, 16 observations before
 // deciding, a 20% margin, a dwell of 500 ms and a cooldown of 2000 ms.
+//
+// Thread-safe.
 SlimAdaptiveConfig slim_adaptive_config_p95(double target_ms);
 
 // A controller for `model`'s widths, starting at the widest. Widths are costed by this
 // device's cached calibration at batch 1 when there is one, else by MACs. Free it with
 // `slim_adaptive_free`; it does not hold on to `model`.
+//
+// Thread-safe.
 SlimStatus slim_adaptive_new(const SlimModel *model,
                              const SlimAdaptiveConfig *config,
                              SlimAdaptive **out);
 
 // Frees a controller (NULL is ignored). No other call may use it at the same time or
 // after.
+//
+// Not thread-safe: the last call on this controller.
 void slim_adaptive_free(SlimAdaptive *adaptive);
 
 // The width to run now.
+//
+// Thread-safe: any number of threads may call it on one controller at once.
 SlimStatus slim_adaptive_width(const SlimAdaptive *adaptive, double *width);
 
 // Records that a call at `width` took `latency_ms` (timed by the caller, e.g. including
 // its queue). `*switched` (may be NULL) is set to whether the width changed, and then
 // `*change` (may be NULL) to the change.
+//
+// Thread-safe: any number of threads may call it on one controller at once.
 SlimStatus slim_adaptive_observe(const SlimAdaptive *adaptive,
                                  double width,
                                  double latency_ms,
@@ -170,6 +182,8 @@ SlimStatus slim_adaptive_observe(const SlimAdaptive *adaptive,
 // Runs `batch` images at the controller's current width, timing the call and observing
 // it; `*width_used` gets the width. Outputs as `slim_model_run`; buffers sized for the
 // widest width always suffice.
+//
+// Thread-safe: any number of threads may call it on one controller at once.
 SlimStatus slim_adaptive_run(const SlimAdaptive *adaptive,
                              const SlimModel *model,
                              const float *input,
@@ -190,6 +204,8 @@ const char *slim_last_error(void);
 // GPU provider that fails to register fall back to ONNX Runtime's CPU provider.
 // `threads`: threads per graph run, 0 for the engine's default. On success `*out` holds
 // the handle; free it with `slim_model_free`.
+//
+// Thread-safe.
 SlimStatus slim_model_open(const char *dir,
                            const char *backend,
                            bool fallback,
@@ -197,19 +213,27 @@ SlimStatus slim_model_open(const char *dir,
                            SlimModel **out);
 
 // Frees a model (NULL is ignored). No other call may use it at the same time or after.
+//
+// Not thread-safe: the last call on this model.
 void slim_model_free(SlimModel *model);
 
 // The input shape, class count and width count.
+//
+// Thread-safe: any number of threads may call it on one model at once.
 SlimStatus slim_model_info(const SlimModel *model, SlimModelInfo *out);
 
 // Every width, widest first, into `out` (`capacity` entries). `*count` is always set to
 // the number of widths; pass `out` NULL to ask for it alone.
+//
+// Thread-safe: any number of threads may call it on one model at once.
 SlimStatus slim_model_widths(const SlimModel *model,
                              SlimWidthInfo *out,
                              size_t capacity,
                              size_t *count);
 
 // The name of class `index` (owned by the model, valid until `slim_model_free`).
+//
+// Thread-safe: any number of threads may call it on one model at once.
 SlimStatus slim_model_class_name(const SlimModel *model, size_t index, const char **out);
 
 // The most accurate width within `budget` into `*width`, and why, as text, into
@@ -217,6 +241,8 @@ SlimStatus slim_model_class_name(const SlimModel *model, size_t index, const cha
 // set to the bytes the reason needs, its NUL included. No width fits:
 // `SLIM_STATUS_NO_FIT`, and the last error names the nearest width and its misses. A
 // reason buffer too small: `SLIM_STATUS_BUFFER_TOO_SMALL`, with `*width` still set.
+//
+// Thread-safe: any number of threads may call it on one model at once.
 SlimStatus slim_model_select(const SlimModel *model,
                              const SlimBudget *budget,
                              double *width,
@@ -226,6 +252,8 @@ SlimStatus slim_model_select(const SlimModel *model,
 
 // Decodes the image file at `path` (JPEG, PNG, WebP, BMP; gray or colour) and writes its
 // preprocessed input (`image_len` floats, see `slim_model_info`) to `out`.
+//
+// Thread-safe: any number of threads may call it on one model at once.
 SlimStatus slim_model_preprocess_file(const SlimModel *model,
                                       const char *path,
                                       float *out,
@@ -233,6 +261,8 @@ SlimStatus slim_model_preprocess_file(const SlimModel *model,
 
 // As `slim_model_preprocess_file`, from the `len` bytes of an encoded image in memory;
 // `name` (may be NULL) names it in errors.
+//
+// Thread-safe: any number of threads may call it on one model at once.
 SlimStatus slim_model_preprocess_image(const SlimModel *model,
                                        const uint8_t *bytes,
                                        size_t len,
@@ -243,6 +273,8 @@ SlimStatus slim_model_preprocess_image(const SlimModel *model,
 // Runs `batch` preprocessed images (`batch * image_len` floats at `input`) at `width`.
 // Writes `batch * embedding_dim` floats to `embedding` and `batch * classes` to `logits`,
 // row-major; either may be NULL. Both capacities are checked before the graph runs.
+//
+// Thread-safe: any number of threads may call it on one model at once.
 SlimStatus slim_model_run(const SlimModel *model,
                           double width,
                           const float *input,
@@ -255,6 +287,8 @@ SlimStatus slim_model_run(const SlimModel *model,
 // The `k` most probable classes of each of `batch` images at `width`, most probable
 // first: `batch * min(k, classes)` entries into `out` (`capacity` entries), image after
 // image.
+//
+// Thread-safe: any number of threads may call it on one model at once.
 SlimStatus slim_model_classify(const SlimModel *model,
                                double width,
                                const float *input,

@@ -96,6 +96,8 @@ fn get<'a>(p: *const SlimAdaptive) -> Result<&'a Adaptive, Failure> {
 
 /// The defaults for a p95 target of `target_ms`: a window of 64, 16 observations before
 /// deciding, a 20% margin, a dwell of 500 ms and a cooldown of 2000 ms.
+///
+/// Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn slim_adaptive_config_p95(target_ms: f64) -> SlimAdaptiveConfig {
     (&Config::p95(target_ms)).into()
@@ -104,6 +106,8 @@ pub extern "C" fn slim_adaptive_config_p95(target_ms: f64) -> SlimAdaptiveConfig
 /// A controller for `model`'s widths, starting at the widest. Widths are costed by this
 /// device's cached calibration at batch 1 when there is one, else by MACs. Free it with
 /// `slim_adaptive_free`; it does not hold on to `model`.
+///
+/// Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_adaptive_new(
     model: *const SlimModel,
@@ -123,6 +127,8 @@ pub unsafe extern "C" fn slim_adaptive_new(
 
 /// Frees a controller (NULL is ignored). No other call may use it at the same time or
 /// after.
+///
+/// Not thread-safe: the last call on this controller.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_adaptive_free(adaptive: *mut SlimAdaptive) {
     if !adaptive.is_null() {
@@ -132,6 +138,8 @@ pub unsafe extern "C" fn slim_adaptive_free(adaptive: *mut SlimAdaptive) {
 }
 
 /// The width to run now.
+///
+/// Thread-safe: any number of threads may call it on one controller at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_adaptive_width(
     adaptive: *const SlimAdaptive,
@@ -146,6 +154,8 @@ pub unsafe extern "C" fn slim_adaptive_width(
 /// Records that a call at `width` took `latency_ms` (timed by the caller, e.g. including
 /// its queue). `*switched` (may be NULL) is set to whether the width changed, and then
 /// `*change` (may be NULL) to the change.
+///
+/// Thread-safe: any number of threads may call it on one controller at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_adaptive_observe(
     adaptive: *const SlimAdaptive,
@@ -170,6 +180,8 @@ pub unsafe extern "C" fn slim_adaptive_observe(
 /// Runs `batch` images at the controller's current width, timing the call and observing
 /// it; `*width_used` gets the width. Outputs as `slim_model_run`; buffers sized for the
 /// widest width always suffice.
+///
+/// Thread-safe: any number of threads may call it on one controller at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_adaptive_run(
     adaptive: *const SlimAdaptive,

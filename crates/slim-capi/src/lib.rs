@@ -33,6 +33,8 @@ pub use model::SlimModel;
 use std::ffi::c_char;
 
 /// The library's version, e.g. "0.1.0" (static storage).
+///
+/// Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn slim_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()

@@ -135,6 +135,8 @@ impl SlimModel {
 /// GPU provider that fails to register fall back to ONNX Runtime's CPU provider.
 /// `threads`: threads per graph run, 0 for the engine's default. On success `*out` holds
 /// the handle; free it with `slim_model_free`.
+///
+/// Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_open(
     dir: *const c_char,
@@ -166,6 +168,8 @@ pub unsafe extern "C" fn slim_model_open(
 }
 
 /// Frees a model (NULL is ignored). No other call may use it at the same time or after.
+///
+/// Not thread-safe: the last call on this model.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_free(model: *mut SlimModel) {
     if !model.is_null() {
@@ -175,6 +179,8 @@ pub unsafe extern "C" fn slim_model_free(model: *mut SlimModel) {
 }
 
 /// The input shape, class count and width count.
+///
+/// Thread-safe: any number of threads may call it on one model at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_info(
     model: *const SlimModel,
@@ -197,6 +203,8 @@ pub unsafe extern "C" fn slim_model_info(
 
 /// Every width, widest first, into `out` (`capacity` entries). `*count` is always set to
 /// the number of widths; pass `out` NULL to ask for it alone.
+///
+/// Thread-safe: any number of threads may call it on one model at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_widths(
     model: *const SlimModel,
@@ -229,6 +237,8 @@ pub unsafe extern "C" fn slim_model_widths(
 }
 
 /// The name of class `index` (owned by the model, valid until `slim_model_free`).
+///
+/// Thread-safe: any number of threads may call it on one model at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_class_name(
     model: *const SlimModel,
@@ -253,6 +263,8 @@ pub unsafe extern "C" fn slim_model_class_name(
 /// set to the bytes the reason needs, its NUL included. No width fits:
 /// `SLIM_STATUS_NO_FIT`, and the last error names the nearest width and its misses. A
 /// reason buffer too small: `SLIM_STATUS_BUFFER_TOO_SMALL`, with `*width` still set.
+///
+/// Thread-safe: any number of threads may call it on one model at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_select(
     model: *const SlimModel,
@@ -283,6 +295,8 @@ pub unsafe extern "C" fn slim_model_select(
 
 /// Decodes the image file at `path` (JPEG, PNG, WebP, BMP; gray or colour) and writes its
 /// preprocessed input (`image_len` floats, see `slim_model_info`) to `out`.
+///
+/// Thread-safe: any number of threads may call it on one model at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_preprocess_file(
     model: *const SlimModel,
@@ -300,6 +314,8 @@ pub unsafe extern "C" fn slim_model_preprocess_file(
 
 /// As `slim_model_preprocess_file`, from the `len` bytes of an encoded image in memory;
 /// `name` (may be NULL) names it in errors.
+///
+/// Thread-safe: any number of threads may call it on one model at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_preprocess_image(
     model: *const SlimModel,
@@ -332,6 +348,8 @@ fn fill_image(out: *mut f32, capacity: usize, values: &[f32]) -> Result<(), Fail
 /// Runs `batch` preprocessed images (`batch * image_len` floats at `input`) at `width`.
 /// Writes `batch * embedding_dim` floats to `embedding` and `batch * classes` to `logits`,
 /// row-major; either may be NULL. Both capacities are checked before the graph runs.
+///
+/// Thread-safe: any number of threads may call it on one model at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_run(
     model: *const SlimModel,
@@ -371,6 +389,8 @@ pub unsafe extern "C" fn slim_model_run(
 /// The `k` most probable classes of each of `batch` images at `width`, most probable
 /// first: `batch * min(k, classes)` entries into `out` (`capacity` entries), image after
 /// image.
+///
+/// Thread-safe: any number of threads may call it on one model at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slim_model_classify(
     model: *const SlimModel,

@@ -8,6 +8,7 @@ import gzip
 import os
 import struct
 import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -105,6 +106,17 @@ def test_run_matches_onnxruntime_and_the_export(model, width):
     np.testing.assert_allclose(logits, ort_logits, rtol=0, atol=1e-5)
     # PyTorch at export time: another engine, so a looser bound.
     np.testing.assert_allclose(logits, logits_ref, rtol=0, atol=1e-4)
+
+
+def test_the_ort_backend_answers_as_tract(model):
+    """tools/python.sh builds the wheel with the `ort` feature (ONNX Runtime from
+    ORT_DYLIB_PATH, which .deps/env.sh sets)."""
+    ort_model = slim_runtime.Model(str(MODEL), backend="ort", threads=1)
+    assert "ort-cpu" in repr(ort_model)
+    x, _, _ = exported_test_data(0.5)
+    for width in (1.0, 0.5):
+        np.testing.assert_allclose(ort_model.run(x, width)[1], model.run(x, width)[1],
+                                   rtol=0, atol=1e-5)
 
 
 def test_input_is_read_in_place_and_outputs_own_their_buffers(model):
@@ -266,3 +278,17 @@ def test_the_readme_python_snippet_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     name, prob, _ = slim_runtime.Model(str(MODEL)).classify(["boot.png"], 1, 0.5)[0][0]
     assert out.startswith("0.5 ") and f"\n{name}: {prob:.2f}\n" in out, out
+
+
+def test_the_overhead_benchmark_runs():
+    """One round of crates/slim-py/bench/overhead.py against the C API cargo built for the
+    tests (the README's figures come from release builds and 15 rounds)."""
+    deps = ROOT / "target" / "debug" / "deps" / "libslim.so"
+    assert deps.exists(), f"{deps}: run cargo test -p slim-capi first (tools/test.sh does)"
+    out = subprocess.run([sys.executable, str(ROOT / "crates/slim-py/bench/overhead.py"),
+                          str(deps), "1"], capture_output=True, text=True, check=True).stdout
+    rows = [l for l in out.splitlines() if l.startswith("| 1.0 |") or l.startswith("| 0.25 |")]
+    assert len(rows) == 4, out
+    for row in rows:
+        ratio = float(row.rstrip(" |").rsplit("|", 1)[1])
+        assert ratio > 0, row
