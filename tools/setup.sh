@@ -26,7 +26,7 @@ fi
 mkdir -p "$deps"
 
 # 1. Debian packages: Fashion-MNIST (IDX files under /usr/share/datasets/fashion-mnist/),
-#    and a C compiler and valgrind for the C API's tests (crates/slim-capi).
+#    and a C compiler, make and valgrind for the C API's tests (crates/slim-capi).
 debs=()
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] &&
    [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte ]; then
@@ -34,6 +34,7 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] &&
 fi
 command -v cc >/dev/null || debs+=(gcc libc6-dev)
 command -v valgrind >/dev/null || debs+=(valgrind)
+command -v make >/dev/null || debs+=(make)
 if [ ${#debs[@]} -gt 0 ]; then
   say "installing ${debs[*]} (Debian)"
   sudo_cmd=""

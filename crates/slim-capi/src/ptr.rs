@@ -73,3 +73,14 @@ pub(crate) fn product(a: usize, b: usize, name: &str) -> Result<usize, Failure> 
     a.checked_mul(b)
         .ok_or_else(|| Failure::invalid(format!("{name}: {a} x {b} overflows")))
 }
+
+/// Frees a handle that `Box::into_raw` made (NULL is ignored).
+///
+/// # Safety
+/// A non-NULL `p` came from this library's `Box::into_raw`, is freed once, and is not in
+/// use by another call.
+pub(crate) unsafe fn free<T>(p: *mut T) {
+    if !p.is_null() {
+        drop(unsafe { Box::from_raw(p) });
+    }
+}

@@ -1,5 +1,6 @@
-//! The C API tested from C: `tests/c/api_test.c` and the example `examples/c/classify.c`
-//! are compiled with `cc` against `include/slim.h` and the built `libslim.so`, and run
+//! The C API tested from C: `tests/c/api_test.c`, the example `examples/c/classify.c` (by
+//! its Makefile) and the README's snippet are compiled with `cc` against
+//! `include/slim.h` and the built `libslim.so`, and run
 //! under valgrind (errors and definite or indirect leaks fail the run) on real
 //! Fashion-MNIST images, checked against the Rust API's answers.
 
@@ -108,7 +109,16 @@ fn the_c_example_classifies_images() {
     let dir = tempfile::tempdir().unwrap();
     let images = fashion_mnist_pngs(dir.path(), 3);
     let program = dir.path().join("classify");
-    compile(&crate_dir().join("../../examples/c/classify.c"), &program);
+    // Built by its own Makefile, as its README says, against the library of this test.
+    let status = Command::new("make")
+        .arg("-C")
+        .arg(crate_dir().join("../../examples/c"))
+        .arg(format!("LIB={}", library_dir().display()))
+        .arg(format!("OUT={}", program.display()))
+        .arg("CFLAGS=-std=c11 -Wall -Wextra -Werror -g")
+        .status()
+        .expect("run make");
+    assert!(status.success(), "make -C examples/c failed");
     let mut args = vec![model().display().to_string(), "10".to_string()];
     args.extend(images.iter().map(|(p, _)| p.display().to_string()));
     let stdout = valgrind(&program, &args);
