@@ -1,12 +1,21 @@
 //! Atomic file writes: temporary file in the same folder, fsync, rename, fsync the folder.
 //! A reader sees the old file or the new one, never half of one, even after a kill. And
-//! a folder lock for read-modify-write of a file in it.
+//! a folder lock for read-modify-write of a file in it. And the bounded read every file
+//! reader uses, so that no file's size decides an allocation.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::Error;
+
+/// All of `source` when it holds at most `max` bytes, `None` when it holds more (reading
+/// stops at `max + 1` bytes).
+pub fn read_at_most(source: impl Read, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    source.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
 
 /// What marks the temporary file of an [`atomic_write`]: `.{name}.tmp-{pid}`.
 const TMP_MARK: &str = ".tmp-";
@@ -95,6 +104,11 @@ mod tests {
         atomic_write(&p, b"one").unwrap();
         atomic_write(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            read_at_most(&b"two"[..], 3).unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        assert_eq!(read_at_most(&b"two"[..], 2).unwrap(), None);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

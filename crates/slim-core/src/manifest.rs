@@ -13,6 +13,8 @@ use crate::width::Width;
 
 pub const FILE_NAME: &str = "manifest.json";
 pub const FORMAT: &str = "slim-manifest/1";
+/// Largest manifest read (a real one is a few KiB, even with many widths and latencies).
+pub const MAX_BYTES: u64 = 16 << 20;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -80,11 +82,15 @@ impl Manifest {
     /// Reads `dir/manifest.json` and checks it.
     pub fn load(dir: &Path) -> Result<Manifest, Error> {
         let path = dir.join(FILE_NAME);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let fail = |msg: String| Error::Manifest {
             path: path.clone(),
             msg,
         };
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = crate::fsutil::read_at_most(file, MAX_BYTES)
+            .map_err(|e| Error::io(&path, e))?
+            .ok_or_else(|| fail(format!("is larger than {} MiB: refused", MAX_BYTES >> 20)))?;
+        let text = String::from_utf8(bytes).map_err(|e| fail(format!("is not UTF-8: {e}")))?;
         let m: Manifest =
             serde_json::from_str(&text).map_err(|e| fail(format!("does not parse: {e}")))?;
         if m.format != FORMAT {
@@ -140,6 +146,20 @@ mod tests {
         edit(&mut v);
         std::fs::write(dir.path().join(FILE_NAME), v.to_string()).unwrap();
         Manifest::load(dir.path())
+    }
+
+    #[test]
+    fn a_manifest_over_the_size_bound_is_refused_before_it_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = vec![b' '; MAX_BYTES as usize + 1];
+        text[0] = b'{';
+        *text.last_mut().unwrap() = b'}';
+        std::fs::write(dir.path().join(FILE_NAME), text).unwrap();
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("manifest.json") && e.contains("larger than 16 MiB"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -83,21 +83,17 @@ impl Image {
 
 /// Reads at most [`MAX_FILE_BYTES`] from `source`; `shown` names it in errors.
 pub fn read_bounded(source: impl Read, shown: &Path) -> Result<Vec<u8>, Error> {
-    let mut bytes = Vec::new();
-    source
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::at(shown, format!("cannot be read: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(Error::at(
-            shown,
-            format!(
-                "is larger than {} MiB, more than an image file may be: refused",
-                MAX_FILE_BYTES >> 20
-            ),
-        ));
-    }
-    Ok(bytes)
+    slim_core::fsutil::read_at_most(source, MAX_FILE_BYTES)
+        .map_err(|e| Error::at(shown, format!("cannot be read: {e}")))?
+        .ok_or_else(|| {
+            Error::at(
+                shown,
+                format!(
+                    "is larger than {} MiB, more than an image file may be: refused",
+                    MAX_FILE_BYTES >> 20
+                ),
+            )
+        })
 }
 
 /// Reads the image file `path`, at most [`MAX_FILE_BYTES`].

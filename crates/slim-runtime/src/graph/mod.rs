@@ -20,6 +20,10 @@ use tract_onnx::pb::{GraphProto, ModelProto, ValueInfoProto};
 
 use crate::Error;
 
+/// Largest graph file read: protobuf's 2 GiB limit (larger models keep their weights in
+/// external data files, which are read apart).
+pub const MAX_BYTES: u64 = 2 << 30;
+
 /// A decoded graph with its metadata properties.
 pub struct Graph {
     pub proto: ModelProto,
@@ -32,8 +36,20 @@ pub fn read(path: &Path, model_dir: &Path) -> Result<Graph, Error> {
     // Resolved once for the graph and all its external data.
     let dir = external::resolve_dir(model_dir)?;
     let real = external::resolve_inside(path, &dir)?;
-    let bytes =
-        std::fs::read(&real).map_err(|e| Error::graph(path, format!("cannot be read: {e}")))?;
+    let unreadable = |e: std::io::Error| Error::graph(path, format!("cannot be read: {e}"));
+    let file = std::fs::File::open(&real).map_err(unreadable)?;
+    let bytes = slim_core::fsutil::read_at_most(file, MAX_BYTES)
+        .map_err(unreadable)?
+        .ok_or_else(|| {
+            Error::graph(
+                path,
+                format!(
+                    "is larger than {} GiB, protobuf's limit: a graph this large keeps its \
+                     weights in external data",
+                    MAX_BYTES >> 30
+                ),
+            )
+        })?;
     let mut proto = ModelProto::decode(bytes.as_slice()).map_err(|e| {
         Error::graph(
             path,
