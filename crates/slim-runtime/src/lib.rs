@@ -7,10 +7,12 @@
 //! - [`graph`]: reading a graph safely and checking its metadata against the manifest;
 //! - [`select`](mod@select): the most accurate width within a compute budget;
 //! - [`adaptive`]: switching width while serving to hold a latency target;
+//! - [`cascade`]: the width cascade, narrowest first, wider only while unsure;
 //! - [`calibrate`]: each width's latency measured on this device, cached beside the model.
 
 pub mod adaptive;
 pub mod calibrate;
+pub mod cascade;
 pub mod engine;
 mod error;
 pub mod graph;
