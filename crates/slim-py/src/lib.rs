@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use numpy::ndarray::{Array2, Array4};
-use numpy::{IntoPyArray, PyArray2, PyArray4, PyArrayMethods, PyReadonlyArrayDyn};
-use numpy::{PyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray2, PyArray4, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;

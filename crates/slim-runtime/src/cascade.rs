@@ -28,22 +28,14 @@ impl Confidence {
         }
     }
 
-    /// The confidence of one image's `logits`, in [0, 1].
+    /// The confidence of one image's `logits`, in [0, 1], from the same softmax as
+    /// [`crate::top_k`].
     pub fn of(self, logits: &[f32]) -> f32 {
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exp: Vec<f64> = logits.iter().map(|&v| ((v - max) as f64).exp()).collect();
-        let sum: f64 = exp.iter().sum();
-        let (mut first, mut second) = (0f64, 0f64);
-        for &e in &exp {
-            if e > first {
-                (first, second) = (e, first);
-            } else if e > second {
-                second = e;
-            }
-        }
+        let top = crate::top_k(logits, 2, &[]);
+        let prob = |i: usize| top.get(i).map_or(0.0, |c| c.prob);
         match self {
-            Confidence::MaxProb => (first / sum) as f32,
-            Confidence::Margin => ((first - second) / sum) as f32,
+            Confidence::MaxProb => prob(0),
+            Confidence::Margin => prob(0) - prob(1),
         }
     }
 }
