@@ -5,6 +5,7 @@
 //! stored in the model's manifest.
 
 use slim_core::Width;
+use slim_core::cascade::Confidence;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -75,6 +76,20 @@ pub struct Args {
     /// and print where the time goes, by operator.
     #[arg(long)]
     pub profile: bool,
+    /// Also calibrate a width cascade (narrowest width first, wider only while unsure) on
+    /// every other image of --data and measure it on the rest next to each fixed width,
+    /// one image per call; with --out also cascade.png/svg, with --write-manifest stored
+    /// for slim-run --cascade.
+    #[arg(long, requires = "data")]
+    pub cascade: bool,
+    /// The cascade's confidence: max-prob (top softmax probability) or margin (top two's
+    /// difference).
+    #[arg(long, default_value = "max-prob", value_parser = Confidence::parse, requires = "cascade")]
+    pub cascade_confidence: Confidence,
+    /// Top-1 in percent the cascade must reach on the calibration half [default: the
+    /// widest width's there, less 0.5 points].
+    #[arg(long, value_name = "PERCENT", requires = "cascade")]
+    pub cascade_target_top1: Option<f64>,
     /// Store the measured accuracy and latencies in the model's manifest.json.
     #[arg(long, alias = "update-manifest")]
     pub write_manifest: bool,
@@ -251,6 +266,12 @@ pub fn run(args: &Args) -> Result<Report> {
     if args.limit == Some(0) {
         bail!("--limit must be positive");
     }
+    if let Some(t) = args
+        .cascade_target_top1
+        .filter(|t| !(0.0..=100.0).contains(t))
+    {
+        bail!("--cascade-target-top1 is a percentage in [0, 100], not {t}");
+    }
     if args.profile && backend != Backend::Tract {
         bail!("--profile times tract's nodes: use it with --backend tract");
     }
@@ -287,6 +308,11 @@ pub fn run(args: &Args) -> Result<Report> {
         .into_iter()
         .unzip();
 
+    let cascade = match (&set, args.cascade) {
+        (Some(set), true) => Some(measure_cascade(&model, set, args, &mut reporter)?),
+        _ => None,
+    };
+
     let machine = Machine::detect();
     let provider = widths[0].provider.clone();
     let engine = model.engine(widths[0].width)?;
@@ -319,8 +345,12 @@ pub fn run(args: &Args) -> Result<Report> {
             }),
         },
         widths,
+        cascade,
     };
     print!("{}", report.to_table());
+    if let Some(c) = &report.cascade {
+        print!("\n{}", c.to_table());
+    }
     for (w, p) in report.widths.iter().zip(profiles.iter().flatten()) {
         println!(
             "\nwidth {}: where the time goes at batch {} ({} runs, {})\n\n{}",
@@ -348,12 +378,50 @@ pub fn run(args: &Args) -> Result<Report> {
         }
         let device = report.header.machine.device(engine.placement().on_gpu());
         let changed = writeback::apply(&mut manifest, &report, &used, &device);
+        if let Some(c) = &report.cascade {
+            manifest.cascade = Some(c.calibrated.clone());
+        }
         let path = manifest.save(&args.model)?;
         println!(
-            "wrote {} ({changed} widths updated: backend {used}, device {device})",
-            path.display()
+            "wrote {} ({changed} widths updated: backend {used}, device {device}{})",
+            path.display(),
+            match &report.cascade {
+                Some(c) => format!("; cascade {}", c.calibrated.cascade.describe()),
+                None => String::new(),
+            }
         );
     }
+    Ok(report)
+}
+
+/// The cascade calibrated and measured on `set` (`--cascade`), with progress.
+fn measure_cascade(
+    model: &SlimModel,
+    set: &EvalSet,
+    args: &Args,
+    progress: &mut dyn Progress,
+) -> Result<crate::cascade::CascadeReport> {
+    let mut begun = false;
+    let report = crate::cascade::measure(
+        model,
+        set,
+        args.cascade_confidence,
+        args.cascade_target_top1.map(|t| t / 100.0),
+        args.warmup,
+        |done, total| {
+            if !begun {
+                progress.begin(
+                    "cascade: each image, every width and the cascade",
+                    total as u64,
+                    "images",
+                    0,
+                );
+                begun = true;
+            }
+            progress.update(done as u64, "");
+        },
+    )?;
+    progress.end();
     Ok(report)
 }
 
@@ -368,6 +436,11 @@ fn write_outputs(
     let csv = out.join("report.csv");
     slim_core::fsutil::atomic_write(&csv, report.to_csv().as_bytes())?;
     println!("wrote {} and {}", json.display(), csv.display());
+    if let Some(c) = &report.cascade {
+        for f in crate::cascade_plot::write(out, c)? {
+            println!("wrote {}", f.display());
+        }
+    }
     let batch = *args.batch.iter().min().expect("batch sizes checked");
     let label = args.label.clone().unwrap_or_else(|| default_label(report));
     let Some(main) = Series::from_report(report, label, batch) else {

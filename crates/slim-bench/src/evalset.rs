@@ -78,4 +78,28 @@ impl EvalSet {
     pub fn batch(&self, start: usize, n: usize) -> &[f32] {
         &self.inputs[start * self.stride..(start + n) * self.stride]
     }
+
+    /// The images at even positions and those at odd ones, as two sets (the second has
+    /// no skipped images listed: they are the first's).
+    pub fn halves(&self) -> (EvalSet, EvalSet) {
+        let pick = |parity: usize| {
+            let keep: Vec<usize> = (parity..self.len()).step_by(2).collect();
+            EvalSet {
+                inputs: keep
+                    .iter()
+                    .flat_map(|&i| self.batch(i, 1))
+                    .copied()
+                    .collect(),
+                labels: keep.iter().map(|&i| self.labels[i]).collect(),
+                stride: self.stride,
+                skipped: if parity == 0 {
+                    self.skipped.clone()
+                } else {
+                    Vec::new()
+                },
+                description: self.description.clone(),
+            }
+        };
+        (pick(0), pick(1))
+    }
 }

@@ -6,9 +6,13 @@
 //! - [`machine`]: the machine, date and versions every report states;
 //! - [`report`]: the report as JSON, CSV and a terminal table;
 //! - [`plot`]: accuracy against MACs and latency, with the Pareto front, as PNG and SVG;
+//! - [`cascade`](mod@cascade): the width cascade calibrated on one half of the set and
+//!   measured on the other against each fixed width, and its plot ([`cascade_plot`]);
 //! - [`writeback`]: measured figures back into the model's manifest;
 //! - [`cli`]: the `slim-bench` command.
 
+pub mod cascade;
+pub mod cascade_plot;
 pub mod cli;
 mod error;
 pub mod evalset;

@@ -103,6 +103,9 @@ impl WidthReport {
 pub struct Report {
     pub header: Header,
     pub widths: Vec<WidthReport>,
+    /// With `--cascade`: the calibrated width cascade against each fixed width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<crate::cascade::CascadeReport>,
 }
 
 impl Report {

@@ -66,6 +66,7 @@ mod tests {
 
     fn report(widths: Vec<WidthReport>) -> Report {
         Report {
+            cascade: None,
             header: Header {
                 tool: "slim-bench test".into(),
                 date_utc: "2000-01-01T00:00:00Z".into(),
@@ -134,6 +135,7 @@ mod tests {
             },
             class_names: vec!["a".into()],
             checkpoint_sha256: "x".into(),
+            cascade: None,
             widths: vec![
                 entry(
                     slim_test_utils::width(1.0),

@@ -83,6 +83,21 @@ typedef struct {
   double predicted_ms;
 } SlimSwitch;
 
+// One image's answer from the cascade.
+typedef struct {
+  // The width that answered.
+  double width;
+  // Its stage, 0 for the narrowest.
+  size_t stage;
+  // The confidence it answered with, in [0, 1].
+  float confidence;
+  // The most probable class at that width.
+  size_t class_index;
+  float prob;
+  // The class name, owned by the model (valid until `slim_model_free`).
+  const char *name;
+} SlimCascadeAnswer;
+
 // What every width shares: the input image and the classes.
 typedef struct {
   size_t channels;
@@ -193,6 +208,25 @@ SlimStatus slim_adaptive_run(const SlimAdaptive *adaptive,
                              size_t embedding_capacity,
                              float *logits,
                              size_t logits_capacity);
+
+// Runs `batch` preprocessed images (`batch * image_len` floats at `input`) through the
+// cascade. `confidence` NULL: the cascade calibrated into the manifest (`slim-bench
+// --cascade --write-manifest`; `threshold` is not used, and a manifest without one is
+// `SLIM_STATUS_INVALID_ARGUMENT`). Otherwise "max-prob" or "margin", and every width is a
+// stage at `threshold` in [0, 1]. Writes `batch` answers to `answers` and, unless NULL,
+// each answering width's logits (`batch * classes` floats) to `logits`; both capacities
+// are checked before any graph runs.
+//
+// Thread-safe: any number of threads may call it on one model at once.
+SlimStatus slim_model_cascade(const SlimModel *model,
+                              const char *confidence,
+                              double threshold,
+                              const float *input,
+                              size_t batch,
+                              SlimCascadeAnswer *answers,
+                              size_t answers_capacity,
+                              float *logits,
+                              size_t logits_capacity);
 
 // The message of the last call on this thread that did not return `SLIM_STATUS_OK`
 // (empty before any failure). Valid until the next failing call on this thread; copy it

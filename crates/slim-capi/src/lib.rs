@@ -5,7 +5,8 @@
 //!   and every panic into a status (no unwind crosses into C);
 //! - [`model`]: open a model folder, its widths and costs, select by budget, preprocess
 //!   images, run a batch, top-k classes;
-//! - [`adaptive`]: the adaptive width controller.
+//! - [`adaptive`]: the adaptive width controller;
+//! - [`cascade`]: the width cascade, narrowest first, wider only while unsure.
 //!
 //! Conventions, the same for every function:
 //! - Handles are opaque and freed by their `_free` function (NULL is accepted there).
@@ -22,6 +23,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod adaptive;
+pub mod cascade;
 pub mod error;
 pub mod model;
 mod ptr;

@@ -12,7 +12,7 @@ use crate::ptr;
 /// An exported model folder opened with one backend. Widths load on first use.
 pub struct SlimModel {
     pub(crate) inner: slim_runtime::SlimModel,
-    class_names: Vec<CString>,
+    pub(crate) class_names: Vec<CString>,
 }
 
 /// What every width shares: the input image and the classes.

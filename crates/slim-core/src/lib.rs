@@ -3,6 +3,7 @@
 //!
 //! - [`width`]: widths and the first-k channel rule;
 //! - [`arch`]: width-independent architecture descriptions of every backbone;
+//! - [`cascade`]: the width cascade's stages and thresholds;
 //! - [`cost`](mod@cost): MACs and parameters per width;
 //! - [`config`]: the model config stored in checkpoints;
 //! - [`checkpoint`]: safetensors checkpoints, written atomically;
@@ -13,6 +14,7 @@
 //! - [`stats`]: the one percentile of measured samples.
 
 pub mod arch;
+pub mod cascade;
 pub mod checkpoint;
 pub mod config;
 pub mod cost;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::cascade::Cascade;
 use crate::config::Preprocessing;
 use crate::fsutil::atomic_write;
 use crate::stats::LatencySummary;
@@ -28,6 +29,25 @@ pub struct Manifest {
     pub checkpoint_sha256: String,
     /// Widest first.
     pub widths: Vec<WidthEntry>,
+    /// The width cascade calibrated by `slim-bench --cascade --write-manifest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CalibratedCascade>,
+}
+
+/// A cascade over the model's widths and what it reached on the held-out images its
+/// thresholds were chosen on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CalibratedCascade {
+    #[serde(flatten)]
+    pub cascade: Cascade,
+    /// The top-1 in [0, 1] it was calibrated to reach.
+    pub target_top1: f64,
+    /// What it reached.
+    pub top1: f64,
+    /// Mean multiply-accumulates per image, every stage an image ran counted.
+    pub mean_macs: f64,
+    pub dataset: String,
+    pub samples: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,6 +135,20 @@ impl Manifest {
                 )));
             }
         }
+        if let Some(c) = &m.cascade {
+            c.cascade.check().map_err(&fail)?;
+            if let Some(s) = c
+                .cascade
+                .stages()
+                .iter()
+                .find(|s| m.entry(s.width).is_none())
+            {
+                return Err(fail(format!(
+                    "cascade: width {} is not one of the model's widths {widths:?}",
+                    s.width
+                )));
+            }
+        }
         Ok(m)
     }
 
@@ -162,11 +196,26 @@ mod tests {
         );
     }
 
+    /// A cascade over widths 0.25 and `w` with threshold `t`.
+    fn cascade(t: f64, w: f64) -> serde_json::Value {
+        serde_json::json!({
+            "confidence": "max-prob",
+            "stages": [{"width": 0.25, "threshold": t}, {"width": w, "threshold": 0.0}],
+            "target_top1": 0.8, "top1": 0.8, "mean_macs": 1.0e6,
+            "dataset": "d", "samples": 10
+        })
+    }
+
     #[test]
     fn every_field_a_model_depends_on_is_checked_where_the_manifest_is_read() {
         load_edited(|_| {}).unwrap();
+        let m = load_edited(|v| v["cascade"] = cascade(0.9, 1.0)).unwrap();
+        assert_eq!(
+            m.cascade.unwrap().cascade.describe(),
+            "max-prob: 0.25>=0.9, 1"
+        );
         type Edit = Box<dyn Fn(&mut serde_json::Value)>;
-        let cases: [(&str, Edit); 8] = [
+        let cases: [(&str, Edit); 11] = [
             (
                 "0.5 twice",
                 Box::new(|v| v["widths"][3]["width"] = 0.5.into()),
@@ -198,6 +247,21 @@ mod tests {
             (
                 "0 classes",
                 Box::new(|v| v["class_names"] = serde_json::json!([])),
+            ),
+            (
+                "cascade: threshold 1.5 of width 0.25 is outside [0, 1]",
+                Box::new(|v| v["cascade"] = cascade(1.5, 1.0)),
+            ),
+            (
+                "cascade: width 0.3 is not one of the model's widths",
+                Box::new(|v| v["cascade"] = cascade(0.5, 0.3)),
+            ),
+            (
+                "unknown variant `entropy`",
+                Box::new(|v| {
+                    v["cascade"] = cascade(0.5, 1.0);
+                    v["cascade"]["confidence"] = "entropy".into();
+                }),
             ),
         ];
         for (want, edit) in cases {

@@ -246,7 +246,9 @@ fn write_all(
         class_names: config.class_names.clone(),
         checkpoint_sha256: ckpt.sha256.clone(),
         widths: Vec::new(),
+        cascade: None,
     };
+    let previous_cascade = previous.as_ref().and_then(|m| m.cascade.clone());
     let mut exported = Vec::new();
     for (&w, reference) in selected.iter().zip(references) {
         let c = cost(&net, w, config.input.image_size, config.num_classes());
@@ -306,6 +308,19 @@ fn write_all(
     }
     entries.sort_by_key(|e| std::cmp::Reverse(e.width));
     manifest.widths = entries;
+    // Same checkpoint, same graphs: a cascade calibrated on them still holds while all
+    // its widths are there.
+    manifest.cascade = previous_cascade.filter(|c| {
+        let kept = c
+            .cascade
+            .stages()
+            .iter()
+            .all(|s| manifest.entry(s.width).is_some());
+        if !kept {
+            notes.push("dropped the calibrated cascade: one of its widths is gone".into());
+        }
+        kept
+    });
     let manifest_path = out_dir.join(manifest::FILE_NAME);
     let existed = manifest_path.exists();
     manifest.save(out_dir).map_err(ExportError::Write)?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use numpy::ndarray::{Array2, Array4};
 use numpy::{
-    IntoPyArray, PyArray2, PyArray4, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    IntoPyArray, PyArray1, PyArray2, PyArray4, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
     PyUntypedArrayMethods,
 };
 use pyo3::create_exception;
@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use slim_core::Width;
+use slim_core::cascade::Confidence;
 use slim_runtime::adaptive::{Config, Switch};
 use slim_runtime::{Adaptive as Controller, Backend, Budget, Error, Outputs, SlimModel};
 
@@ -109,6 +110,13 @@ type Array<'py> = Bound<'py, PyArray2<f32>>;
 
 /// `(embedding [N, D], logits [N, K])`, owning the run's buffers.
 type Pair<'py> = (Array<'py>, Array<'py>);
+
+/// `(widths [N], confidences [N], logits [N, K])` of a cascade.
+type CascadeAnswers<'py> = (
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f32>>,
+    Array<'py>,
+);
 
 fn to_numpy(py: Python<'_>, out: Outputs) -> PyResult<Pair<'_>> {
     let n = out.batch;
@@ -287,6 +295,70 @@ impl Model {
             .into_iter()
             .map(|cs| cs.into_iter().map(|c| (c.name, c.prob, c.index)).collect())
             .collect())
+    }
+
+    /// Runs a float32 batch through the width cascade: each image at the narrowest width
+    /// first, at the next wider one only while its confidence is under the threshold.
+    /// Without `threshold`, the cascade calibrated into the manifest (`slim-bench
+    /// --cascade --write-manifest`); with it, every width at `threshold` in [0, 1] judged
+    /// by `confidence` ("max-prob" or "margin"). Returns `(widths, confidences, logits)`:
+    /// per image the width that answered (float64 `[N]`), its confidence (float32 `[N]`)
+    /// and its logits (float32 `[N, K]`). The GIL is released while the graphs run.
+    #[pyo3(signature = (images, threshold = None, confidence = "max-prob"))]
+    fn cascade<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        threshold: Option<f64>,
+        confidence: &str,
+    ) -> PyResult<CascadeAnswers<'py>> {
+        let confidence = Confidence::parse(confidence).map_err(PyValueError::new_err)?;
+        let cascade = self
+            .inner
+            .cascade_with(threshold.map(|t| (confidence, t)))
+            .map_err(raise)?;
+        let (batch, n) = Batch::of(&self.inner, images)?;
+        let values = batch.values();
+        let model = &self.inner;
+        let answers = py
+            .detach(|| model.cascade(&cascade, values))
+            .map_err(raise)?;
+        let k = model.manifest().class_names.len();
+        let widths: Vec<f64> = answers.iter().map(|a| a.width.get()).collect();
+        let conf: Vec<f32> = answers.iter().map(|a| a.confidence).collect();
+        let logits: Vec<f32> = answers.into_iter().flat_map(|a| a.logits).collect();
+        let logits = Array2::from_shape_vec((n, k), logits)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok((
+            widths.into_pyarray(py),
+            conf.into_pyarray(py),
+            logits.into_pyarray(py),
+        ))
+    }
+
+    /// The cascade calibrated into the manifest, as a dict (`confidence`, `stages` as
+    /// `(width, threshold)` pairs, `target_top1`, `top1`, `mean_macs`, `dataset`,
+    /// `samples`), or None.
+    #[getter]
+    fn calibrated_cascade<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(c) = &self.inner.manifest().cascade else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("confidence", c.cascade.confidence().name())?;
+        let stages: Vec<(f64, f64)> = c
+            .cascade
+            .stages()
+            .iter()
+            .map(|s| (s.width.get(), s.threshold))
+            .collect();
+        d.set_item("stages", stages)?;
+        d.set_item("target_top1", c.target_top1)?;
+        d.set_item("top1", c.top1)?;
+        d.set_item("mean_macs", c.mean_macs)?;
+        d.set_item("dataset", &c.dataset)?;
+        d.set_item("samples", c.samples)?;
+        Ok(Some(d))
     }
 
     /// An adaptive controller that holds the `quantile` of latency under `target_ms` by

@@ -5,7 +5,9 @@ inputs, the exported test data (PyTorch at export time), and the Rust API throug
 Run by tools/python.sh (which builds and installs the wheel first)."""
 
 import gzip
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -231,6 +233,59 @@ def test_adaptive_starts_widest_runs_and_steps_down(model):
         switch = a.observe(1.0, 50.0) or switch
     assert switch is not None and switch["from"] == 1.0 and switch["to"] < 1.0
     assert a.width == switch["to"] and a.switches == [switch]
+
+
+def softmax(logits):
+    e = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_the_cascade_stops_each_image_at_the_first_width_sure_enough(model, pngs, tmp_path):
+    x = model.preprocess(pngs[0])
+    narrow = sorted(WIDTHS)
+    alone = {w: model.run(x, w)[1] for w in narrow}
+    widths, conf, logits = model.cascade(x, threshold=0.0)
+    assert widths.dtype == np.float64 and conf.dtype == np.float32 and logits.shape == (8, 10)
+    assert (widths == 0.25).all()
+    np.testing.assert_allclose(logits, alone[0.25], rtol=0, atol=1e-5)
+    for kind in ("max-prob", "margin"):
+        widths, conf, logits = model.cascade(x, threshold=0.8, confidence=kind)
+        for i in range(len(x)):
+            # numpy's own softmax as the reference for the confidence
+            sure = []
+            for w in narrow:
+                p = np.sort(softmax(alone[w][i:i + 1])[0])[::-1]
+                sure.append(p[0] if kind == "max-prob" else p[0] - p[1])
+            stop = next(s for s in range(4) if s == 3 or sure[s] >= 0.8)
+            assert widths[i] == narrow[stop], (kind, i, sure)
+            assert abs(conf[i] - sure[stop]) < 1e-5
+            np.testing.assert_allclose(logits[i], alone[narrow[stop]][i], rtol=0, atol=1e-5)
+
+    # A cascade calibrated into the manifest is the default.
+    assert model.calibrated_cascade is None
+    copy = tmp_path / "model"
+    shutil.copytree(MODEL, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["cascade"] = {
+        "confidence": "margin",
+        "stages": [{"width": 0.25, "threshold": 0.6}, {"width": 1.0, "threshold": 0.0}],
+        "target_top1": 0.8, "top1": 0.81, "mean_macs": 1.2e7, "dataset": "d", "samples": 50,
+    }
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    stored = slim_runtime.Model(str(copy))
+    assert stored.calibrated_cascade["stages"] == [(0.25, 0.6), (1.0, 0.0)]
+    assert stored.calibrated_cascade["confidence"] == "margin"
+    widths, conf, _ = stored.cascade(x)
+    p = np.sort(softmax(alone[0.25]), axis=1)
+    margin = p[:, -1] - p[:, -2]
+    np.testing.assert_array_equal(widths, np.where(margin >= 0.6, 0.25, 1.0))
+
+    with pytest.raises(slim_runtime.SlimError, match="no calibrated cascade"):
+        model.cascade(x)
+    with pytest.raises(slim_runtime.SlimError, match=r"outside \[0, 1\]"):
+        model.cascade(x, threshold=1.5)
+    with pytest.raises(ValueError, match="max-prob or margin"):
+        model.cascade(x, threshold=0.5, confidence="entropy")
 
 
 def test_bad_inputs_raise_clear_exceptions(model, tmp_path):

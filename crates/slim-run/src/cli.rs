@@ -1,6 +1,7 @@
 //! The `slim-run` command: open an exported model, choose the most accurate width within
 //! the budget (saying why, and why the next more accurate width was rejected), then print
-//! the top-k classes (or embeddings) of each image. An image that cannot be read or
+//! the top-k classes (or embeddings) of each image; with `--cascade`, each image at the
+//! narrowest width sure enough of it instead. An image that cannot be read or
 //! decoded is reported on stderr, the others are still classified, and the exit status is
 //! non-zero.
 
@@ -12,8 +13,10 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use slim_cli::Reporter;
 use slim_core::Progress;
+use slim_core::cascade::Confidence;
+use slim_runtime::cascade::Cascade;
 use slim_runtime::select::describe;
-use slim_runtime::{Backend, Budget, SlimModel};
+use slim_runtime::{Backend, Budget, SlimModel, top_k};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,6 +70,19 @@ pub struct Args {
     /// Print each image's embedding instead of its classes.
     #[arg(long)]
     pub embed: bool,
+    /// Run the width cascade instead of one width: each image at the narrowest width
+    /// first, at the next wider one only while its confidence is under the threshold; the
+    /// cascade calibrated into the manifest (slim-bench --cascade --write-manifest), or
+    /// every width at --cascade-threshold.
+    #[arg(long, conflicts_with_all = ["budget_mmacs", "budget_mparams", "budget_ms", "min_top1", "calibrate", "embed"])]
+    pub cascade: bool,
+    /// The threshold in [0, 1] every stage of the cascade uses, instead of the manifest's.
+    #[arg(long, requires = "cascade")]
+    pub cascade_threshold: Option<f64>,
+    /// With --cascade-threshold: max-prob (top softmax probability) or margin (top two's
+    /// difference).
+    #[arg(long, default_value = "max-prob", value_parser = Confidence::parse, requires = "cascade_threshold")]
+    pub cascade_confidence: Confidence,
     /// Image files (JPEG, PNG, WebP, BMP).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -105,6 +121,9 @@ impl Args {
 /// not be read.
 pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
     let budget = args.budget()?;
+    if let Some(t) = args.cascade_threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+        bail!("--cascade-threshold must be in [0, 1], not {t}");
+    }
     let mut model = SlimModel::open(&args.model, args.backend()?)?.with_threads(args.threads);
     if let Some(p) = &args.calibration_cache {
         model = model.with_calibration_path(p);
@@ -150,28 +169,18 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
             )?;
         }
     }
-    let chosen = model
-        .select(&budget)
-        .with_context(|| format!("budget: {}", describe(&budget)))?;
-    writeln!(out, "budget: {}", describe(&budget))?;
-    writeln!(out, "chosen width {}: {}", chosen.width, chosen.reason)?;
-    match chosen.rejected.last() {
-        Some(r) => writeln!(
-            out,
-            "next more accurate width {} rejected: {}",
-            r.width, r.misses
-        )?,
-        None => writeln!(out, "no more accurate width")?,
-    }
-    let engine = model.engine(chosen.width)?;
-    match engine.threads() {
-        Some(n) => writeln!(out, "running on {}, {n} thread(s)", engine.placement())?,
-        None => writeln!(
-            out,
-            "running on {}, the engine's default threads",
-            engine.placement()
-        )?,
-    }
+    let how = if args.cascade {
+        let over = args.cascade_threshold.map(|t| (args.cascade_confidence, t));
+        let cascade = model.cascade_with(over)?;
+        let from = match over {
+            Some(_) => "every width at --cascade-threshold",
+            None => "calibrated into the manifest",
+        };
+        writeln!(out, "cascade {} ({from})", cascade.describe())?;
+        How::Cascade(cascade)
+    } else {
+        How::Width(choose_width(&model, &budget, out)?)
+    };
 
     let mut failed = 0;
     let mut good = Vec::new();
@@ -193,8 +202,26 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
         .chunks(per_image * args.batch)
         .zip(good.chunks(args.batch))
     {
+        let width = match &how {
+            How::Width(w) => *w,
+            How::Cascade(c) => {
+                for (a, path) in model.cascade(c, chunk)?.iter().zip(paths) {
+                    writeln!(
+                        out,
+                        "{}: answered by width {} (stage {}, confidence {:.4})",
+                        path.display(),
+                        a.width,
+                        a.stage + 1,
+                        a.confidence
+                    )?;
+                    let names = &model.manifest().class_names;
+                    print_classes(out, &top_k(&a.logits, args.top_k, names))?;
+                }
+                continue;
+            }
+        };
         if args.embed {
-            for (e, path) in model.embed(chosen.width, chunk)?.iter().zip(paths) {
+            for (e, path) in model.embed(width, chunk)?.iter().zip(paths) {
                 let values: Vec<String> = e.iter().map(|v| format!("{v:.6}")).collect();
                 writeln!(
                     out,
@@ -206,15 +233,9 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
             }
             continue;
         }
-        for (classes, path) in model
-            .classify(chosen.width, chunk, args.top_k)?
-            .iter()
-            .zip(paths)
-        {
+        for (classes, path) in model.classify(width, chunk, args.top_k)?.iter().zip(paths) {
             writeln!(out, "{}:", path.display())?;
-            for (rank, c) in classes.iter().enumerate() {
-                writeln!(out, "  {}. {} {:.2}%", rank + 1, c.name, c.prob * 100.0)?;
-            }
+            print_classes(out, classes)?;
         }
     }
     if failed > 0 {
@@ -222,4 +243,50 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One width for every image, or the cascade.
+enum How {
+    Width(slim_core::Width),
+    Cascade(Cascade),
+}
+
+/// The most accurate width within `budget`, printed with why and why the next more
+/// accurate one was rejected, and what it runs on.
+fn choose_width(
+    model: &SlimModel,
+    budget: &Budget,
+    out: &mut impl Write,
+) -> Result<slim_core::Width> {
+    let chosen = model
+        .select(budget)
+        .with_context(|| format!("budget: {}", describe(budget)))?;
+    writeln!(out, "budget: {}", describe(budget))?;
+    writeln!(out, "chosen width {}: {}", chosen.width, chosen.reason)?;
+    match chosen.rejected.last() {
+        Some(r) => writeln!(
+            out,
+            "next more accurate width {} rejected: {}",
+            r.width, r.misses
+        )?,
+        None => writeln!(out, "no more accurate width")?,
+    }
+    let engine = model.engine(chosen.width)?;
+    match engine.threads() {
+        Some(n) => writeln!(out, "running on {}, {n} thread(s)", engine.placement())?,
+        None => writeln!(
+            out,
+            "running on {}, the engine's default threads",
+            engine.placement()
+        )?,
+    }
+
+    Ok(chosen.width)
+}
+
+fn print_classes(out: &mut impl Write, classes: &[slim_runtime::Class]) -> Result<()> {
+    for (rank, c) in classes.iter().enumerate() {
+        writeln!(out, "  {}. {} {:.2}%", rank + 1, c.name, c.prob * 100.0)?;
+    }
+    Ok(())
 }

@@ -304,3 +304,107 @@ fn two_threads_classify_as_one_does() {
         text(&zero.stderr)
     );
 }
+
+#[test]
+fn a_cascade_answers_each_image_at_the_width_the_runtime_cascade_does() {
+    use slim_core::cascade::{Cascade, Confidence, Stage};
+    use slim_runtime::{Backend, SlimModel};
+    let dir = tempfile::tempdir().unwrap();
+    let images = pngs(dir.path(), 6);
+    let paths: Vec<&str> = images.iter().map(|(p, _)| p.as_str()).collect();
+    let (_copy, model) = slim_test_utils::model_copy();
+    let stage = |w, threshold| Stage {
+        width: slim_test_utils::width(w),
+        threshold,
+    };
+    let cascade =
+        Cascade::new(Confidence::MaxProb, vec![stage(0.25, 0.9), stage(1.0, 0.0)]).unwrap();
+    let mut manifest = slim_core::Manifest::load(&model).unwrap();
+    manifest.cascade = Some(slim_core::manifest::CalibratedCascade {
+        cascade: cascade.clone(),
+        target_top1: 0.8,
+        top1: 0.8,
+        mean_macs: 1e7,
+        dataset: "test".into(),
+        samples: 10,
+    });
+    manifest.save(&model).unwrap();
+
+    let m = model.to_str().unwrap();
+    let mut args = vec!["--model", m, "--cascade", "--top-k", "2"];
+    args.extend(&paths);
+    let out = slim_run(&args);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("cascade max-prob: 0.25>=0.9, 1 (calibrated into the manifest)"),
+        "{stdout}"
+    );
+    let runtime = SlimModel::open(&model, Backend::Tract).unwrap();
+    let answers = runtime
+        .cascade(&cascade, &runtime.preprocess_files(&paths).unwrap())
+        .unwrap();
+    for (path, a) in paths.iter().zip(&answers) {
+        let line = format!(
+            "{path}: answered by width {} (stage {}, confidence {:.4})\n  1. ",
+            a.width,
+            a.stage + 1,
+            a.confidence
+        );
+        assert!(stdout.contains(&line), "{line} not in {stdout}");
+    }
+
+    // Every width at an explicit threshold; threshold 0 stops every image at the first.
+    let fixture = fixture();
+    let f = fixture.to_str().unwrap();
+    let out = slim_run(&[
+        "--model",
+        f,
+        "--cascade",
+        "--cascade-threshold",
+        "0",
+        paths[0],
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("cascade max-prob: 0.25>=0, 0.5>=0, 0.75>=0, 1 (every width"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("answered by width 0.25 (stage 1,"),
+        "{stdout}"
+    );
+
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--model", f, "--cascade", paths[0]],
+            "no calibrated cascade",
+        ),
+        (
+            &[
+                "--model",
+                f,
+                "--cascade",
+                "--cascade-threshold",
+                "1.5",
+                paths[0],
+            ],
+            "--cascade-threshold must be in [0, 1], not 1.5",
+        ),
+        (
+            &["--model", f, "--cascade", "--budget-mmacs", "10", paths[0]],
+            "cannot be used with",
+        ),
+        (
+            &["--model", f, "--cascade-threshold", "0.5", paths[0]],
+            "--cascade",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = slim_run(args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -265,6 +265,7 @@ mod tests {
             },
             class_names: vec!["a".into(), "b".into()],
             checkpoint_sha256: "x".into(),
+            cascade: None,
             widths: vec![
                 entry(slim_test_utils::width(1.0), 31_000_000, Some(0.81), 2.6),
                 entry(slim_test_utils::width(0.75), 17_000_000, Some(0.80), 2.0),

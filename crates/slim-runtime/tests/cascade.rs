@@ -2,7 +2,7 @@
 //! say, each answer that width's own output, and the thresholds' ends behaving as fixed
 //! widths.
 
-use slim_runtime::cascade::{Cascade, Confidence, Stage};
+use slim_runtime::cascade::{Cascade, Confidence, Stage, confidence_of};
 use slim_runtime::{Backend, SlimModel};
 use slim_test_utils::{fashion_mnist_pngs, model, width};
 
@@ -44,7 +44,9 @@ fn each_image_stops_at_the_first_width_sure_enough() {
         let answers = m.cascade(&c, &inputs).unwrap();
         let mut per_stage = [0; 3];
         for (i, a) in answers.iter().enumerate() {
-            let conf: Vec<f32> = (0..3).map(|s| kind.of(fixed[s].logits_row(i))).collect();
+            let conf: Vec<f32> = (0..3)
+                .map(|s| confidence_of(kind, fixed[s].logits_row(i)))
+                .collect();
             let expected = (0..3).find(|&s| s == 2 || f64::from(conf[s]) >= t).unwrap();
             assert_eq!(a.stage, expected, "image {i}: confidences {conf:?}");
             assert_eq!(a.width, width(widths[expected]));

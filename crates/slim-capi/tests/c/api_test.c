@@ -4,9 +4,9 @@
  *
  * Opens MODEL, selects by a MAC budget (must choose EXPECTED_WIDTH), classifies the
  * images (top-1 must be CLASS with probability PROB within 1e-5), runs them from four
- * threads at once (answers must not change), drives the adaptive controller, then walks
- * each error path: every failing call must return its status and a message naming the
- * problem. Prints "api_test: N checks passed" and exits 0, or exits 1 at the first
+ * threads at once (answers must not change), runs the width cascade, drives the adaptive
+ * controller, then walks each error path: every failing call must return its status and
+ * a message naming the problem. Prints "api_test: N checks passed" and exits 0, or exits 1 at the first
  * failure. */
 #include <math.h>
 #include <pthread.h>
@@ -153,6 +153,40 @@ int main(int argc, char **argv) {
         pthread_join(threads[t], NULL);
         CHECK(jobs[t].same, "thread %d answered differently", t);
     }
+
+    /* The cascade over every width: threshold 0 stops at the narrowest; at 0.8 each image
+     * stops at the first width at least 0.8 sure, or at the widest; the answer's class is
+     * its logits' argmax. */
+    SlimCascadeAnswer *answers = malloc(n * sizeof(SlimCascadeAnswer));
+    double narrowest = widths[count - 1].width;
+    OK(slim_model_cascade(model, "max-prob", 0.0, input, n, answers, n, NULL, 0));
+    for (size_t i = 0; i < n; i++)
+        CHECK(answers[i].stage == 0 && answers[i].width == narrowest, "image %zu: stage %zu", i,
+              answers[i].stage);
+    OK(slim_model_cascade(model, "max-prob", 0.8, input, n, answers, n, logits, n * info.classes));
+    for (size_t i = 0; i < n; i++) {
+        SlimCascadeAnswer *a = &answers[i];
+        CHECK(a->confidence >= 0.8f || a->width == 1.0, "image %zu: %g stopped at %g", i, a->confidence,
+              a->width);
+        CHECK(a->prob == a->confidence, "image %zu: max-prob is the top probability", i);
+        size_t best = 0;
+        for (size_t k = 1; k < info.classes; k++)
+            if (logits[i * info.classes + k] > logits[i * info.classes + best]) best = k;
+        CHECK(best == a->class_index && strlen(a->name) > 0, "image %zu: argmax %zu, class %zu", i, best,
+              a->class_index);
+    }
+    OK(slim_model_cascade(model, "margin", 0.5, input, n, answers, n, NULL, 0));
+    CHECK_FAILS(slim_model_cascade(model, NULL, 0.0, input, n, answers, n, NULL, 0),
+                SLIM_STATUS_INVALID_ARGUMENT, "no calibrated cascade");
+    CHECK_FAILS(slim_model_cascade(model, "entropy", 0.5, input, n, answers, n, NULL, 0),
+                SLIM_STATUS_INVALID_ARGUMENT, "max-prob or margin");
+    CHECK_FAILS(slim_model_cascade(model, "margin", 1.5, input, n, answers, n, NULL, 0),
+                SLIM_STATUS_INVALID_ARGUMENT, "threshold is 1.5");
+    CHECK_FAILS(slim_model_cascade(model, "margin", 0.5, input, n, answers, n - 1, NULL, 0),
+                SLIM_STATUS_BUFFER_TOO_SMALL, "answers");
+    CHECK_FAILS(slim_model_cascade(model, "margin", 0.5, input, n, answers, n, logits, 3),
+                SLIM_STATUS_BUFFER_TOO_SMALL, "logits");
+    free(answers);
 
     /* The adaptive controller: starts at the widest, runs and observes. */
     SlimAdaptiveConfig cfg = slim_adaptive_config_p95(20.0);
