@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::width::{Width, scaled};
+use crate::width::{Width, make_divisible, scaled};
 
 /// The backbones the toolchain knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +64,32 @@ pub enum Activation {
     Relu6,
 }
 
+/// How a layer's channels shrink with the width, as its backbone's reference does it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelRule {
+    /// `max(1, floor(c * w))`: SlimCLR's `int(c * w)`, the ResNets.
+    Floor,
+    /// `times * make_divisible(c / times * w, 8)`: a base of `c / times` channels rounded
+    /// to a multiple of 8, then expanded `times` (slimmable_networks' MobileNetV2, whose
+    /// hidden layers have `t * inp` channels of an already rounded `inp`).
+    Divisible8 { times: usize },
+    /// All `c` at every width: the image channels, MobileNetV2's 1280-channel head.
+    Fixed,
+}
+
+impl ChannelRule {
+    /// Channels kept at width `w` out of `c` at full width.
+    pub fn at(self, c: usize, w: Width) -> usize {
+        match self {
+            ChannelRule::Floor => scaled(c, w),
+            ChannelRule::Divisible8 { times } => {
+                times * make_divisible((c / times) as f64 * w.get(), 8)
+            }
+            ChannelRule::Fixed => c,
+        }
+    }
+}
+
 /// A convolution without bias followed by a switchable BatchNorm and an activation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvBn {
@@ -79,25 +105,24 @@ pub struct ConvBn {
     pub padding: usize,
     /// Depthwise (groups = channels, in = out); otherwise groups = 1.
     pub depthwise: bool,
-    /// False only for the stem: image channels are never sliced.
-    pub slim_input: bool,
+    /// How the input and output channels shrink (the stem's input: [`ChannelRule::Fixed`]).
+    pub in_rule: ChannelRule,
+    pub out_rule: ChannelRule,
     pub activation: Activation,
 }
 
 impl ConvBn {
     /// (in, out) channels at width `w`.
     pub fn channels_at(&self, w: Width) -> (usize, usize) {
-        let cin = if self.slim_input {
-            scaled(self.in_channels, w)
-        } else {
-            self.in_channels
-        };
-        (cin, scaled(self.out_channels, w))
+        (
+            self.in_rule.at(self.in_channels, w),
+            self.out_rule.at(self.out_channels, w),
+        )
     }
 
     pub fn groups_at(&self, w: Width) -> usize {
         if self.depthwise {
-            scaled(self.out_channels, w)
+            self.out_rule.at(self.out_channels, w)
         } else {
             1
         }
@@ -137,6 +162,8 @@ pub enum Layer {
 pub struct Network {
     pub layers: Vec<Layer>,
     pub features: usize,
+    /// How the embedding shrinks: the last layer's output rule.
+    pub features_rule: ChannelRule,
 }
 
 impl Network {
@@ -158,7 +185,7 @@ impl Network {
 
     /// Embedding size at width `w`.
     pub fn features_at(&self, w: Width) -> usize {
-        scaled(self.features, w)
+        self.features_rule.at(self.features, w)
     }
 }
 
@@ -178,7 +205,8 @@ fn conv(
         stride,
         padding: kernel / 2,
         depthwise: false,
-        slim_input: true,
+        in_rule: ChannelRule::Floor,
+        out_rule: ChannelRule::Floor,
         activation,
     }
 }
@@ -225,7 +253,7 @@ fn stages(
 /// CIFAR-style ResNet of basic blocks: 3x3 stem at the first stage's width, stride 1.
 fn resnet_cifar_basic(in_channels: usize, widths: &[usize], blocks: &[usize]) -> Network {
     let mut layers = vec![Layer::ConvBn(ConvBn {
-        slim_input: false,
+        in_rule: ChannelRule::Fixed,
         ..conv("stem", in_channels, widths[0], 3, 1, Activation::Relu)
     })];
     let (body, features) = stages(widths[0], widths, blocks, |p, cin, stride, cout| {
@@ -235,14 +263,18 @@ fn resnet_cifar_basic(in_channels: usize, widths: &[usize], blocks: &[usize]) ->
         ]
     });
     layers.extend(body);
-    Network { layers, features }
+    Network {
+        layers,
+        features,
+        features_rule: ChannelRule::Floor,
+    }
 }
 
 /// ResNet-50 v1.5: bottleneck blocks (1x1, 3x3 with the stride, 1x1 to 4x the middle).
 fn resnet50(in_channels: usize) -> Network {
     let mut layers = vec![
         Layer::ConvBn(ConvBn {
-            slim_input: false,
+            in_rule: ChannelRule::Fixed,
             ..conv("stem", in_channels, 64, 7, 2, Activation::Relu)
         }),
         Layer::MaxPool {
@@ -265,9 +297,17 @@ fn resnet50(in_channels: usize) -> Network {
         },
     );
     layers.extend(body);
-    Network { layers, features }
+    Network {
+        layers,
+        features,
+        features_rule: ChannelRule::Floor,
+    }
 }
 
+/// MobileNetV2 with slimmable_networks' channel rules (`models/s_mobilenet_v2.py`): every
+/// width rounds the stem's and each block's channels to multiples of 8, a block's hidden
+/// layers have `t` times its rounded input, and the 1280-channel head is whole at every
+/// width (its input is sliced).
 fn mobilenet_v2(in_channels: usize) -> Network {
     // (expansion t, output channels c, repeats n, first stride s), Sandler et al. 2018.
     const SETTINGS: [(usize, usize, usize, usize); 7] = [
@@ -279,10 +319,18 @@ fn mobilenet_v2(in_channels: usize) -> Network {
         (6, 160, 3, 2),
         (6, 320, 1, 1),
     ];
-    let mut layers = vec![Layer::ConvBn(ConvBn {
-        slim_input: false,
-        ..conv("stem", in_channels, 32, 3, 2, Activation::Relu6)
-    })];
+    const HEAD: usize = 1280;
+    let by8 = |times| ChannelRule::Divisible8 { times };
+    let rules = |c: ConvBn, i, o| ConvBn {
+        in_rule: i,
+        out_rule: o,
+        ..c
+    };
+    let mut layers = vec![Layer::ConvBn(rules(
+        conv("stem", in_channels, 32, 3, 2, Activation::Relu6),
+        ChannelRule::Fixed,
+        by8(1),
+    ))];
     let mut cin = 32;
     let mut index = 0;
     for (t, c, n, s) in SETTINGS {
@@ -292,16 +340,10 @@ fn mobilenet_v2(in_channels: usize) -> Network {
             let p = format!("blocks.{index}");
             let mut body = Vec::new();
             if t != 1 {
-                body.push(conv(
-                    format!("{p}.expand"),
-                    cin,
-                    hidden,
-                    1,
-                    1,
-                    Activation::Relu6,
-                ));
+                let expand = conv(format!("{p}.expand"), cin, hidden, 1, 1, Activation::Relu6);
+                body.push(rules(expand, by8(1), by8(t)));
             }
-            body.push(ConvBn {
+            let depthwise = ConvBn {
                 depthwise: true,
                 ..conv(
                     format!("{p}.depthwise"),
@@ -311,15 +353,10 @@ fn mobilenet_v2(in_channels: usize) -> Network {
                     stride,
                     Activation::Relu6,
                 )
-            });
-            body.push(conv(
-                format!("{p}.project"),
-                hidden,
-                c,
-                1,
-                1,
-                Activation::None,
-            ));
+            };
+            body.push(rules(depthwise, by8(t), by8(t)));
+            let project = conv(format!("{p}.project"), hidden, c, 1, 1, Activation::None);
+            body.push(rules(project, by8(t), by8(1)));
             if stride == 1 && cin == c {
                 layers.push(Layer::Residual {
                     body,
@@ -333,17 +370,15 @@ fn mobilenet_v2(in_channels: usize) -> Network {
             index += 1;
         }
     }
-    layers.push(Layer::ConvBn(conv(
-        "head",
-        cin,
-        1280,
-        1,
-        1,
-        Activation::Relu6,
+    layers.push(Layer::ConvBn(rules(
+        conv("head", cin, HEAD, 1, 1, Activation::Relu6),
+        by8(1),
+        ChannelRule::Fixed,
     )));
     Network {
         layers,
-        features: 1280,
+        features: HEAD,
+        features_rule: ChannelRule::Fixed,
     }
 }
 
@@ -362,6 +397,73 @@ mod tests {
             assert_eq!(names.len(), n, "{}", b.name());
             assert_eq!(Backbone::parse(b.name()), Some(b));
         }
+    }
+
+    /// slimmable_networks' `_make_divisible` on values worked by hand.
+    #[test]
+    fn channels_round_as_tf_slim_does() {
+        use crate::width::make_divisible;
+        assert_eq!(make_divisible(8.0, 8), 8, "32 x 0.25");
+        assert_eq!(
+            make_divisible(4.0, 8),
+            8,
+            "16 x 0.25: half a multiple rounds up"
+        );
+        assert_eq!(make_divisible(6.0, 8), 8, "24 x 0.25");
+        assert_eq!(
+            make_divisible(18.0, 8),
+            24,
+            "24 x 0.75: nearest is 16, 11% short"
+        );
+        assert_eq!(make_divisible(12.0, 8), 16, "24 x 0.5");
+        assert_eq!(make_divisible(72.0, 8), 72, "96 x 0.75");
+        assert_eq!(make_divisible(40.0, 8), 40, "160 x 0.25");
+        assert_eq!(make_divisible(0.5, 8), 1, "at least 1");
+    }
+
+    #[test]
+    fn mobilenet_v2_keeps_multiples_of_8_and_its_whole_head() {
+        let net = Backbone::MobilenetV2.network(3);
+        let w = |x| Width::new(x).unwrap();
+        for x in [1.0, 0.75, 0.5, 0.25] {
+            for c in net.convs() {
+                let (cin, cout) = c.channels_at(w(x));
+                if c.name != "head" {
+                    assert_eq!(cout % 8, 0, "{} at {x}: {cout}", c.name);
+                }
+                if c.name != "stem" {
+                    assert_eq!(cin % 8, 0, "{} at {x}: {cin}", c.name);
+                }
+            }
+            assert_eq!(net.features_at(w(x)), 1280);
+        }
+        let at = |name: &str, x| {
+            let c = net.convs().into_iter().find(|c| c.name == name).unwrap();
+            c.channels_at(w(x))
+        };
+        // Width 1.0 is the paper's network; at 0.25 the reference's rounding.
+        assert_eq!(at("stem", 1.0), (3, 32));
+        assert_eq!(at("stem", 0.25), (3, 8));
+        assert_eq!(
+            at("blocks.1.expand", 0.25),
+            (8, 48),
+            "t 6 x make_divisible(16 x 0.25)"
+        );
+        assert_eq!(
+            at("blocks.1.project", 0.25),
+            (48, 8),
+            "make_divisible(24 x 0.25)"
+        );
+        assert_eq!(
+            at("blocks.2.expand", 0.75),
+            (24, 144),
+            "6 x make_divisible(18)"
+        );
+        assert_eq!(at("head", 0.25), (80, 1280));
+        // ResNets keep floor(c * w).
+        let r = Backbone::Resnet20.network(1);
+        assert_eq!(r.convs()[0].channels_at(w(0.75)), (1, 12));
+        assert_eq!(r.features_at(w(0.25)), 16);
     }
 
     #[test]

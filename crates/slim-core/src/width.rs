@@ -117,6 +117,19 @@ pub fn scaled(channels: usize, w: Width) -> usize {
     ((channels as f64 * w.0 + 1e-9).floor() as usize).max(1)
 }
 
+/// TF-slim's `make_divisible(v, divisor)` with `min_value` 1, as slimmable_networks'
+/// MobileNetV2 (`models/s_mobilenet_v2.py`, `_make_divisible`) rounds channels: `v` to the
+/// nearest multiple of `divisor`, at least 1, one multiple more when that falls over 10%
+/// short of `v`.
+pub fn make_divisible(v: f64, divisor: usize) -> usize {
+    let d = divisor as f64;
+    let mut rounded = (((v + d / 2.0).floor() as usize) / divisor * divisor).max(1);
+    if (rounded as f64) < 0.9 * v {
+        rounded += divisor;
+    }
+    rounded
+}
+
 /// Checks a list of some widths (a manifest may hold a few): non-empty, every width in
 /// [0.001, 1], distinct to a thousandth. Returns the widths sorted widest first.
 pub fn check_list(widths: &[Width]) -> Result<Vec<Width>, String> {
