@@ -27,8 +27,8 @@ pub struct CascadeReport {
     pub images: usize,
     /// Each fixed width, narrowest first, then the cascade, on the measured half.
     pub rows: Vec<Row>,
-    /// The cascade at each of [`SWEEP_STEPS`] + 1 shared thresholds on the measured half,
-    /// judged from the fixed widths' outputs.
+    /// The calibrated cascade's widths at each of [`SWEEP_STEPS`] + 1 shared thresholds
+    /// on the measured half, judged from the fixed widths' outputs.
     pub sweep: Vec<SweepPoint>,
 }
 
@@ -132,17 +132,20 @@ pub fn measure(
         time_each_image(model, &widths, &cascade, &measured, warmup, |n| {
             progress(n, measured.len())
         })?;
-    let sweep = Sweep::new(&held_measured, &measured.labels, confidence)?;
+    let judge = Sweep::new(&held_measured, &measured.labels, confidence)?;
+    let widths: Vec<Width> = cascade.stages().iter().map(|s| s.width).collect();
     let sweep = (0..=SWEEP_STEPS)
         .map(|i| {
-            let r = sweep.at(i as f64 / SWEEP_STEPS as f64);
-            SweepPoint {
-                threshold: r.threshold,
+            let t = i as f64 / SWEEP_STEPS as f64;
+            let c = Cascade::shared(confidence, &widths, t).map_err(Error::Invalid)?;
+            let r = judge.judge(&c)?;
+            Ok(SweepPoint {
+                threshold: t,
                 top1: r.top1,
                 mean_macs: r.mean_macs,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, Error>>()?;
     Ok(CascadeReport {
         calibrated,
         images: measured.len(),
@@ -176,7 +179,16 @@ fn time_each_image(
     let mut ms = vec![Vec::with_capacity(set.len()); k + 1];
     let mut hits = vec![0usize; k + 1];
     let mut total_macs = vec![0u64; k + 1];
-    let mut answered = vec![0usize; k];
+    // MACs of an image answered at each stage: every stage up to it ran.
+    let stage_macs: Vec<u64> = cascade
+        .stages()
+        .iter()
+        .scan(0, |sum, s| {
+            *sum += model.entry(s.width).map_or(0, |e| e.macs);
+            Some(*sum)
+        })
+        .collect();
+    let mut answered = vec![0usize; stage_macs.len()];
     let mut logits: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(set.len()); k];
     for i in 0..set.len() {
         let (image, label) = (set.batch(i, 1), set.labels[i]);
@@ -192,7 +204,7 @@ fn time_each_image(
         let answer = model.cascade(cascade, image)?.remove(0);
         ms[k].push(t.elapsed().as_secs_f64() * 1e3);
         hits[k] += usize::from(right(&answer.logits, label));
-        total_macs[k] += macs[..=answer.stage].iter().sum::<u64>();
+        total_macs[k] += stage_macs[answer.stage];
         answered[answer.stage] += 1;
         progress(i + 1);
     }

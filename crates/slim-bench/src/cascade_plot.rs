@@ -1,6 +1,6 @@
 //! `cascade.png` and `cascade.svg`: on the measured half, top-1 against mean MACs per image
-//! for each fixed width (points), the cascade at every swept threshold (a line) and the
-//! calibrated cascade as measured (a star); the widest width's top-1 less half a point is
+//! for each fixed width (points), the calibrated cascade's widths at every swept threshold
+//! (a line) and the calibrated cascade as run (a triangle); the widest width's top-1 less half a point is
 //! a dashed line.
 
 use std::path::{Path, PathBuf};
@@ -93,7 +93,7 @@ impl Figure for CascadeFigure<'_> {
             .draw_series(LineSeries::new(curve, green.stroke_width(2)))
             .map_err(err)?
             .label(format!(
-                "cascade, shared threshold 0 to 1 in steps of 1/{}",
+                "its widths, threshold 0 to 1 in steps of 1/{}",
                 crate::cascade::SWEEP_STEPS
             ))
             .legend(move |(x, y)| {
@@ -115,14 +115,16 @@ impl Figure for CascadeFigure<'_> {
                 });
         }
         if let Some(c) = cascade {
-            let threshold = r.calibrated.cascade.stages()[0].threshold;
             chart
                 .draw_series(std::iter::once(
                     EmptyElement::at((c.mean_macs / 1e6, c.top1 * 100.0))
                         + TriangleMarker::new((0, 0), 9, red.filled()),
                 ))
                 .map_err(err)?
-                .label(format!("calibrated cascade (threshold {threshold}), run"))
+                .label(format!(
+                    "calibrated cascade {}, run",
+                    r.calibrated.cascade.describe()
+                ))
                 .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, red.filled()));
         }
         legend(&mut chart, SeriesLabelPosition::UpperLeft)?;

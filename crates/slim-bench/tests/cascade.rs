@@ -74,10 +74,10 @@ fn the_cascade_as_run_is_the_cascade_judged_from_each_width_alone() {
     assert!((c.target_top1 - (hits as f64 / 150.0 - 0.005)).abs() < 1e-12);
     assert!(c.top1 >= c.target_top1, "{c:?}");
     assert_eq!(c.samples, 150);
-    let threshold = c.cascade.stages()[0].threshold;
     let reached = Sweep::new(&held_cal, &calibration.labels, Confidence::MaxProb)
         .unwrap()
-        .at(threshold);
+        .judge(&c.cascade)
+        .unwrap();
     assert_eq!((reached.top1, reached.mean_macs), (c.top1, c.mean_macs));
 
     // Rows: every width narrowest first, then the cascade; on the measured half the
@@ -86,7 +86,7 @@ fn the_cascade_as_run_is_the_cascade_judged_from_each_width_alone() {
     assert_eq!(widths, [Some(0.25), Some(0.5), Some(0.75), Some(1.0), None]);
     let held = held_alone(&m, &measured);
     let sweep = Sweep::new(&held, &measured.labels, Confidence::MaxProb).unwrap();
-    let judged = sweep.at(threshold);
+    let judged = sweep.judge(&c.cascade).unwrap();
     let run = r.rows.last().unwrap();
     assert_eq!(run.answered, judged.answered);
     assert_eq!((run.top1, run.mean_macs), (judged.top1, judged.mean_macs));
@@ -102,11 +102,13 @@ fn the_cascade_as_run_is_the_cascade_judged_from_each_width_alone() {
         assert_eq!(row.top1, hits as f64 / 150.0);
         assert_eq!(row.mean_macs, h.macs as f64);
     }
-    // Threshold 0 is the narrowest width alone; the sweep is the same judge.
+    // Threshold 0 is the cascade's first width alone; the sweep is the same judge.
     assert_eq!(r.sweep.len(), cascade::SWEEP_STEPS + 1);
+    let first = c.cascade.stages()[0].width;
+    let row = r.rows.iter().find(|r| r.width == Some(first)).unwrap();
     assert_eq!(
         (r.sweep[0].top1, r.sweep[0].mean_macs),
-        (r.rows[0].top1, r.rows[0].mean_macs)
+        (row.top1, row.mean_macs)
     );
     let table = r.to_table();
     assert!(table.contains("| cascade | "), "{table}");
@@ -203,7 +205,7 @@ fn bad_cascade_flags_are_refused_by_name() {
                 "--cascade-target-top1",
                 "100",
             ],
-            "no threshold reaches top-1 100.00%; the best is",
+            "no cascade reaches top-1 100.00%; the best is",
         ),
     ];
     for (args, want) in cases {

@@ -2,7 +2,8 @@
 //! and goes on to the next wider width only while its prediction's confidence is under
 //! that stage's threshold, so easy images cost the narrow width and hard ones the wide.
 //! Confidence is the top softmax probability or the margin between the top two. A
-//! [`Sweep`] judges any threshold on every width's held-out outputs and calibrates one.
+//! [`Sweep`] judges any threshold on every width's held-out outputs and calibrates the
+//! cheapest cascade (its widths and threshold) that reaches a target top-1.
 
 use slim_core::Width;
 pub use slim_core::cascade::{Cascade, Confidence, Stage};
@@ -109,9 +110,12 @@ pub struct Held {
     pub logits: Vec<Vec<f32>>,
 }
 
-/// What a cascade with one shared threshold reaches on a labelled set.
+/// What a cascade reaches on a labelled set.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reached {
+    /// Its stages' widths, narrowest first.
+    pub widths: Vec<Width>,
+    /// The first stage's threshold (a calibrated cascade's, shared by every stage).
     pub threshold: f64,
     pub top1: f64,
     /// Mean multiply-accumulates per image, every stage an image ran counted.
@@ -174,53 +178,99 @@ impl<'a> Sweep<'a> {
 
     /// What the cascade over every width with `threshold` at each stage reaches.
     pub fn at(&self, threshold: f64) -> Reached {
-        let last = self.held.len() - 1;
+        let all: Vec<(usize, f64)> = (0..self.held.len()).map(|h| (h, threshold)).collect();
+        self.chain_at(&all)
+    }
+
+    /// What `cascade` reaches; every width of it must be held.
+    pub fn judge(&self, cascade: &Cascade) -> Result<Reached, Error> {
+        let chain = cascade
+            .stages()
+            .iter()
+            .map(|s| {
+                let h = self.held.iter().position(|h| h.width == s.width);
+                h.map(|h| (h, s.threshold)).ok_or_else(|| {
+                    Error::Invalid(format!("cascade: width {} is not held", s.width))
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(self.chain_at(&chain))
+    }
+
+    /// What the cascade of the stages `chain` (an index into the held widths, growing,
+    /// and its threshold) reaches.
+    fn chain_at(&self, chain: &[(usize, f64)]) -> Reached {
+        let last = chain.len() - 1;
         let n = self.judged[0].len();
-        let (mut hits, mut macs, mut answered) = (0usize, 0u64, vec![0usize; self.held.len()]);
+        let (mut hits, mut macs, mut answered) = (0usize, 0u64, vec![0usize; chain.len()]);
+        let cost: Vec<u64> = chain
+            .iter()
+            .scan(0, |sum, &(h, _)| {
+                *sum += self.held[h].macs;
+                Some(*sum)
+            })
+            .collect();
         for i in 0..n {
             let stop = (0..=last)
-                .find(|&s| s == last || f64::from(self.judged[s][i].0) >= threshold)
+                .find(|&s| {
+                    let (h, t) = chain[s];
+                    s == last || f64::from(self.judged[h][i].0) >= t
+                })
                 .expect("the last stage stops");
-            hits += usize::from(self.judged[stop][i].1);
-            macs += self.held[..=stop].iter().map(|h| h.macs).sum::<u64>();
+            hits += usize::from(self.judged[chain[stop].0][i].1);
+            macs += cost[stop];
             answered[stop] += 1;
         }
         Reached {
-            threshold,
+            widths: chain.iter().map(|&(h, _)| self.held[h].width).collect(),
+            threshold: chain[0].1,
             top1: hits as f64 / n as f64,
             mean_macs: macs as f64 / n as f64,
             answered,
         }
     }
 
-    /// The shared threshold with the least mean MACs whose top-1 is at least
-    /// `min_top1`, searched over [0, 1] in steps of 0.001; an error names the best top-1
-    /// any threshold reaches when none reaches `min_top1`.
+    /// The cascade with the least mean MACs whose top-1 is at least `min_top1`: over
+    /// every chain of the held widths that ends at the widest (so with 4 widths, 8
+    /// chains: all four, 0.25 then 1.0, ..., 1.0 alone) and every shared threshold in
+    /// [0, 1] in steps of 0.001. An error names the best top-1 any of them reaches when
+    /// none reaches `min_top1`.
     pub fn calibrate(&self, min_top1: f64) -> Result<(Cascade, Reached), Error> {
         if !(0.0..=1.0).contains(&min_top1) {
             return Err(Error::Invalid(format!(
                 "cascade calibration: target top-1 {min_top1} is outside [0, 1]"
             )));
         }
+        let widest = self.held.len() - 1;
         let mut best: Option<Reached> = None;
         let mut best_top1 = 0f64;
-        for step in 0..=1000 {
-            let r = self.at(step as f64 / 1000.0);
-            best_top1 = best_top1.max(r.top1);
-            if r.top1 >= min_top1 && best.as_ref().is_none_or(|b| r.mean_macs < b.mean_macs) {
-                best = Some(r);
+        for mask in 0..1usize << widest {
+            let chain: Vec<usize> = (0..widest)
+                .filter(|&h| mask & (1 << h) != 0)
+                .chain([widest])
+                .collect();
+            for step in 0..=1000 {
+                let t = step as f64 / 1000.0;
+                let stages: Vec<(usize, f64)> = chain.iter().map(|&h| (h, t)).collect();
+                let r = self.chain_at(&stages);
+                best_top1 = best_top1.max(r.top1);
+                if r.top1 >= min_top1 && best.as_ref().is_none_or(|b| r.mean_macs < b.mean_macs) {
+                    best = Some(r);
+                }
+                if chain.len() == 1 {
+                    break;
+                }
             }
         }
         let Some(best) = best else {
             return Err(Error::Invalid(format!(
-                "cascade calibration: no threshold reaches top-1 {:.2}%; the best is {:.2}%",
+                "cascade calibration: no cascade reaches top-1 {:.2}%; the best is {:.2}%",
                 min_top1 * 100.0,
                 best_top1 * 100.0
             )));
         };
-        let widths: Vec<Width> = self.held.iter().map(|h| h.width).collect();
-        let cascade =
-            Cascade::shared(self.confidence, &widths, best.threshold).map_err(Error::Invalid)?;
+        let cascade = Cascade::shared(self.confidence, &best.widths, best.threshold)
+            .map_err(Error::Invalid)?;
         Ok((cascade, best))
     }
 }
@@ -251,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn calibration_takes_the_cheapest_threshold_that_reaches_the_target() {
+    fn calibration_takes_the_cheapest_widths_and_threshold_that_reach_the_target() {
         // Two widths, four images of classes 0/1. The narrow width is sure and right on
         // images 0 and 1, unsure and wrong on 2 and 3; the wide one is right on all.
         let sure = |c: usize| {
@@ -290,9 +340,38 @@ mod tests {
         assert_eq!(c.mean_macs, (2.0 * 10.0 + 2.0 * 110.0) / 4.0);
         assert_eq!(cascade.stages()[0].threshold, 0.525);
         assert_eq!(c.threshold, 0.525);
+        assert_eq!(sweep.judge(&cascade).unwrap(), c);
         // Half right is reached by the narrow width alone, at its cost.
         let (_, c) = sweep.calibrate(0.5).unwrap();
         assert_eq!((c.answered.clone(), c.mean_macs), (vec![4, 0], 10.0));
+        // A middle width as unsure as the narrow one only adds cost: it is skipped.
+        let three = [
+            Held {
+                width: w(0.25),
+                macs: 10,
+                logits: held[0].logits.clone(),
+            },
+            Held {
+                width: w(0.5),
+                macs: 50,
+                logits: held[0].logits.clone(),
+            },
+            Held {
+                width: w(1.0),
+                macs: 100,
+                logits: held[1].logits.clone(),
+            },
+        ];
+        let sweep = Sweep::new(&three, &labels, Confidence::MaxProb).unwrap();
+        let (cascade, c) = sweep.calibrate(1.0).unwrap();
+        assert_eq!(c.widths, vec![w(0.25), w(1.0)]);
+        assert_eq!(cascade.describe(), "max-prob: 0.25>=0.525, 1");
+        assert_eq!(c.mean_macs, 60.0);
+        assert_eq!(sweep.at(0.525).mean_macs, (2.0 * 10.0 + 2.0 * 160.0) / 4.0);
+        let e = sweep
+            .judge(&Cascade::shared(Confidence::MaxProb, &[w(0.75)], 0.5).unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("width 0.75 is not held"), "{e}");
         // Unreachable targets and mismatched inputs are refused by name.
         let wrong = [Held {
             width: w(0.25),
