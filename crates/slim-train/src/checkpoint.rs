@@ -1,13 +1,14 @@
 //! The libtorch side of slim-core's checkpoint format ([`slim_core::checkpoint`]):
 //! [`save`] writes a [`SlimNet`]'s tensors together with reference outputs of its
 //! eval-mode forward pass (so that exporters can check themselves without libtorch),
+//! [`save_keeping`] writes one over the rest of the checkpoint it came from,
 //! [`save_snapshot`] writes a lighter trajectory checkpoint, and
 //! [`load`] rebuilds a [`SlimNet`] in a fresh var store from a checkpoint file.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use slim_core::checkpoint::{Precision, names};
+use slim_core::checkpoint::{Precision, Recalibration, names};
 use slim_core::rng::SplitMix64;
 use slim_core::{Checkpoint, ModelConfig};
 use tch::{Device, Kind, Tensor, nn};
@@ -66,6 +67,43 @@ pub fn save_with_state(
     train_state: Option<&str>,
 ) -> Result<(), Error> {
     let mut tensors = core_tensors(net, train)?;
+    insert_references(net, &mut tensors)?;
+    slim_core::checkpoint::save_with_state(path, net.config(), &tensors, train_state)?;
+    Ok(())
+}
+
+/// Writes `net` to `path` atomically in place of `source`, the checkpoint it was loaded
+/// from: `net`'s model tensors and fresh reference outputs, and everything else of
+/// `source` as it was: its `train.*` tensors (bit for bit, not through libtorch), its
+/// training state, and its recalibration record unless `recalibration` replaces it.
+pub fn save_keeping(
+    path: &Path,
+    net: &SlimNet,
+    source: &Checkpoint,
+    recalibration: Option<&Recalibration>,
+) -> Result<(), Error> {
+    let mut tensors = core_tensors(net, &[])?;
+    insert_references(net, &mut tensors)?;
+    for (name, t) in &source.tensors {
+        if name.starts_with(names::TRAIN) {
+            tensors.insert(name.clone(), t.clone());
+        }
+    }
+    slim_core::checkpoint::save_recalibrated(
+        path,
+        net.config(),
+        &tensors,
+        source.train_state.as_deref(),
+        recalibration.or(source.recalibration.as_ref()),
+    )?;
+    Ok(())
+}
+
+/// Adds the reference image and every width's eval-mode embedding and logits of it.
+fn insert_references(
+    net: &SlimNet,
+    tensors: &mut BTreeMap<String, slim_core::Tensor>,
+) -> Result<(), Error> {
     let image = reference_image(net.config());
     let x = from_core(&image, net.device())?;
     tensors.insert(names::REFERENCE_IMAGE.to_string(), image);
@@ -75,7 +113,6 @@ pub fn save_with_state(
         tensors.insert(names::reference_embedding(&t), to_core(&embedding)?);
         tensors.insert(names::reference_logits(&t), to_core(&logits)?);
     }
-    slim_core::checkpoint::save_with_state(path, net.config(), &tensors, train_state)?;
     Ok(())
 }
 

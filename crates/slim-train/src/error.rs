@@ -20,6 +20,13 @@ pub enum Error {
     /// the model's input channels).
     #[error("evaluation: {0}")]
     Eval(String),
+    /// BatchNorm statistics that cannot be recomputed from the images given (too few,
+    /// not the model's input).
+    #[error("BatchNorm statistics: {0}")]
+    BatchNorm(String),
+    /// A recalibration that would overwrite its input.
+    #[error("recalibrate: {0}")]
+    Recalibrate(String),
     #[error(transparent)]
     Data(#[from] slim_data::Error),
     #[error("{}: {io}", path.display())]

@@ -8,7 +8,8 @@
 //! - [`pretrain`]: SlimCLR pretraining ([`pretrain::Trainer`]), optionally keeping
 //!   trajectory checkpoints;
 //! - [`twa`]: trainable weight averaging in the span of trajectory checkpoints;
-//! - [`eval`]: kNN and switchable linear evaluation per width;
+//! - [`eval`]: kNN and switchable linear evaluation per width, BatchNorm recomputation;
+//! - [`recalibrate`]: a checkpoint's BatchNorm statistics recomputed on a new domain;
 //! - [`color`]: the color augmentations batched on the training device.
 
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod pretrain;
+pub mod recalibrate;
 pub mod twa;
 
 pub use error::Error;

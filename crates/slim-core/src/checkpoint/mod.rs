@@ -11,6 +11,10 @@
 //!   the training framework's eval-mode forward pass, saved with the weights so that the
 //!   exporter can ship them as ONNX test data without linking libtorch;
 //! - `train.*`: training state (heads, optimizer); ignored by readers of the model.
+//!
+//! Metadata: `slim.format`, `slim.config` (the [`ModelConfig`]), and optionally
+//! `slim.train_state` (the trainer's JSON) and `slim.recalibration` (a [`Recalibration`]:
+//! the BatchNorm statistics were recomputed on other images after training).
 
 mod header;
 
@@ -29,6 +33,7 @@ const CONFIG_KEY: &str = "slim.config";
 const FORMAT_KEY: &str = "slim.format";
 const FORMAT: &str = "slim-checkpoint/1";
 const TRAIN_STATE_KEY: &str = "slim.train_state";
+const RECALIBRATION_KEY: &str = "slim.recalibration";
 
 /// A dense float32 tensor in row-major order.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +63,41 @@ pub struct Checkpoint {
     pub sha256: String,
     /// The trainer's own state (JSON) when the checkpoint was written during training.
     pub train_state: Option<String>,
+    /// Set when every width's BatchNorm running statistics were recomputed on other
+    /// images after training (`slim-train recalibrate`).
+    pub recalibration: Option<Recalibration>,
+}
+
+/// The record of a BatchNorm recalibration: every width's running statistics recomputed
+/// from `images` images of `data`, nothing else changed. Stored as JSON under
+/// `slim.recalibration`; a recalibrated checkpoint recalibrated again keeps the earlier
+/// record in `previous`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Recalibration {
+    /// The dataset path as given.
+    pub data: String,
+    /// Its split (`train`, or the whole folder of an ImageFolder without splits).
+    pub split: String,
+    /// The reader's description of what was read (reader, path, split, count).
+    pub description: String,
+    /// Images the statistics were computed over (after any `--limit`, without those that
+    /// failed to decode).
+    pub images: usize,
+    /// Images that failed to decode and were left out.
+    pub skipped: usize,
+    pub batch_size: usize,
+    /// Seed of the order the images were batched in.
+    pub seed: u64,
+    /// Whether images of another size or channel count were converted to the model's
+    /// input (the runtime's preprocessing) rather than refused.
+    pub resized: bool,
+    /// SHA-256 of the checkpoint the statistics replaced.
+    pub source_sha256: String,
+    /// The program that wrote it (`slim-train 0.1.0`).
+    pub tool: String,
+    /// The record of the checkpoint that was recalibrated, if it was itself recalibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<Recalibration>>,
 }
 
 /// The names and shapes of every model tensor `config` requires.
@@ -175,6 +215,16 @@ pub fn to_bytes_as(
     train_state: Option<&str>,
     precision: Precision,
 ) -> Result<Vec<u8>, Error> {
+    serialize(config, tensors, train_state, None, precision)
+}
+
+fn serialize(
+    config: &ModelConfig,
+    tensors: &BTreeMap<String, Tensor>,
+    train_state: Option<&str>,
+    recalibration: Option<&Recalibration>,
+    precision: Precision,
+) -> Result<Vec<u8>, Error> {
     let config_json = serde_json::to_string(config).map_err(|e| Error::Config(e.to_string()))?;
     let mut metadata = HashMap::from([
         (CONFIG_KEY.to_string(), config_json),
@@ -182,6 +232,10 @@ pub fn to_bytes_as(
     ]);
     if let Some(state) = train_state {
         metadata.insert(TRAIN_STATE_KEY.to_string(), state.to_string());
+    }
+    if let Some(r) = recalibration {
+        let json = serde_json::to_string(r).map_err(|e| Error::Config(e.to_string()))?;
+        metadata.insert(RECALIBRATION_KEY.to_string(), json);
     }
     let encoded: Vec<(&String, &Tensor, Vec<u8>)> = tensors
         .iter()
@@ -225,6 +279,35 @@ pub fn save_as(
     train_state: Option<&str>,
     precision: Precision,
 ) -> Result<(), Error> {
+    write(path, config, tensors, train_state, None, precision)
+}
+
+/// [`save_with_state`], also recording a BatchNorm recalibration (`slim.recalibration`).
+pub fn save_recalibrated(
+    path: &Path,
+    config: &ModelConfig,
+    tensors: &BTreeMap<String, Tensor>,
+    train_state: Option<&str>,
+    recalibration: Option<&Recalibration>,
+) -> Result<(), Error> {
+    write(
+        path,
+        config,
+        tensors,
+        train_state,
+        recalibration,
+        Precision::F32,
+    )
+}
+
+fn write(
+    path: &Path,
+    config: &ModelConfig,
+    tensors: &BTreeMap<String, Tensor>,
+    train_state: Option<&str>,
+    recalibration: Option<&Recalibration>,
+    precision: Precision,
+) -> Result<(), Error> {
     let config = config.clone().validated()?;
     check_tensors(&config, tensors).map_err(|msg| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -232,7 +315,7 @@ pub fn save_as(
     })?;
     atomic_write(
         path,
-        &to_bytes_as(&config, tensors, train_state, precision)?,
+        &serialize(&config, tensors, train_state, recalibration, precision)?,
     )
 }
 
@@ -280,12 +363,22 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint, Error> {
         tensors.insert(name, Tensor::new(view.shape().to_vec(), data));
     }
     check_tensors(&config, &tensors).map_err(fail)?;
+    let recalibration = meta
+        .get(RECALIBRATION_KEY)
+        .map(|json| serde_json::from_str(json))
+        .transpose()
+        .map_err(|e| {
+            fail(format!(
+                "{RECALIBRATION_KEY:?} metadata does not parse: {e}"
+            ))
+        })?;
     Ok(Checkpoint {
         path: path.to_path_buf(),
         config,
         tensors,
         sha256: hex(&Sha256::digest(bytes)),
         train_state: meta.get(TRAIN_STATE_KEY).cloned(),
+        recalibration,
     })
 }
 
@@ -397,6 +490,47 @@ pub fn file_sha256(path: &Path) -> Result<String, Error> {
 mod tests {
     use super::*;
     use crate::Backbone;
+
+    #[test]
+    fn a_recalibration_record_round_trips_and_is_absent_otherwise() {
+        let config = ModelConfig::new(
+            Backbone::Resnet20,
+            1,
+            8,
+            vec!["a".into(), "b".into()],
+            vec![0.5],
+            vec![0.25],
+        );
+        let tensors = crate::init::random_tensors(&config, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.safetensors");
+        save_with_state(&plain, &config, &tensors, Some("{}")).unwrap();
+        assert_eq!(load(&plain).unwrap().recalibration, None);
+        let first = Recalibration {
+            data: "/data/a".into(),
+            split: "train".into(),
+            description: "IDX /data/a (train split, 10 images)".into(),
+            images: 10,
+            skipped: 0,
+            batch_size: 4,
+            seed: 1,
+            resized: false,
+            source_sha256: load(&plain).unwrap().sha256,
+            tool: "test".into(),
+            previous: None,
+        };
+        let again = Recalibration {
+            images: 7,
+            previous: Some(Box::new(first.clone())),
+            ..first.clone()
+        };
+        let path = dir.path().join("recalibrated.safetensors");
+        save_recalibrated(&path, &config, &tensors, Some("{}"), Some(&again)).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(back.recalibration.as_ref(), Some(&again));
+        assert_eq!(back.train_state.as_deref(), Some("{}"));
+        assert_eq!(back.tensors, tensors);
+    }
 
     #[test]
     fn reduced_precision_round_trips_within_its_rounding() {

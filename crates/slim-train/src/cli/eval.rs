@@ -9,9 +9,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use clap::Args;
 use slim_cli::Reporter;
-use slim_core::checkpoint::names;
 use slim_data::{Dataset, Split};
-use tch::Tensor;
 
 use super::args::{DeviceArgs, EvalLimits, above_zero, positive};
 use crate::eval::{self, FeatureSet, LinearConfig};
@@ -155,7 +153,14 @@ pub fn knn(a: &KnnArgs) -> Result<()> {
         // A random network's BatchNorm statistics are meaningless (mean 0, var 1): use
         // batch statistics of the training data, as the trained one was calibrated.
         let train = Arc::from(slim_data::open(&a.eval.data, Split::Train)?);
-        eval::recompute_batchnorm(&fresh, train, 5000, a.eval.batch_size, a.eval.workers)?;
+        let bn_data = eval::BatchNormData {
+            images: Some(5000),
+            batch_size: a.eval.batch_size,
+            workers: a.eval.workers,
+            seed: 0,
+            resize: true,
+        };
+        eval::recompute_batchnorm(&fresh, train, &bn_data, &mut Reporter::stderr())?;
         Some(score(&fresh)?)
     } else {
         None
@@ -219,15 +224,8 @@ pub fn linear(a: &LinearArgs) -> Result<()> {
             top5 * 100.0
         );
     }
-    // Keep everything else the checkpoint held (training state included).
-    let kept: Vec<(String, Tensor)> = ckpt
-        .tensors
-        .iter()
-        .filter_map(|(n, t)| n.strip_prefix(names::TRAIN).map(|n| (n, t)))
-        .map(|(n, t)| Ok((n.to_string(), checkpoint::from_core(t, device)?)))
-        .collect::<Result<_, crate::Error>>()?;
-    let refs: Vec<(&str, &Tensor)> = kept.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    checkpoint::save_with_state(&a.eval.checkpoint, &net, &refs, ckpt.train_state.as_deref())?;
+    // Keep everything else the checkpoint held (training state, recalibration record).
+    checkpoint::save_keeping(&a.eval.checkpoint, &net, &ckpt, None)?;
     println!("probe written into {}", a.eval.checkpoint.display());
     Ok(())
 }

@@ -5,12 +5,14 @@
 //! - [`pretrain`]: SlimCLR pretraining;
 //! - [`eval`]: `knn` and `linear`, evaluation per width;
 //! - [`twa`]: trainable weight averaging and its comparison with the last checkpoint and SWA;
+//! - [`recalibrate`]: every width's BatchNorm statistics recomputed on a new domain;
 //! - [`bench_step`]: the speed of one training step, slimmable against full width only.
 
 pub mod args;
 pub mod bench_step;
 pub mod eval;
 pub mod pretrain;
+pub mod recalibrate;
 pub mod twa;
 
 use anyhow::Result;
@@ -21,6 +23,7 @@ pub use args::{DataArgs, DeviceArgs, Toggle};
 pub use bench_step::BenchStepArgs;
 pub use eval::{EvalArgs, KnnArgs, LinearArgs};
 pub use pretrain::PretrainArgs;
+pub use recalibrate::RecalibrateArgs;
 pub use twa::TwaArgs;
 
 #[derive(Debug, Parser)]
@@ -46,6 +49,11 @@ pub enum Command {
     /// their mean, recompute each width's BatchNorm, and (with --compare) evaluate the
     /// last checkpoint, SWA and TWA side by side.
     Twa(TwaArgs),
+    /// Recompute every width's BatchNorm running statistics on other images (a new
+    /// domain) and write them as a new checkpoint; no weight changes. Reads the train
+    /// split of --data (an ImageFolder without train/ and test/ whole); labels are not
+    /// used.
+    Recalibrate(RecalibrateArgs),
     /// Benchmark: images/s of one slimmable training step (every width) against one
     /// full-width-only step on the same random batch, with the ideal (MACs) ratio.
     BenchStep(BenchStepArgs),
@@ -57,6 +65,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Knn(a) => eval::knn(&a),
         Command::Linear(a) => eval::linear(&a),
         Command::Twa(a) => twa::twa(&a),
+        Command::Recalibrate(a) => recalibrate::recalibrate(&a),
         Command::BenchStep(a) => bench_step::run(&a),
     }
 }

@@ -13,7 +13,7 @@ use super::eval::{EvalImages, features};
 use super::pretrain::mib;
 use super::reporter;
 use crate::checkpoint;
-use crate::eval::{self, LinearConfig};
+use crate::eval::{self, BatchNormData, LinearConfig};
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use crate::pretrain::{PretrainConfig, Trainer};
 use crate::twa::{Compared, Grouping, TwaConfig, comparison_table, swa_network};
@@ -160,12 +160,21 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
     let subspace = trainer.subspace().expect("a TWA run has a subspace");
     let off_span = subspace.off_span();
     let twa_net = trainer.net();
-    eval::recompute_batchnorm(twa_net, ds.clone(), a.bn_images, batch_size, a.data.workers)?;
+    let bn_data = BatchNormData {
+        images: Some(a.bn_images),
+        batch_size,
+        workers: a.data.workers,
+        seed: 0,
+        // The training images, preprocessed as pretraining read them.
+        resize: true,
+    };
+    let mut progress = reporter(a.quiet);
+    eval::recompute_batchnorm(twa_net, ds.clone(), &bn_data, &mut progress)?;
     let twa_path = a.out.join("twa.safetensors");
     checkpoint::save(&twa_path, twa_net, &[])?;
     // SWA: the checkpoints' mean, BatchNorm recomputed the same way.
     let (swa_net, _swa_vs) = swa_network(subspace, &last_path, device)?;
-    eval::recompute_batchnorm(&swa_net, ds, a.bn_images, batch_size, a.data.workers)?;
+    eval::recompute_batchnorm(&swa_net, ds, &bn_data, &mut progress)?;
     let swa_path = a.out.join("swa.safetensors");
     checkpoint::save(&swa_path, &swa_net, &[])?;
     println!(

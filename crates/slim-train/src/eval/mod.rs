@@ -12,8 +12,9 @@
 //!   in one optimisation: the full width on cross-entropy, every sub-width on
 //!   [`probe_loss`] (half cross-entropy, half soft cross-entropy toward the full width's
 //!   prediction);
-//! - [`recompute_batchnorm`]: every width's BatchNorm statistics from clean training
-//!   images (for a random network, or weights that were averaged: SWA, TWA).
+//! - [`recompute_batchnorm`]: every width's BatchNorm statistics from a dataset's clean
+//!   images (for a random network, weights that were averaged: SWA, TWA, or a new
+//!   domain: `slim-train recalibrate`).
 //!
 //! The parts: `features`, `knn`, `probe`, `batchnorm`.
 
@@ -22,7 +23,7 @@ mod features;
 mod knn;
 mod probe;
 
-pub use batchnorm::recompute_batchnorm;
+pub use batchnorm::{BatchNormData, BatchNormReport, recompute_batchnorm};
 pub use features::{FeatureSet, extract_features};
 pub use knn::{DEFAULT_KNN_K, DEFAULT_KNN_TEMPERATURE, knn_accuracy, knn_per_width, knn_predict};
 pub use probe::{LinearConfig, probe_accuracy, probe_loss, train_probe};

@@ -1,6 +1,9 @@
 //! The pieces [`super::SlimNet`] is made of: a slimmable conv with one BatchNorm per
 //! width, the layers built from them, the probe, and what a forward pass carries.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use slim_core::Width;
 use slim_core::{Activation, ConvBn};
 use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
@@ -82,7 +85,7 @@ impl SlimConv {
         }
     }
 
-    pub(super) fn forward(&self, x: &Tensor, p: &Pass) -> Tensor {
+    pub(super) fn forward(&self, x: &Tensor, p: &Pass<'_>) -> Tensor {
         let (s, at) = (&self.spec, p.at);
         let conv = |x: &Tensor, w: &Tensor| {
             x.conv2d(
@@ -106,6 +109,25 @@ impl SlimConv {
             BnMode::Batch { momentum, splits } if splits_into_groups(&y, splits) => {
                 split_batch_norm(&y, bn, momentum, p.eps, splits)
             }
+            BnMode::Measure => {
+                if let Some(moments) = p.moments {
+                    moments
+                        .borrow_mut()
+                        .entry(self.spec.name.clone())
+                        .or_default()
+                        .add(&y);
+                }
+                y.batch_norm(
+                    Some(&bn.weight),
+                    Some(&bn.bias),
+                    None,
+                    None,
+                    true,
+                    0.0,
+                    p.eps,
+                    true,
+                )
+            }
             mode => y.batch_norm(
                 Some(&bn.weight),
                 Some(&bn.bias),
@@ -114,7 +136,7 @@ impl SlimConv {
                 matches!(mode, BnMode::Batch { .. }),
                 match mode {
                     BnMode::Batch { momentum, .. } => momentum,
-                    BnMode::Running => 0.0,
+                    BnMode::Running | BnMode::Measure => 0.0,
                 },
                 p.eps,
                 true,
@@ -173,7 +195,7 @@ impl SlimLayer {
         }
     }
 
-    pub(super) fn forward(&self, x: &Tensor, p: &Pass) -> Tensor {
+    pub(super) fn forward(&self, x: &Tensor, p: &Pass<'_>) -> Tensor {
         match self {
             SlimLayer::Conv(c) => c.forward(x, p),
             SlimLayer::MaxPool {
@@ -250,20 +272,63 @@ pub fn channels_last(x: &Tensor) -> Tensor {
 
 /// How a forward pass uses BatchNorm: the running statistics (eval), or the batch's,
 /// folded into the running statistics with `momentum` (train), computed over `splits`
-/// groups of the batch (see [`super::SlimNet::set_bn_splits`]).
+/// groups of the batch (see [`super::SlimNet::set_bn_splits`]); or (measure) the batch's,
+/// running statistics untouched, each BatchNorm's input added to [`Pass::moments`].
 #[derive(Clone, Copy)]
 pub(super) enum BnMode {
     Running,
     Batch { momentum: f64, splits: usize },
+    Measure,
 }
 
 /// What one forward pass needs besides its input.
-pub(super) struct Pass {
+pub(super) struct Pass<'a> {
     pub(super) at: At,
     pub(super) bn: BnMode,
     pub(super) eps: f64,
     /// The convolutions' compute kind (float32, or bfloat16 for mixed precision).
     pub(super) compute: Kind,
+    /// With [`BnMode::Measure`]: the moments of each BatchNorm's input, by conv name.
+    pub(super) moments: Option<&'a RefCell<BTreeMap<String, Moments>>>,
+}
+
+/// Per-channel moments of the values a BatchNorm has seen, in float64: their count, mean
+/// and sum of squared deviations from it, merged batch by batch with Chan et al.'s
+/// pairwise update, so the result is the mean and variance of all the values at once.
+#[derive(Default)]
+pub(super) struct Moments {
+    pub(super) count: f64,
+    pub(super) mean: Option<Tensor>,
+    pub(super) m2: Option<Tensor>,
+}
+
+impl Moments {
+    /// Adds every value of `y` `[N, C, H, W]`, per channel.
+    fn add(&mut self, y: &Tensor) {
+        let y = y.detach().to_kind(Kind::Double);
+        let size = y.size();
+        let n = (size[0] * size[2] * size[3]) as f64;
+        let dims = [0i64, 2, 3];
+        let mean = y.mean_dim(dims.as_slice(), false, None);
+        let m2 =
+            (&y - mean.view([1, -1, 1, 1]))
+                .square()
+                .sum_dim_intlist(dims.as_slice(), false, None);
+        match (self.mean.take(), self.m2.take()) {
+            (Some(old_mean), Some(old_m2)) => {
+                let total = self.count + n;
+                let delta = &mean - &old_mean;
+                self.mean = Some(&old_mean + &delta * (n / total));
+                self.m2 = Some(old_m2 + m2 + delta.square() * (self.count * n / total));
+                self.count = total;
+            }
+            _ => {
+                self.mean = Some(mean);
+                self.m2 = Some(m2);
+                self.count = n;
+            }
+        }
+    }
 }
 
 /// A width and its position in the config's width list (which selects BatchNorm and probe).

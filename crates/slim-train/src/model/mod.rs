@@ -8,6 +8,9 @@
 //! parameters and running statistics. Variables are named exactly as in slim-core's
 //! checkpoint format (`{conv}.weight`, `{conv}.bn.{tag}.*`, `probe.{tag}.*`).
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use slim_core::Width;
 use slim_core::{Layer, ModelConfig, Network};
 use tch::nn::{self, Init};
@@ -18,10 +21,30 @@ use crate::Error;
 mod layers;
 
 pub use layers::channels_last;
-use layers::{At, BnMode, Pass, Probe, SlimConv, SlimLayer};
+use layers::{At, BnMode, Moments, Pass, Probe, SlimConv, SlimLayer};
 
 /// PyTorch's BatchNorm momentum (weight of the new batch statistic).
 pub const BN_MOMENTUM: f64 = 0.1;
+
+/// The moments of every BatchNorm input of one width, measured batch by batch
+/// ([`SlimNet::measure_batchnorm`]) in float64.
+pub struct BatchNormMoments {
+    width: Width,
+    index: usize,
+    layers: RefCell<BTreeMap<String, Moments>>,
+    images: usize,
+}
+
+impl BatchNormMoments {
+    pub fn width(&self) -> Width {
+        self.width
+    }
+
+    /// Images measured so far.
+    pub fn images(&self) -> usize {
+        self.images
+    }
+}
 
 /// A slimmable network with switchable BatchNorm and a switchable linear probe.
 pub struct SlimNet {
@@ -176,15 +199,22 @@ impl SlimNet {
             },
             false => BnMode::Running,
         };
-        self.forward_bn(x, self.at(w), bn)
+        self.forward_bn(x, self.at(w), bn, None)
     }
 
-    fn forward_bn(&self, x: &Tensor, at: At, bn: BnMode) -> Tensor {
+    fn forward_bn(
+        &self,
+        x: &Tensor,
+        at: At,
+        bn: BnMode,
+        moments: Option<&RefCell<BTreeMap<String, Moments>>>,
+    ) -> Tensor {
         let pass = Pass {
             at,
             bn,
             eps: self.config.bn_eps,
             compute: self.compute,
+            moments,
         };
         let mut h = x.shallow_clone();
         for layer in &self.layers {
@@ -193,35 +223,84 @@ impl SlimNet {
         h.mean_dim([2i64, 3].as_slice(), false, None)
     }
 
-    /// Recomputes width `w`'s BatchNorm running statistics from `batches` (images
-    /// `[N, C, H, W]`): the statistics are reset, then each batch's are averaged in with
-    /// weight 1/k (the k-th batch), so the result is their plain mean, as SWA's BatchNorm
-    /// update does. No gradient; no other width's statistics change.
-    ///
-    /// # Panics
-    /// If `w` is not one of the model's widths.
-    pub fn recompute_batchnorm(&self, w: Width, batches: &[Tensor]) {
-        let at = self.at(w);
+    /// An empty [`BatchNormMoments`] of width `w`, to measure batches into
+    /// ([`SlimNet::measure_batchnorm`]) and then set as the running statistics
+    /// ([`SlimNet::set_batchnorm`]).
+    pub fn batchnorm_moments(&self, w: Width) -> Result<BatchNormMoments, Error> {
+        Ok(BatchNormMoments {
+            width: w,
+            index: self.width_index(w)?,
+            layers: RefCell::new(BTreeMap::new()),
+            images: 0,
+        })
+    }
+
+    /// Runs images `x` `[N, C, H, W]` through the network at the width of `moments`,
+    /// adding the input of each of that width's BatchNorms to `moments`: every BatchNorm
+    /// normalizes with the batch's own statistics (as in training) and no running
+    /// statistic changes. No gradient.
+    pub fn measure_batchnorm(&self, x: &Tensor, moments: &mut BatchNormMoments) {
+        let at = At {
+            width: moments.width,
+            index: moments.index,
+        };
         tch::no_grad(|| {
-            for layer in &self.layers {
-                for c in layer.convs() {
-                    let bn = &c.bn[at.index];
-                    let _ = bn.running_mean.shallow_clone().fill_(0.0);
-                    let _ = bn.running_var.shallow_clone().fill_(1.0);
-                }
+            let _ = self.forward_bn(x, at, BnMode::Measure, Some(&moments.layers));
+        });
+        moments.images += x.size()[0] as usize;
+    }
+
+    /// Sets the running statistics of every BatchNorm of the width of `moments` to the
+    /// mean and variance (unbiased, as BatchNorm stores it) of all the values it was
+    /// measured on. No other width's statistics, and nothing else, change.
+    pub fn set_batchnorm(&self, moments: &BatchNormMoments) -> Result<(), Error> {
+        let layers = moments.layers.borrow();
+        let mut updates = Vec::new();
+        for layer in &self.layers {
+            for c in layer.convs() {
+                let m = layers.get(&c.spec.name);
+                let (Some(mean), Some(m2), Some(count)) = (
+                    m.and_then(|m| m.mean.as_ref()),
+                    m.and_then(|m| m.m2.as_ref()),
+                    m.map(|m| m.count).filter(|&n| n > 1.0),
+                ) else {
+                    return Err(Error::BatchNorm(format!(
+                        "BatchNorm {}.bn.{} was measured on fewer than 2 values: no statistics to set",
+                        c.spec.name,
+                        moments.width.tag()
+                    )));
+                };
+                let bn = &c.bn[moments.index];
+                updates.push((bn, mean, m2 / (count - 1.0)));
             }
-            for (k, x) in batches.iter().enumerate() {
-                let momentum = 1.0 / (k + 1) as f64;
-                let _ = self.forward_bn(
-                    x,
-                    at,
-                    BnMode::Batch {
-                        momentum,
-                        splits: 1,
-                    },
-                );
+        }
+        tch::no_grad(|| {
+            for (bn, mean, var) in updates {
+                bn.running_mean
+                    .shallow_clone()
+                    .copy_(&mean.to_kind(Kind::Float));
+                bn.running_var
+                    .shallow_clone()
+                    .copy_(&var.to_kind(Kind::Float));
             }
         });
+        Ok(())
+    }
+
+    /// Recomputes width `w`'s BatchNorm running statistics from `batches` (images
+    /// `[N, C, H, W]`, any sizes): [`SlimNet::measure_batchnorm`] on each, then
+    /// [`SlimNet::set_batchnorm`]. Each BatchNorm gets the exact mean and variance of its
+    /// input over all the images, its upstream BatchNorms normalizing each batch by its
+    /// own statistics (as PyTorch's cumulative `momentum=None` update, SWA's `bn_update`
+    /// and Once-for-All's `set_running_statistics` run the network; unlike them the
+    /// variance includes the spread between batch means, and batches weigh by their size).
+    /// No gradient; no other width's statistics change.
+    pub fn recompute_batchnorm(&self, w: Width, batches: &[Tensor]) -> Result<(), Error> {
+        let mut moments = self.batchnorm_moments(w)?;
+        for x in batches {
+            self.measure_batchnorm(x, &mut moments);
+        }
+        self.set_batchnorm(&moments)
     }
 
     /// The logits `[N, classes]` of width `w`'s probe for an embedding at width `w`.
