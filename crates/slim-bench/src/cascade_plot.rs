@@ -10,7 +10,7 @@ use plotters::prelude::*;
 
 use crate::Error;
 use crate::cascade::CascadeReport;
-use crate::plot::{COLORS, Figure, legend, log_ticks, tick, write_figure};
+use crate::plot::{COLORS, Figure, accuracy_mesh, legend, log_ticks, write_figure};
 
 struct CascadeFigure<'a>(&'a CascadeReport);
 
@@ -68,17 +68,7 @@ impl Figure for CascadeFigure<'_> {
                 y_lo - pad..y_hi + 2.5 * pad,
             )
             .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("mean MACs per image (millions, log scale)")
-            .y_desc("top-1 accuracy (%)")
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| tick(*v))
-            .axis_desc_style(("sans-serif", 15))
-            .label_style(("sans-serif", 13))
-            .light_line_style(RGBColor(238, 238, 238))
-            .draw()
-            .map_err(err)?;
+        accuracy_mesh(&mut chart, "mean MACs per image (millions, log scale)")?;
         let (blue, red, green) = (COLORS[0], COLORS[1], COLORS[2]);
         chart
             .draw_series(fixed.iter().map(|(x, y, w)| {

@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 
 use image::ImageEncoder;
 use plotters::coord::Shift;
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::Error;
@@ -189,17 +191,7 @@ fn panel<DB: DrawingBackend>(
             y_bottom..y_top,
         )
         .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc("top-1 accuracy (%)")
-        .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| tick(*v))
-        .axis_desc_style(("sans-serif", 15))
-        .label_style(("sans-serif", 13))
-        .light_line_style(RGBColor(238, 238, 238))
-        .draw()
-        .map_err(err)?;
+    accuracy_mesh(&mut chart, &x_desc)?;
     for (k, s) in series.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
         let pts: Vec<(f64, f64, Width)> = s
@@ -234,6 +226,27 @@ fn panel<DB: DrawingBackend>(
     }
     legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
+
+/// The axes of a top-1 (%) against log-scale cost chart, `x_desc` under the x axis.
+pub fn accuracy_mesh<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, LogAccuracy>,
+    x_desc: &str,
+) -> Result<(), String> {
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("top-1 accuracy (%)")
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .axis_desc_style(("sans-serif", 15))
+        .label_style(("sans-serif", 13))
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+/// A log-scale cost (x) against top-1 (y) chart's coordinates.
+pub type LogAccuracy = Cartesian2d<WithKeyPoints<LogCoord<f64>>, RangedCoordf64>;
 
 /// Draws the labels of `chart`'s series in a framed box at `at`.
 pub fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(

@@ -49,6 +49,17 @@ fn held_alone(m: &SlimModel, set: &EvalSet) -> Vec<Held> {
         .collect()
 }
 
+/// The share of `set` whose top class at `h` is the label.
+fn top1(h: &Held, set: &EvalSet) -> f64 {
+    let hits = h
+        .logits
+        .iter()
+        .zip(&set.labels)
+        .filter(|(l, y)| top_k(l, 1, &[])[0].index == **y)
+        .count();
+    hits as f64 / set.len() as f64
+}
+
 #[test]
 fn the_cascade_as_run_is_the_cascade_judged_from_each_width_alone() {
     let Some(data) = data() else { return };
@@ -64,14 +75,8 @@ fn the_cascade_as_run_is_the_cascade_judged_from_each_width_alone() {
     // The default target: the widest width's top-1 on the calibration half less 0.5 pt.
     let held_cal = held_alone(&m, &calibration);
     let widest = held_cal.last().unwrap();
-    let hits = widest
-        .logits
-        .iter()
-        .zip(&calibration.labels)
-        .filter(|(l, y)| top_k(l, 1, &[])[0].index == **y)
-        .count();
     let c = &r.calibrated;
-    assert!((c.target_top1 - (hits as f64 / 150.0 - 0.005)).abs() < 1e-12);
+    assert!((c.target_top1 - (top1(widest, &calibration) - 0.005)).abs() < 1e-12);
     assert!(c.top1 >= c.target_top1, "{c:?}");
     assert_eq!(c.samples, 150);
     let reached = Sweep::new(&held_cal, &calibration.labels, Confidence::MaxProb)
@@ -93,13 +98,7 @@ fn the_cascade_as_run_is_the_cascade_judged_from_each_width_alone() {
     assert_eq!(run.answered.iter().sum::<usize>(), 150);
     assert_eq!(run.latency.runs, 150);
     for (row, h) in r.rows.iter().zip(&held) {
-        let hits = h
-            .logits
-            .iter()
-            .zip(&measured.labels)
-            .filter(|(l, y)| top_k(l, 1, &[])[0].index == **y)
-            .count();
-        assert_eq!(row.top1, hits as f64 / 150.0);
+        assert_eq!(row.top1, top1(h, &measured));
         assert_eq!(row.mean_macs, h.macs as f64);
     }
     // Threshold 0 is the cascade's first width alone; the sweep is the same judge.
