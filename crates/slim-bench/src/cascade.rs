@@ -105,21 +105,16 @@ pub fn measure(
     let mut widths = model.widths();
     widths.sort();
     let held_cal = held(model, &widths, &calibration)?;
+    let sweep = Sweep::new(&held_cal, &calibration.labels, confidence)?;
     let target = match target_top1 {
         Some(t) => t,
         None => {
-            let widest = held_cal.last().expect("a model has a width");
-            let hits = widest
-                .logits
-                .iter()
-                .zip(&calibration.labels)
-                .filter(|(l, y)| right(l, **y))
-                .count();
-            (hits as f64 / calibration.len() as f64 - 0.005).max(0.0)
+            let widest = widths.last().expect("a model has a width");
+            let alone = Cascade::shared(confidence, &[*widest], 0.0).map_err(Error::Invalid)?;
+            (sweep.judge(&alone)?.top1 - 0.005).max(0.0)
         }
     };
-    let (cascade, reached) =
-        Sweep::new(&held_cal, &calibration.labels, confidence)?.calibrate(target)?;
+    let (cascade, reached) = sweep.calibrate(target)?;
     let calibrated = CalibratedCascade {
         cascade: cascade.clone(),
         target_top1: target,
@@ -180,14 +175,11 @@ fn time_each_image(
     let mut hits = vec![0usize; k + 1];
     let mut total_macs = vec![0u64; k + 1];
     // MACs of an image answered at each stage: every stage up to it ran.
-    let stage_macs: Vec<u64> = cascade
-        .stages()
-        .iter()
-        .scan(0, |sum, s| {
-            *sum += model.entry(s.width).map_or(0, |e| e.macs);
-            Some(*sum)
-        })
-        .collect();
+    let mut stage_macs = Vec::with_capacity(cascade.stages().len());
+    for s in cascade.stages() {
+        let before = stage_macs.last().copied().unwrap_or(0);
+        stage_macs.push(before + model.entry(s.width)?.macs);
+    }
     let mut answered = vec![0usize; stage_macs.len()];
     let mut logits: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(set.len()); k];
     for i in 0..set.len() {

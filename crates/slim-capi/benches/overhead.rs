@@ -10,7 +10,6 @@
 //! compares the binding with this C API the same way.
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use slim::SlimStatus;
@@ -30,16 +29,7 @@ fn mean_ms(f: &mut dyn FnMut()) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let dir = args.first().map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
-    });
-    let rounds: usize = args
-        .get(1)
-        .map_or(15, |r| r.parse().expect("ROUNDS is a number"));
+    let (dir, rounds) = slim_test_utils::bench_args();
 
     let rust = SlimModel::open(&dir, Backend::Tract).expect("the model opens");
     rust.load_all().expect("every width loads");

@@ -89,7 +89,11 @@ pub unsafe extern "C" fn slim_model_cascade(
                 name: m.class_names[top.index].as_ptr(),
             };
         }
-        let all: Vec<f32> = got.into_iter().flat_map(|a| a.logits).collect();
-        ptr::fill(log, &all, "logits")
+        if let Some(l) = log {
+            for (row, a) in l.chunks_exact_mut(classes).zip(&got) {
+                row.copy_from_slice(&a.logits);
+            }
+        }
+        Ok(())
     })
 }

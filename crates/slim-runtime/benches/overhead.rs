@@ -10,7 +10,7 @@
 //! the median over rounds of the mean time per call.
 
 use slim_core::Width;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -71,17 +71,7 @@ fn runtime(model: &'static SlimModel, width: Width, x: Vec<f32>) -> Box<dyn FnMu
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; other arguments are ours.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let dir = args.first().map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
-    });
-    let rounds: usize = args
-        .get(1)
-        .map_or(15, |r| r.parse().expect("ROUNDS is a number"));
+    let (dir, rounds) = slim_test_utils::bench_args();
     let open = |backend| -> &'static SlimModel {
         let m = SlimModel::open(&dir, backend).unwrap_or_else(|e| panic!("{e}"));
         m.load_all().unwrap_or_else(|e| panic!("{e}"));

@@ -176,12 +176,6 @@ impl<'a> Sweep<'a> {
         })
     }
 
-    /// What the cascade over every width with `threshold` at each stage reaches.
-    pub fn at(&self, threshold: f64) -> Reached {
-        let all: Vec<(usize, f64)> = (0..self.held.len()).map(|h| (h, threshold)).collect();
-        self.chain_at(&all)
-    }
-
     /// What `cascade` reaches; every width of it must be held.
     pub fn judge(&self, cascade: &Cascade) -> Result<Reached, Error> {
         let chain = cascade
@@ -367,7 +361,11 @@ mod tests {
         assert_eq!(c.widths, vec![w(0.25), w(1.0)]);
         assert_eq!(cascade.describe(), "max-prob: 0.25>=0.525, 1");
         assert_eq!(c.mean_macs, 60.0);
-        assert_eq!(sweep.at(0.525).mean_macs, (2.0 * 10.0 + 2.0 * 160.0) / 4.0);
+        let all = Cascade::shared(Confidence::MaxProb, &[w(0.25), w(0.5), w(1.0)], 0.525);
+        assert_eq!(
+            sweep.judge(&all.unwrap()).unwrap().mean_macs,
+            (2.0 * 10.0 + 2.0 * 160.0) / 4.0
+        );
         let e = sweep
             .judge(&Cascade::shared(Confidence::MaxProb, &[w(0.75)], 0.5).unwrap())
             .unwrap_err();

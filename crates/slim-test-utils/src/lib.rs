@@ -5,13 +5,28 @@
 //! - [`fashion_mnist`]: the Fashion-MNIST IDX folder that `tools/setup.sh` installs;
 //! - [`fashion_mnist_pngs`]: its first test images written as PNG files;
 //! - [`width`] / [`widths`]: widths from literals;
-//! - [`kill_at_random_points`]: SIGKILL a command at many points of its run.
+//! - [`kill_at_random_points`]: SIGKILL a command at many points of its run;
+//! - [`bench_args`]: the `[MODEL_DIR [ROUNDS]]` arguments of the overhead benchmarks.
 
 use std::path::{Path, PathBuf};
 
 /// The exported Fashion-MNIST ResNet-20 in `models/` (every width, manifest, test data).
 pub fn model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fashion-mnist-resnet20")
+}
+
+/// A benchmark's `[MODEL_DIR [ROUNDS]]` (default: [`model`] and 15 rounds), skipping the
+/// flags `cargo bench` passes (`--bench`).
+pub fn bench_args() -> (PathBuf, usize) {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let dir = args.first().map_or_else(model, PathBuf::from);
+    let rounds = args
+        .get(1)
+        .map_or(15, |r| r.parse().expect("ROUNDS is a number"));
+    (dir, rounds)
 }
 
 /// A copy of [`model`] in a fresh temporary folder (removed with the returned guard).
