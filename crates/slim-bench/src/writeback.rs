@@ -50,6 +50,10 @@ mod tests {
             embedding_dim: 8,
             accuracy: None,
             latency,
+            precision: Default::default(),
+            bytes: None,
+            derived: None,
+            variants: vec![],
         }
     }
 

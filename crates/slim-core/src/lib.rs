@@ -9,6 +9,7 @@
 //! - [`checkpoint`]: safetensors checkpoints, written atomically;
 //! - [`manifest`]: the exported model folder's manifest;
 //! - [`metadata`]: the metadata keys of every exported graph;
+//! - [`precision`]: f32, f16 and int8 graphs, and how a derived one was made;
 //! - [`progress`]: how long work reports its progress (libraries draw nothing);
 //! - [`rng`]: a small seedable generator that is the same everywhere;
 //! - [`stats`]: the one percentile of measured samples.
@@ -23,6 +24,7 @@ pub mod fsutil;
 pub mod init;
 pub mod manifest;
 pub mod metadata;
+pub mod precision;
 pub mod progress;
 pub mod rng;
 pub mod stats;
@@ -34,5 +36,6 @@ pub use config::{ModelConfig, Preprocessing};
 pub use cost::{Cost, cost};
 pub use error::Error;
 pub use manifest::{Manifest, WidthEntry};
+pub use precision::Precision;
 pub use progress::{Progress, Silent};
 pub use width::Width;

@@ -9,6 +9,7 @@ use crate::Error;
 use crate::cascade::Cascade;
 use crate::config::Preprocessing;
 use crate::fsutil::atomic_write;
+use crate::precision::{Derived, Precision};
 use crate::stats::LatencySummary;
 use crate::width::Width;
 
@@ -64,6 +65,20 @@ pub struct WidthEntry {
     /// Measured latencies, one per device/backend/batch they were measured with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<Latency>,
+    /// The precision of `file`: `f32` for the entries of [`Manifest::widths`], another
+    /// for their [`WidthEntry::variants`].
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+    /// Size of `file` in bytes (absent in manifests written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// For a variant: how it was derived from the float graph and how close it stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived: Option<Derived>,
+    /// The same width's graphs in other precisions, each a whole entry of its own (same
+    /// width, MACs, params and embedding size; its own file, size and measurements).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<WidthEntry>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,16 +139,10 @@ impl Manifest {
         m.input.check().map_err(&fail)?;
         crate::config::check_classes(&m.class_names).map_err(&fail)?;
         for w in &m.widths {
-            let p = Path::new(&w.file);
-            if p.is_absolute()
-                || p.components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(fail(format!(
-                    "width {} names {:?}, which is outside the model folder",
-                    w.width, w.file
-                )));
-            }
+            check_inside(w).map_err(&fail)?;
+        }
+        for w in &m.widths {
+            check_variants(w).map_err(&fail)?;
         }
         if let Some(c) = &m.cascade {
             c.cascade.check().map_err(&fail)?;
@@ -163,6 +172,122 @@ impl Manifest {
     pub fn entry(&self, w: Width) -> Option<&WidthEntry> {
         self.widths.iter().find(|e| e.width == w)
     }
+
+    /// The precisions every width of the model has a graph in (`f32` always), sorted.
+    pub fn precisions(&self) -> Vec<Precision> {
+        Precision::ALL
+            .into_iter()
+            .filter(|&p| self.widths.iter().all(|e| e.at(p).is_some()))
+            .collect()
+    }
+
+    /// This manifest as if `precision`'s graphs were the model's: each width's entry
+    /// replaced by its variant of that precision (itself for `f32`), the cascade kept only
+    /// for `f32` (it was calibrated on the float graphs). Every width must have one.
+    pub fn at_precision(&self, precision: Precision) -> Result<Manifest, String> {
+        let widths = self
+            .widths
+            .iter()
+            .map(|e| {
+                e.at(precision).cloned().ok_or_else(|| {
+                    format!(
+                        "width {} has no {precision} graph (it has {}); export it with slim-export --precision",
+                        e.width,
+                        e.precisions()
+                            .iter()
+                            .map(|p| p.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Manifest {
+            widths,
+            cascade: self.cascade.clone().filter(|_| precision.is_f32()),
+            ..self.clone()
+        })
+    }
+}
+
+impl WidthEntry {
+    /// The entry of this width's graph in `precision`: itself for its own precision, else
+    /// the variant.
+    pub fn at(&self, precision: Precision) -> Option<&WidthEntry> {
+        if self.precision == precision {
+            return Some(self);
+        }
+        self.variants.iter().find(|v| v.precision == precision)
+    }
+
+    /// Its precisions, its own first.
+    pub fn precisions(&self) -> Vec<Precision> {
+        std::iter::once(self.precision)
+            .chain(self.variants.iter().map(|v| v.precision))
+            .collect()
+    }
+}
+
+/// A width's entry is float, and each of its variants has another precision (none twice),
+/// the same width and cost, no variants of its own, and a record of how it was derived.
+fn check_variants(e: &WidthEntry) -> Result<(), String> {
+    if !e.precision.is_f32() {
+        return Err(format!(
+            "width {} is listed with precision {}; a width's entry is its f32 graph, other precisions go in its variants",
+            e.width, e.precision
+        ));
+    }
+    let mut seen = vec![Precision::F32];
+    for v in &e.variants {
+        let what = format!("width {}'s {} variant", e.width, v.precision);
+        if seen.contains(&v.precision) {
+            return Err(format!(
+                "width {} lists precision {} twice",
+                e.width, v.precision
+            ));
+        }
+        seen.push(v.precision);
+        if v.width != e.width
+            || v.macs != e.macs
+            || v.params != e.params
+            || v.embedding_dim != e.embedding_dim
+        {
+            return Err(format!(
+                "{what} says width {}, {} MACs, {} params, embedding {}; its width's entry says {}, {}, {}, {}",
+                v.width,
+                v.macs,
+                v.params,
+                v.embedding_dim,
+                e.width,
+                e.macs,
+                e.params,
+                e.embedding_dim
+            ));
+        }
+        if !v.variants.is_empty() {
+            return Err(format!("{what} has variants of its own"));
+        }
+        if v.derived.is_none() {
+            return Err(format!("{what} has no \"derived\" record"));
+        }
+        check_inside(v)?;
+    }
+    Ok(())
+}
+
+/// The entry's file lies inside the model folder.
+fn check_inside(e: &WidthEntry) -> Result<(), String> {
+    let p = Path::new(&e.file);
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "width {} names {:?}, which is outside the model folder",
+            e.width, e.file
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

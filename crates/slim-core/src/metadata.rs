@@ -5,6 +5,7 @@
 
 use crate::config::Preprocessing;
 use crate::manifest::{Manifest, WidthEntry};
+use crate::precision::Precision;
 use crate::width::Width;
 
 /// Name of the graph input: normalized images `[N, C, S, S]`, float32.
@@ -20,6 +21,9 @@ pub const BATCH: &str = "N";
 pub const WIDTH: &str = "width";
 /// The width's tag, e.g. `w250` (see [`Width::tag`]).
 pub const WIDTH_TAG: &str = "width_tag";
+/// The graph's precision, `f32`, `f16` or `int8` (absent in graphs exported before
+/// precisions: `f32`).
+pub const PRECISION: &str = "precision";
 /// Multiply-accumulates per image, from [`crate::cost()`].
 pub const MACS: &str = "macs";
 /// Parameters, from [`crate::cost()`] (BatchNorm counted before folding).
@@ -47,6 +51,7 @@ pub const PRODUCER: &str = "producer";
 #[derive(Clone, Debug, PartialEq)]
 pub struct GraphMetadata {
     pub width: Width,
+    pub precision: Precision,
     pub macs: u64,
     pub params: u64,
     pub embedding_dim: usize,
@@ -63,6 +68,7 @@ impl GraphMetadata {
     pub fn of_entry(manifest: &Manifest, entry: &WidthEntry, producer: &str) -> GraphMetadata {
         GraphMetadata {
             width: entry.width,
+            precision: entry.precision,
             macs: entry.macs,
             params: entry.params,
             embedding_dim: entry.embedding_dim,
@@ -79,6 +85,7 @@ impl GraphMetadata {
         vec![
             (WIDTH, format!("{:?}", self.width.get())),
             (WIDTH_TAG, self.width.tag()),
+            (PRECISION, self.precision.name().to_string()),
             (MACS, self.macs.to_string()),
             (PARAMS, self.params.to_string()),
             (EMBEDDING_DIM, self.embedding_dim.to_string()),
@@ -109,6 +116,12 @@ impl GraphMetadata {
         }
         Ok(GraphMetadata {
             width: parsed(WIDTH, text(WIDTH)?)?,
+            precision: match get(PRECISION) {
+                None => Precision::F32,
+                Some(v) => v
+                    .parse()
+                    .map_err(|e| format!("metadata {PRECISION}: {e}"))?,
+            },
             macs: parsed(MACS, text(MACS)?)?,
             params: parsed(PARAMS, text(PARAMS)?)?,
             embedding_dim: parsed(EMBEDDING_DIM, text(EMBEDDING_DIM)?)?,
@@ -153,6 +166,7 @@ mod tests {
     fn sample() -> GraphMetadata {
         GraphMetadata {
             width: Width::new(0.25).unwrap(),
+            precision: Precision::Int8,
             macs: 1960160,
             params: 17462,
             embedding_dim: 16,
@@ -193,6 +207,17 @@ mod tests {
         assert_eq!(
             (key, got.as_str(), want.as_str()),
             (MEAN, "[0.28038627]", "[0.5]")
+        );
+        let old = GraphMetadata::from_props(|k| (k != PRECISION).then(|| props[k].as_str()));
+        assert_eq!(old.unwrap().precision, Precision::F32);
+        let half = GraphMetadata {
+            precision: Precision::F16,
+            ..m.clone()
+        };
+        let (key, got, want) = back.first_difference(&half).unwrap();
+        assert_eq!(
+            (key, got.as_str(), want.as_str()),
+            (PRECISION, "int8", "f16")
         );
         let missing = GraphMetadata::from_props(|k| (k != MACS).then(|| props[k].as_str()));
         assert!(missing.unwrap_err().contains("\"macs\""));

@@ -51,6 +51,20 @@ pub(crate) fn resize_to(img: Image, height: usize, width: usize) -> Image {
     Image::new(height, width, c, data)
 }
 
+/// What `img` is when it is not an input of `input` as it stands (another size or channel
+/// count), e.g. `10x10 with 1 channel(s), but the model's input is 12x12 with 1
+/// channel(s)`; `None` when it is one. For a consumer that refuses such images unless told
+/// to convert them (as [`Normalize`] does: channels, shorter side resized, centre crop).
+pub fn mismatch(img: &Image, input: &slim_core::Preprocessing) -> Option<String> {
+    let (c, s) = (input.in_channels, input.image_size);
+    (img.channels != c || img.height != s || img.width != s).then(|| {
+        format!(
+            "{}x{} with {} channel(s), but the model's input is {s}x{s} with {c} channel(s)",
+            img.height, img.width, img.channels
+        )
+    })
+}
+
 /// Resizes the shorter side of `img` to `size` and centre-crops `size x size`.
 pub fn resize_center_crop(img: Image, size: usize) -> Image {
     if img.height == size && img.width == size {

@@ -21,12 +21,39 @@ pub enum ExportError {
     /// The output folder cannot be created (e.g. a path below a regular file).
     #[error("cannot create output folder {}: {io}", path.display())]
     OutputDir { path: PathBuf, io: std::io::Error },
+    /// The options ask for something they cannot give (e.g. int8 without calibration data).
+    #[error("{0}")]
+    Options(String),
+    /// The calibration images cannot be used: unreadable, empty, too few for the method,
+    /// or not the model's input.
+    #[error("--calibration-data {}: {msg}", path.display())]
+    Calibration { path: PathBuf, msg: String },
+    /// A derived graph could not be made, run, or stay within its tolerance of the float
+    /// graph.
+    #[error("the {precision} graph of width {width}: {msg}")]
+    Derive {
+        width: slim_core::Width,
+        precision: slim_core::Precision,
+        msg: String,
+    },
     /// Writing a graph, test tensor or the manifest failed; the inner error names the file.
     #[error("cannot write the export: {0}")]
     Write(slim_core::Error),
 }
 
 impl ExportError {
+    pub(crate) fn derive(
+        width: slim_core::Width,
+        precision: slim_core::Precision,
+        msg: String,
+    ) -> ExportError {
+        ExportError::Derive {
+            width,
+            precision,
+            msg,
+        }
+    }
+
     /// Classifies an error of `slim_core::checkpoint::load`.
     pub(crate) fn from_load(e: slim_core::Error) -> ExportError {
         match e {

@@ -9,7 +9,15 @@
 //!     output_0.pb                        `embedding` (`reference.w1000.embedding`)
 //!     output_1.pb                        `logits`    (`reference.w1000.logits`)
 //!   width-w250/...
+//!   width-w1000-f16/model.onnx         with --precision f16: the f16 graph, its test data
+//!   width-w1000-int8/model.onnx        with --precision int8: the int8 QDQ graph, likewise
 //! ```
+//!
+//! The f16 and int8 graphs ([`crate::float16`], [`crate::quantize`]) are derived from the
+//! float graph, checked against it on the calibration images ([`crate::agreement`]) and
+//! listed as the `variants` of their width's manifest entry; their test data are their own
+//! outputs on the reference images (computed with tract), so that another runtime can be
+//! checked against them.
 //!
 //! Everything is checked before the first write; every file is written atomically; and if
 //! a write fails anyway, the files and folders this export created are removed again, so an
@@ -22,11 +30,17 @@ use prost::Message;
 use slim_core::checkpoint::names;
 use slim_core::manifest::{self, Manifest, WidthEntry};
 use slim_core::metadata::GraphMetadata;
+use slim_core::precision::{Derived, Precision};
 use slim_core::{Checkpoint, Tensor, checkpoint, cost, fsutil};
+use tract_onnx::pb::ModelProto;
 
+use crate::agreement::agreement;
+use crate::calibration::{self, CalibrationOptions, CalibrationSet};
 use crate::error::ExportError;
 use crate::graph::{EMBEDDING, INPUT, LOGITS, build_model};
-use crate::proto::float_tensor;
+use crate::proto::{entry as prop, float_tensor};
+use crate::run::Runner;
+use crate::{float16, quantize};
 
 /// File name of each width's graph inside its folder.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -42,13 +56,43 @@ pub enum WidthSelection {
     All,
 }
 
+/// The bound on an f16 graph's logits' relative error from the float graph's.
+pub const F16_TOLERANCE: f64 = 0.01;
+/// The default bound on an int8 graph's logits' relative error (`--int8-tolerance`).
+pub const INT8_TOLERANCE: f64 = 0.15;
+
+/// What to export: widths, precisions, and the calibration images derived precisions need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportOptions {
+    pub widths: WidthSelection,
+    /// Sorted, `f32` first (see [`Precision::parse_list`]).
+    pub precisions: Vec<Precision>,
+    /// Needed when `precisions` holds more than `f32`.
+    pub calibration: Option<CalibrationOptions>,
+    /// The bound on an int8 graph's logits' relative error from the float graph's.
+    pub int8_tolerance: f64,
+}
+
+impl ExportOptions {
+    /// The float graphs of `widths` only.
+    pub fn float(widths: WidthSelection) -> ExportOptions {
+        ExportOptions {
+            widths,
+            precisions: vec![Precision::F32],
+            calibration: None,
+            int8_tolerance: INT8_TOLERANCE,
+        }
+    }
+}
+
 /// What an export did.
 #[derive(Clone, Debug)]
 pub struct ExportReport {
     /// The manifest as written: the widths exported now and those kept from before.
     pub manifest: Manifest,
     pub manifest_path: PathBuf,
-    /// The widths exported by this call, widest first.
+    /// The graphs written by this call, widest first, each width's float graph before
+    /// its variants.
     pub exported: Vec<ExportedWidth>,
     /// Things worth telling the user that are not errors (e.g. no test data).
     pub notes: Vec<String>,
@@ -57,7 +101,8 @@ pub struct ExportReport {
 /// One graph written by an export.
 #[derive(Clone, Debug)]
 pub struct ExportedWidth {
-    /// Its manifest entry (width, relative file, MACs, params, embedding size).
+    /// Its manifest entry (width, precision, relative file, MACs, params, size; a
+    /// variant's entry for an f16 or int8 graph).
     pub entry: WidthEntry,
     /// The graph's path.
     pub model: PathBuf,
@@ -65,20 +110,70 @@ pub struct ExportedWidth {
     pub test_data: Option<PathBuf>,
 }
 
-/// The folder of width `w` inside an export folder, e.g. `width-w250`.
+/// The folder of width `w`'s float graph inside an export folder, e.g. `width-w250`.
 pub fn width_dir(w: Width) -> String {
     format!("width-{}", w.tag())
 }
 
-/// Exports the selected widths of the checkpoint at `checkpoint` into `out_dir` (created if
-/// needed) and writes `out_dir/manifest.json`, merged with an existing manifest of the same
-/// checkpoint (entries of another checkpoint are dropped).
+/// The folder of width `w`'s graph in `precision`: [`width_dir`] for `f32`, else e.g.
+/// `width-w250-int8`.
+pub fn variant_dir(w: Width, precision: Precision) -> String {
+    match precision {
+        Precision::F32 => width_dir(w),
+        p => format!("width-{}-{p}", w.tag()),
+    }
+}
+
+/// Exports the float graphs of the selected widths: [`export_with`] of
+/// [`ExportOptions::float`].
 pub fn export(
     checkpoint: &Path,
     widths: WidthSelection,
     out_dir: &Path,
 ) -> Result<ExportReport, ExportError> {
+    export_with(checkpoint, &ExportOptions::float(widths), out_dir)
+}
+
+/// Exports the selected widths of the checkpoint at `checkpoint` in the selected
+/// precisions into `out_dir` (created if needed) and writes `out_dir/manifest.json`,
+/// merged with an existing manifest of the same checkpoint (entries of another checkpoint
+/// are dropped). The calibration images are read and checked before anything is written.
+pub fn export_with(
+    checkpoint: &Path,
+    options: &ExportOptions,
+    out_dir: &Path,
+) -> Result<ExportReport, ExportError> {
+    let derived: Vec<Precision> = options
+        .precisions
+        .iter()
+        .copied()
+        .filter(|p| !p.is_f32())
+        .collect();
+    let calibration_options = match (&options.calibration, derived.is_empty()) {
+        (Some(c), false) => Some(c),
+        (None, false) => {
+            return Err(ExportError::Options(format!(
+                "--precision {} needs --calibration-data: the int8 graph's activation ranges are measured on real images, and every derived graph is checked against the float graph on them",
+                options
+                    .precisions
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )));
+        }
+        (_, true) => None,
+    };
     let ckpt = checkpoint::load(checkpoint).map_err(ExportError::from_load)?;
+    let calibration = calibration_options
+        .map(|c| CalibrationSet::load(c, &ckpt.config.input))
+        .transpose()?;
+    let plan = Plan {
+        derived,
+        calibration: calibration.as_ref(),
+        int8_tolerance: options.int8_tolerance,
+    };
+    let widths = options.widths;
     let selected = match widths {
         WidthSelection::One(w) => {
             vec![ckpt.config.widths[ckpt.width_index(w).map_err(ExportError::Checkpoint)?]]
@@ -121,6 +216,7 @@ pub fn export(
         &ckpt,
         &selected,
         &references,
+        &plan,
         previous,
         out_dir,
         &mut files,
@@ -228,10 +324,19 @@ fn previous_manifest(
 
 type Written = (Manifest, PathBuf, Vec<ExportedWidth>);
 
+/// The derived precisions to export and what they need.
+struct Plan<'a> {
+    derived: Vec<Precision>,
+    calibration: Option<&'a CalibrationSet>,
+    int8_tolerance: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_all(
     ckpt: &Checkpoint,
     selected: &[Width],
     references: &[Option<Reference<'_>>],
+    plan: &Plan<'_>,
     previous: Option<Manifest>,
     out_dir: &Path,
     files: &mut Staging,
@@ -253,7 +358,7 @@ fn write_all(
     for (&w, reference) in selected.iter().zip(references) {
         let c = cost(&net, w, config.input.image_size, config.num_classes());
         let old = previous.as_ref().and_then(|m| m.entry(w));
-        let entry = WidthEntry {
+        let mut entry = WidthEntry {
             width: w,
             file: format!("{}/{MODEL_FILE}", width_dir(w)),
             macs: c.macs,
@@ -262,37 +367,68 @@ fn write_all(
             // Same checkpoint, same graph: measurements of it still hold.
             accuracy: old.and_then(|e| e.accuracy.clone()),
             latency: old.map(|e| e.latency.clone()).unwrap_or_default(),
+            precision: Precision::F32,
+            bytes: None,
+            derived: None,
+            variants: Vec::new(),
         };
         let metadata = GraphMetadata::of_entry(&manifest, &entry, crate::PRODUCER);
         let model = build_model(ckpt, w, &metadata)?;
-        let dir = out_dir.join(width_dir(w));
-        files.create_dir(&dir)?;
-        let model_path = dir.join(MODEL_FILE);
-        files.write(&model_path, &model.encode_to_vec())?;
-        let test_data = match reference {
-            Some(r) => {
-                let data_dir = dir.join(TEST_DATA_DIR);
-                files.create_dir(&data_dir)?;
-                for (file, name, t) in [
-                    ("input_0.pb", INPUT, r.image),
-                    ("output_0.pb", EMBEDDING, r.embedding),
-                    ("output_1.pb", LOGITS, r.logits),
-                ] {
-                    let proto = float_tensor(name, &t.shape, &t.data);
-                    files.write(&data_dir.join(file), &proto.encode_to_vec())?;
-                }
-                Some(data_dir)
-            }
-            None => None,
-        };
-        exported.push(ExportedWidth {
-            entry,
+        let graphs = derive(ckpt, w, &model, plan)?;
+        let (model_path, test_data) = write_graph(
+            &model,
+            &mut entry,
+            reference.as_ref().map(Expected::Checkpoint),
+            out_dir,
+            files,
+        )?;
+        let mut written = vec![ExportedWidth {
+            entry: entry.clone(),
             model: model_path,
             test_data,
-        });
+        }];
+        for (mut variant_model, precision, derived) in graphs {
+            let mut variant = WidthEntry {
+                precision,
+                file: format!("{}/{MODEL_FILE}", variant_dir(w, precision)),
+                derived: Some(derived),
+                ..entry.clone()
+            };
+            let old = old.and_then(|e| e.at(precision));
+            variant.accuracy = old.and_then(|e| e.accuracy.clone());
+            variant.latency = old.map(|e| e.latency.clone()).unwrap_or_default();
+            let metadata = GraphMetadata::of_entry(&manifest, &variant, crate::PRODUCER);
+            variant_model.metadata_props = metadata
+                .to_props()
+                .into_iter()
+                .map(|(k, v)| prop(k, v))
+                .collect();
+            let expected = reference.as_ref().map(|r| Expected::Run(r.image));
+            let (model_path, test_data) =
+                write_graph(&variant_model, &mut variant, expected, out_dir, files)?;
+            entry.variants.push(variant.clone());
+            written.push(ExportedWidth {
+                entry: variant,
+                model: model_path,
+                test_data,
+            });
+        }
+        // Variants of this checkpoint's graph not derived now stay while their files do.
+        for v in old.map(|e| e.variants.clone()).unwrap_or_default() {
+            if entry.at(v.precision).is_none() && out_dir.join(&v.file).is_file() {
+                entry.variants.push(v);
+            }
+        }
+        entry.variants.sort_by_key(|v| v.precision);
+        written[0].entry = entry;
+        exported.extend(written);
     }
 
-    let mut entries: Vec<WidthEntry> = exported.iter().map(|e| e.entry.clone()).collect();
+    let mut entries: Vec<WidthEntry> = exported
+        .iter()
+        .filter(|e| e.entry.precision.is_f32())
+        .map(|e| e.entry.clone())
+        .collect();
     for old in previous.map(|m| m.widths).unwrap_or_default() {
         if selected.iter().position(|&x| x == old.width).is_some() {
             continue;
@@ -328,6 +464,127 @@ fn write_all(
         files.created_files.push(manifest_path.clone());
     }
     Ok((manifest, manifest_path, exported))
+}
+
+/// The f16 and int8 graphs of width `w` derived from its float graph `model`, each
+/// checked against it on the calibration images.
+fn derive(
+    ckpt: &Checkpoint,
+    w: Width,
+    model: &ModelProto,
+    plan: &Plan<'_>,
+) -> Result<Vec<(ModelProto, Precision, Derived)>, ExportError> {
+    let Some(set) = plan.calibration.filter(|_| !plan.derived.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let input = &ckpt.config.input;
+    let chw = [input.in_channels, input.image_size, input.image_size];
+    let float = Runner::new(model, chw)
+        .and_then(|r| r.run_all(&set.inputs, set.len))
+        .map_err(|msg| ExportError::derive(w, Precision::F32, msg))?;
+    let mut graphs = Vec::new();
+    for &precision in &plan.derived {
+        let fail = |msg: String| ExportError::derive(w, precision, msg);
+        let (graph, tolerance, calibration) = match precision {
+            Precision::F32 => continue,
+            Precision::F16 => (float16::to_f16(model).map_err(fail)?, F16_TOLERANCE, None),
+            Precision::Int8 => {
+                let points = quantize::activation_points(model);
+                let method = set.record.method;
+                let ranges = Runner::with_outputs(model, chw, &points)
+                    .and_then(|r| calibration::ranges(&r, &points, set, method))
+                    .map_err(fail)?;
+                let graph = quantize::to_int8(model, &ranges).map_err(fail)?;
+                (graph, plan.int8_tolerance, Some(set.record.clone()))
+            }
+        };
+        let outputs = Runner::new(&graph, chw)
+            .and_then(|r| r.run_all(&set.inputs, set.len))
+            .map_err(fail)?;
+        let agreement = agreement(&float, &outputs, set.len, tolerance);
+        if agreement.logits_rel_error.is_nan() || agreement.logits_rel_error > tolerance {
+            return Err(fail(format!(
+                "its logits are {:.4} from the float graph's (relative L2 over {} calibration images; top-1 agrees on {:.1}%), over the tolerance {tolerance}{}",
+                agreement.logits_rel_error,
+                set.len,
+                100.0 * agreement.top1_agreement,
+                match precision {
+                    Precision::Int8 =>
+                        ": try --calibration-method percentile, more --calibration-images, or a looser --int8-tolerance",
+                    _ => "",
+                }
+            )));
+        }
+        graphs.push((
+            graph,
+            precision,
+            Derived {
+                calibration,
+                agreement,
+            },
+        ));
+    }
+    Ok(graphs)
+}
+
+/// Where a graph's test-data outputs come from: the checkpoint's reference outputs (the
+/// float graph, from training's own forward pass) or the graph itself run on an image.
+enum Expected<'r, 'a> {
+    Checkpoint(&'r Reference<'a>),
+    Run(&'a Tensor),
+}
+
+/// Writes `model` as `entry.file` (recording its size in the entry) with its test data;
+/// returns the graph's path and the test-data folder.
+fn write_graph(
+    model: &ModelProto,
+    entry: &mut WidthEntry,
+    expected: Option<Expected<'_, '_>>,
+    out_dir: &Path,
+    files: &mut Staging,
+) -> Result<(PathBuf, Option<PathBuf>), ExportError> {
+    let model_path = out_dir.join(&entry.file);
+    let dir = model_path.parent().expect("a file inside a width folder");
+    files.create_dir(dir)?;
+    let bytes = model.encode_to_vec();
+    entry.bytes = Some(bytes.len() as u64);
+    files.write(&model_path, &bytes)?;
+    let tensors = match expected {
+        None => return Ok((model_path, None)),
+        Some(Expected::Checkpoint(r)) => [
+            (r.image.shape.clone(), r.image.data.clone()),
+            (r.embedding.shape.clone(), r.embedding.data.clone()),
+            (r.logits.shape.clone(), r.logits.data.clone()),
+        ],
+        Some(Expected::Run(image)) => {
+            let n = image.shape[0];
+            let chw = [image.shape[1], image.shape[2], image.shape[3]];
+            let [embedding, logits]: [Vec<f32>; 2] = Runner::new(model, chw)
+                .and_then(|r| r.run_all(&image.data, n))
+                .and_then(|o| o.try_into().map_err(|_| "not two outputs".to_string()))
+                .map_err(|msg| ExportError::derive(entry.width, entry.precision, msg))?;
+            let (e, l) = (embedding.len() / n, logits.len() / n);
+            [
+                (image.shape.clone(), image.data.clone()),
+                (vec![n, e], embedding),
+                (vec![n, l], logits),
+            ]
+        }
+    };
+    let data_dir = dir.join(TEST_DATA_DIR);
+    files.create_dir(&data_dir)?;
+    for ((file, name), (shape, data)) in [
+        ("input_0.pb", INPUT),
+        ("output_0.pb", EMBEDDING),
+        ("output_1.pb", LOGITS),
+    ]
+    .into_iter()
+    .zip(tensors)
+    {
+        let proto = float_tensor(name, &shape, &data);
+        files.write(&data_dir.join(file), &proto.encode_to_vec())?;
+    }
+    Ok((model_path, Some(data_dir)))
 }
 
 /// The files and folders an export created, to remove them again if it fails.

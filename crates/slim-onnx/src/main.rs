@@ -10,7 +10,7 @@ use slim_onnx::cli::{Args, table};
 fn main() -> ExitCode {
     let args = Args::parse();
     slim_cli::main("slim-export", || {
-        let report = slim_onnx::export(&args.checkpoint, args.selection(), &args.out)?;
+        let report = slim_onnx::export_with(&args.checkpoint, &args.options(), &args.out)?;
         std::io::stdout()
             .lock()
             .write_all(table(&report).as_bytes())

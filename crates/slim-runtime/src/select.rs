@@ -253,6 +253,10 @@ mod tests {
                 p90_ms: p50,
                 p99_ms: p50,
             }],
+            precision: Default::default(),
+            bytes: None,
+            derived: None,
+            variants: vec![],
         };
         Manifest {
             format: FORMAT.into(),

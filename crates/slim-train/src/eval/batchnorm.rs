@@ -190,11 +190,9 @@ pub fn recompute_batchnorm(
 
 /// What `img` is when it is not the model's input (`input`) as it stands, and what to do.
 fn mismatch(img: &Image, input: &Preprocessing) -> Option<String> {
-    let (c, s) = (input.in_channels, input.image_size);
-    (img.channels != c || img.height != s || img.width != s).then(|| {
+    slim_data::transform::mismatch(img, input).map(|m| {
         format!(
-            "{}x{} with {} channel(s), but the checkpoint's input is {s}x{s} with {c} channel(s); pass --resize to convert such images as slim-runtime does (channels converted, shorter side resized, centre crop)",
-            img.height, img.width, img.channels
+            "{m}; pass --resize to convert such images as slim-runtime does (channels converted, shorter side resized, centre crop)"
         )
     })
 }
