@@ -302,7 +302,10 @@ fn binary_prints_a_table_of_the_exported_widths() {
         String::from_utf8_lossy(&run.stderr)
     );
     let header: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["width", "MACs", "params", "file"]);
+    assert_eq!(
+        header,
+        ["width", "precision", "MACs", "params", "KiB", "vs", "f32", "logits", "file"]
+    );
     let e = f
         .report
         .manifest
@@ -310,10 +313,11 @@ fn binary_prints_a_table_of_the_exported_widths() {
         .unwrap();
     let row: Vec<&str> = stdout.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(
-        row[..3],
-        ["0.5", &e.macs.to_string(), &e.params.to_string()]
+        row[..4],
+        ["0.5", "f32", &e.macs.to_string(), &e.params.to_string()]
     );
-    assert!(row[3].ends_with("width-w500/model.onnx"), "{stdout}");
+    assert_eq!(row[5], "-", "{stdout}");
+    assert!(row[6].ends_with("width-w500/model.onnx"), "{stdout}");
     assert!(stdout.contains("manifest.json"), "{stdout}");
 }
 
