@@ -55,7 +55,10 @@ pub fn to_f16(model: &ModelProto) -> Result<ModelProto, String> {
         nodes.extend(casts);
     }
     graph.node = nodes;
-    graph.doc_string = format!("{} Computed in float16 but for the probe.", graph.doc_string);
+    graph.doc_string = format!(
+        "{} Computed in float16 but for the probe.",
+        graph.doc_string
+    );
     model.doc_string = graph.doc_string.clone();
     Ok(model)
 }

@@ -304,7 +304,17 @@ fn binary_prints_a_table_of_the_exported_widths() {
     let header: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["width", "precision", "MACs", "params", "KiB", "vs", "f32", "logits", "file"]
+        [
+            "width",
+            "precision",
+            "MACs",
+            "params",
+            "KiB",
+            "vs",
+            "f32",
+            "logits",
+            "file"
+        ]
     );
     let e = f
         .report
