@@ -7,7 +7,7 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{ModelProto, TensorProto};
 
 use crate::graph::INPUT;
-use crate::proto::{int_attr, node};
+use crate::proto::{append_doc, float_values, int_attr, node};
 
 /// The graph `model` (a float graph of [`crate::build_model`]) in float16, but for its
 /// probe: `Gemm` nodes stay float32 and read the float32 embedding, because tract 0.23.9
@@ -55,11 +55,7 @@ pub fn to_f16(model: &ModelProto) -> Result<ModelProto, String> {
         nodes.extend(casts);
     }
     graph.node = nodes;
-    graph.doc_string = format!(
-        "{} Computed in float16 but for the probe.",
-        graph.doc_string
-    );
-    model.doc_string = graph.doc_string.clone();
+    append_doc(&mut model, "Computed in float16 but for the probe.");
     Ok(model)
 }
 
@@ -68,21 +64,8 @@ fn to_half(t: &mut TensorProto) -> Result<(), String> {
     if t.data_type != DataType::Float as i32 {
         return Ok(());
     }
-    let values: Vec<f32> = if t.raw_data.is_empty() {
-        std::mem::take(&mut t.float_data)
-    } else {
-        if !t.raw_data.len().is_multiple_of(4) {
-            return Err(format!(
-                "initializer {:?} holds {} bytes, not whole float32 values",
-                t.name,
-                t.raw_data.len()
-            ));
-        }
-        t.raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
+    let values = float_values(t)?;
+    t.float_data.clear();
     t.data_type = DataType::Float16 as i32;
     t.raw_data = values
         .iter()

@@ -2,9 +2,9 @@
 //! graph builder reads as a list of nodes rather than a wall of struct literals.
 
 use tract_onnx::pb::{
-    AttributeProto, NodeProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
-    type_proto,
+    AttributeProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
+    tensor_shape_proto, type_proto,
 };
 
 /// One dimension of a graph input or output.
@@ -24,6 +24,35 @@ pub fn float_tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
         data_type: DataType::Float as i32,
         raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ..Default::default()
+    }
+}
+
+/// The values of a float32 tensor, from `float_data` or little-endian `raw_data`.
+pub fn float_values(t: &TensorProto) -> Result<Vec<f32>, String> {
+    if t.data_type != DataType::Float as i32 {
+        return Err(format!("initializer {:?} is not float32", t.name));
+    }
+    if !t.float_data.is_empty() {
+        return Ok(t.float_data.clone());
+    }
+    if !t.raw_data.len().is_multiple_of(4) {
+        return Err(format!(
+            "initializer {:?} holds {} bytes, not whole float32 values",
+            t.name,
+            t.raw_data.len()
+        ));
+    }
+    Ok(t.raw_data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Adds `text` to the doc strings of `model` and its graph (a derived graph says how).
+pub fn append_doc(model: &mut ModelProto, text: &str) {
+    if let Some(graph) = model.graph.as_mut() {
+        graph.doc_string = format!("{} {text}", graph.doc_string);
+        model.doc_string = graph.doc_string.clone();
     }
 }
 

@@ -20,7 +20,7 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
 
 use crate::graph::INPUT;
-use crate::proto::{float_tensor, int_attr, node};
+use crate::proto::{append_doc, float_tensor, float_values, int_attr, node};
 
 /// The operators whose activation inputs are quantised, and which inputs those are.
 fn quantized_inputs(op: &str) -> &'static [usize] {
@@ -149,8 +149,8 @@ pub fn to_int8(
                 )
             })?;
             let rows = *w.dims.first().ok_or("a weight of rank 0")? as usize;
-            let (wq, w_scales) = int8_per_channel(&floats(&w)?, rows);
-            let dq_w = dequantized_weight(&weight, &w.dims, wq, &w_scales, &mut added);
+            let (wq, w_scales) = int8_per_channel(&float_values(&w)?, rows);
+            let dq_w = dequantized(&weight, &w.dims, Stored::Weight(wq), &w_scales, &mut added);
             nodes.push(dq_w.1);
             n.input[1] = dq_w.0;
             if let Some(bias) = n.input.get(2).cloned() {
@@ -164,7 +164,8 @@ pub fn to_int8(
                     .iter()
                     .map(|&s| (f64::from(s) * f64::from(x_scale)) as f32)
                     .collect();
-                let dq_b = dequantized_bias(&bias, &floats(&b)?, &scales, &mut added);
+                let values = float_values(&b)?;
+                let dq_b = dequantized(&bias, &b.dims, Stored::Bias(&values), &scales, &mut added);
                 nodes.push(dq_b.1);
                 n.input[2] = dq_b.0;
             }
@@ -181,82 +182,64 @@ pub fn to_int8(
     kept.sort_by(|a, b| a.name.cmp(&b.name));
     graph.initializer = kept.into_iter().chain(added).collect();
     graph.node = nodes;
-    graph.doc_string = format!(
-        "{} Quantised to int8 (QDQ: uint8 activations, int8 weights per channel).",
-        graph.doc_string
+    append_doc(
+        &mut model,
+        "Quantised to int8 (QDQ: uint8 activations, int8 weights per channel).",
     );
-    model.doc_string = graph.doc_string.clone();
     Ok(model)
 }
 
-/// `DequantizeLinear` of the int8 weight `name`; returns its output and the node.
-fn dequantized_weight(
+/// Quantised per channel: the int8 weight, or the int32 bias, of a `Conv`/`Gemm`.
+enum Stored<'v> {
+    Weight(Vec<i8>),
+    Bias(&'v [f32]),
+}
+
+/// `DequantizeLinear` (axis 0, zero points 0) of the tensor `name` of shape `dims`, stored
+/// as `stored` with one scale per channel; adds its initializers and returns its output
+/// and the node.
+fn dequantized(
     name: &str,
     dims: &[i64],
-    q: Vec<i8>,
+    stored: Stored<'_>,
     scales: &[f32],
     added: &mut Vec<TensorProto>,
 ) -> (String, NodeProto) {
+    let (suffix, data_type, raw, zero_bytes) = match stored {
+        Stored::Weight(q) => (
+            "int8",
+            DataType::Int8,
+            q.iter().map(|&v| v as u8).collect(),
+            1,
+        ),
+        Stored::Bias(values) => {
+            let raw: Vec<u8> = values
+                .iter()
+                .zip(scales)
+                .flat_map(|(&v, &s)| {
+                    let q = (f64::from(v) / f64::from(s))
+                        .round_ties_even()
+                        .clamp(f64::from(i32::MIN), f64::from(i32::MAX))
+                        as i32;
+                    q.to_le_bytes()
+                })
+                .collect();
+            ("int32", DataType::Int32, raw, 4)
+        }
+    };
     let (qn, s, z, out) = (
-        format!("{name}.int8"),
+        format!("{name}.{suffix}"),
         format!("{name}.scale"),
         format!("{name}.zero_point"),
         format!("{name}.dq"),
     );
     let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
     let rows = scales.len();
-    added.push(typed(
-        &qn,
-        &dims,
-        DataType::Int8,
-        q.iter().map(|&v| v as u8).collect(),
-    ));
+    added.push(typed(&qn, &dims, data_type, raw));
     added.push(float_tensor(&s, &[rows], scales));
-    added.push(typed(&z, &[rows], DataType::Int8, vec![0; rows]));
-    let dq = node(
-        "DequantizeLinear",
-        &out,
-        &[&qn, &s, &z],
-        &out,
-        vec![int_attr("axis", 0)],
-    );
-    (out, dq)
-}
-
-/// `DequantizeLinear` of the int32 bias `name` with one scale per channel.
-fn dequantized_bias(
-    name: &str,
-    values: &[f32],
-    scales: &[f32],
-    added: &mut Vec<TensorProto>,
-) -> (String, NodeProto) {
-    let (qn, s, z, out) = (
-        format!("{name}.int32"),
-        format!("{name}.scale"),
-        format!("{name}.zero_point"),
-        format!("{name}.dq"),
-    );
-    let q: Vec<u8> = values
-        .iter()
-        .zip(scales)
-        .flat_map(|(&v, &s)| {
-            let q = (f64::from(v) / f64::from(s))
-                .round_ties_even()
-                .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32;
-            q.to_le_bytes()
-        })
-        .collect();
-    let n = values.len();
-    added.push(typed(&qn, &[n], DataType::Int32, q));
-    added.push(float_tensor(&s, &[n], scales));
-    added.push(typed(&z, &[n], DataType::Int32, vec![0; 4 * n]));
-    let dq = node(
-        "DequantizeLinear",
-        &out,
-        &[&qn, &s, &z],
-        &out,
-        vec![int_attr("axis", 0)],
-    );
+    added.push(typed(&z, &[rows], data_type, vec![0; zero_bytes * rows]));
+    let axis = vec![int_attr("axis", 0)];
+    let dq = node("DequantizeLinear", &out, &[&qn, &s, &z], &out, axis);
     (out, dq)
 }
 
@@ -269,20 +252,6 @@ fn typed(name: &str, dims: &[usize], data_type: DataType, raw: Vec<u8>) -> Tenso
         raw_data: raw,
         ..Default::default()
     }
-}
-
-/// The values of a float32 initializer.
-fn floats(t: &TensorProto) -> Result<Vec<f32>, String> {
-    if t.data_type != DataType::Float as i32 {
-        return Err(format!("initializer {:?} is not float32", t.name));
-    }
-    if !t.float_data.is_empty() {
-        return Ok(t.float_data.clone());
-    }
-    Ok(t.raw_data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
 }
 
 #[cfg(test)]
