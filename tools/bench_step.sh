@@ -7,9 +7,11 @@
 #
 #   tools/bench_step.sh [--backbone resnet20] [--image-size 32] [--channels 3] [--batch 64]
 #                       [--warmup 2] [--steps 5] [--threads NPROC] [--rounds 2]
-#                       [--device cpu] [--out DIR]
+#                       [--device cpu] [--bf16 on|off] [--channels-last on|off] [--out DIR]
 #
-# A benchmark, not a test: it asserts nothing about time. --out keeps every run's JSON.
+# --bf16 and --channels-last default to on for --device cuda, off otherwise, and go to
+# both implementations alike. A benchmark, not a test: it asserts nothing about time.
+# --out keeps every run's JSON.
 #
 # The project venv holds the torch wheel without its CUDA libraries (tch links only
 # libtorch_cpu), which is enough for libtorch but not for `import torch`. When
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/.."
 source .deps/env.sh
 
 backbone=resnet20 image_size=32 channels=3 batch=64 warmup=2 steps=5
-threads=$(nproc) rounds=2 device=cpu out=""
+threads=$(nproc) rounds=2 device=cpu out="" bf16="" channels_last=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --backbone) backbone=$2 ;;
@@ -35,12 +37,18 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2 ;;
     --rounds) rounds=$2 ;;
     --device) device=$2 ;;
+    --bf16) bf16=$2 ;;
+    --channels-last) channels_last=$2 ;;
     --out) out=$2 ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "bench_step.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift 2
 done
+
+on_for_cuda=off
+[ "$device" = cuda ] && on_for_cuda=on
+bf16=${bf16:-$on_for_cuda} channels_last=${channels_last:-$on_for_cuda}
 
 echo "== cargo build --release -p slim-train" >&2
 cargo build --release -p slim-train >&2
@@ -62,7 +70,8 @@ fi
 dir=${out:-$(mktemp -d)}
 mkdir -p "$dir"
 common=(--backbone "$backbone" --image-size "$image_size" --channels "$channels" --batch "$batch"
-  --warmup "$warmup" --steps "$steps" --threads "$threads" --device "$device")
+  --warmup "$warmup" --steps "$steps" --threads "$threads" --device "$device"
+  --bf16 "$bf16" --channels-last "$channels_last")
 for r in $(seq 1 "$rounds"); do
   echo "== round $r: ours" >&2
   "$ours" bench-step "${common[@]}" --json "$dir/ours-$r.json"
@@ -83,7 +92,8 @@ o = ours[0]
 print()
 print(f"== summary {datetime.date.today()}: {o['backbone']} {o['channels']}x{o['image_size']}x{o['image_size']}, "
       f"batch {o['batch']} x 2 views, widths {o['widths']}, {o['device']}, {o['threads']} threads, "
-      f"{o['steps']} timed steps per round; {cpu}, {os.cpu_count()} cores")
+      f"{o['steps']} timed steps per round{', bf16 convs' if o['bf16'] else ''}{', channels-last' if o['channels_last'] else ''}; "
+      f"{cpu}, {os.cpu_count()} cores")
 print(f"{'run':<22} {'slimmable img/s':>16} {'full img/s':>11} {'ratio':>7}")
 rows = []
 for r in range(rounds):

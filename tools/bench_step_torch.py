@@ -11,14 +11,20 @@ PyTorch:
   width w uses its leading block `W[:out(w), :in(w)]` through `F.conv2d`, with
   `out(w) = max(1, floor(c * w))` and the image channels never sliced; switchable
   BatchNorm (`F.batch_norm` with each width's own affine pair and running statistics);
-- the slimmable projection head: Linear without bias (sliced) -> that width's BatchNorm
-  -> ReLU -> Linear to 128 with bias (hidden = the backbone's 64 features);
+- SimCLR's slimmable projection head as SlimCLR builds it: Linear with bias (sliced)
+  -> that width's BatchNorm -> ReLU -> Linear to 128 without bias -> that width's
+  BatchNorm of the 128 outputs (hidden = the backbone's features);
 - NT-Xent (temperature 0.5) with the positive in column 0 and the 2N-2 negatives after
   it, cross-entropy with target 0; distillation of each sub-width toward the full width's
-  detached logits: KL(softmax(t/5) || softmax(s/5)), batchmean, times 25; SlimCLR's
-  re-weighting: full width 1 + sum(widths) - max = 2.5, each sub-width 0.5 contrastive +
-  0.5 distillation; the full-width-only step is its NT-Xent alone;
-- SGD, momentum 0.9, weight decay 1e-4 on the conv and linear weights only.
+  detached raw similarities (the logits times tau, as SlimCLR distils them):
+  KL(softmax(t/5) || softmax(s/5)), batchmean, times 25; SlimCLR's re-weighting: full
+  width 1 + sum(widths) - max = 2.5, each sub-width 0.5 contrastive + 0.5 distillation;
+  the full-width-only step is its NT-Xent alone;
+- SGD, momentum 0.9, weight decay 1e-4 on the conv and linear weights only;
+- `--bf16`: each convolution in bfloat16 (input and weight cast, output back to float32),
+  everything else float32, as slim-train's `--bf16` does (autocast would also run the
+  head's matmuls in bfloat16: not the same computation); `--channels-last`: conv weights
+  and the inputs in NHWC memory order.
 
 After --warmup untimed steps of each kind, the kinds alternate step by step, each timed.
 Prints the figures as a table and, on the last line, as JSON.
@@ -41,6 +47,9 @@ HEAD_OUT = 128
 LR = 0.05
 BN_MOMENTUM = 0.1
 BN_EPS = 1e-5
+# Set from --bf16 and --channels-last.
+BF16 = False
+CHANNELS_LAST = False
 
 
 def scaled(c, w):
@@ -51,10 +60,10 @@ def scaled(c, w):
 class BatchNorms:
     """One BatchNorm per width: affine pair (trained) and running statistics."""
 
-    def __init__(self, channels, widths, device):
+    def __init__(self, channels, widths, device, sliced=True):
         self.per_width = []
         for w in widths:
-            c = scaled(channels, w)
+            c = scaled(channels, w) if sliced else channels
             self.per_width.append(
                 (
                     torch.ones(c, device=device, requires_grad=True),
@@ -80,13 +89,19 @@ class SlimConv:
         self.relu, self.slim_input = relu, slim_input
         self.weight = torch.empty(cout, cin, k, k, device=device)
         torch.nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        if CHANNELS_LAST:
+            self.weight = self.weight.contiguous(memory_format=torch.channels_last)
         self.weight.requires_grad_(True)
         self.bn = BatchNorms(cout, widths, device)
 
     def __call__(self, x, w, i):
         cin = scaled(self.cin, w) if self.slim_input else self.cin
         weight = self.weight[: scaled(self.cout, w), :cin]
-        y = self.bn(F.conv2d(x, weight, None, self.stride, self.pad), i)
+        if BF16:
+            y = F.conv2d(x.bfloat16(), weight.bfloat16(), None, self.stride, self.pad).float()
+        else:
+            y = F.conv2d(x, weight, None, self.stride, self.pad)
+        y = self.bn(y, i)
         return F.relu(y) if self.relu else y
 
     def parameters(self):
@@ -147,7 +162,8 @@ class SlimResNet:
 
 
 class SlimHead:
-    """Linear (sliced, no bias) -> that width's BN -> ReLU -> Linear to HEAD_OUT."""
+    """Linear (sliced, bias) -> that width's BN -> ReLU -> Linear to HEAD_OUT (no bias)
+    -> that width's BN."""
 
     def __init__(self, features, hidden, out, widths, device):
         self.features, self.hidden, self.widths = features, hidden, widths
@@ -157,18 +173,19 @@ class SlimHead:
             return torch.empty(shape, device=device).uniform_(-b, b).requires_grad_(True)
 
         self.fc1 = uniform((hidden, features), features)
+        self.bias1 = uniform((hidden,), features)
         self.bn = BatchNorms(hidden, widths, device)
         self.fc2 = uniform((out, hidden), hidden)
-        self.bias2 = uniform((out,), hidden)
+        self.out_bn = BatchNorms(out, widths, device, sliced=False)
 
     def __call__(self, e, w):
         i = self.widths.index(w)
         f, h = scaled(self.features, w), scaled(self.hidden, w)
-        x = F.relu(self.bn(F.linear(e, self.fc1[:h, :f]), i))
-        return F.linear(x, self.fc2[:, :h], self.bias2)
+        x = F.relu(self.bn(F.linear(e, self.fc1[:h, :f], self.bias1[:h]), i))
+        return self.out_bn(F.linear(x, self.fc2[:, :h]), i)
 
     def parameters(self):
-        return [self.fc1, self.fc2, self.bias2] + self.bn.parameters()
+        return [self.fc1, self.bias1, self.fc2] + self.bn.parameters() + self.out_bn.parameters()
 
 
 _COLUMNS = {}
@@ -198,10 +215,11 @@ def infonce(logits):
 
 
 def distillation(student, teacher):
+    """On the raw similarities: the logits times the temperature."""
     return (
         F.kl_div(
-            F.log_softmax(student / DISTILL_T, dim=-1),
-            F.log_softmax(teacher.detach() / DISTILL_T, dim=-1),
+            F.log_softmax(student * TEMPERATURE / DISTILL_T, dim=-1),
+            F.log_softmax(teacher.detach() * TEMPERATURE / DISTILL_T, dim=-1),
             reduction="batchmean",
             log_target=True,
         )
@@ -285,8 +303,12 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", choices=["on", "off"], default="off", help="convolutions in bfloat16")
+    ap.add_argument("--channels-last", choices=["on", "off"], default="off", help="NHWC weights and inputs")
     ap.add_argument("--json", default=None, help="also write the JSON here")
     args = ap.parse_args()
+    global BF16, CHANNELS_LAST
+    BF16, CHANNELS_LAST = args.bf16 == "on", args.channels_last == "on"
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -299,6 +321,9 @@ def main():
     shape = (args.batch, args.channels, args.image_size, args.image_size)
     x1 = torch.randn(shape, device=device)
     x2 = torch.randn(shape, device=device)
+    if CHANNELS_LAST:
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+        x2 = x2.contiguous(memory_format=torch.channels_last)
 
     for _ in range(args.warmup):
         slim.step(x1, x2)
@@ -322,6 +347,8 @@ def main():
         "threads": torch.get_num_threads(),
         "warmup": args.warmup,
         "steps": args.steps,
+        "bf16": BF16,
+        "channels_last": CHANNELS_LAST,
         "slimmable": stats(t_slim, images, l_slim),
         "full": stats(t_full, images, l_full),
     }
@@ -330,6 +357,7 @@ def main():
         f"bench-step ({r['implementation']}): {args.backbone} {args.channels}x{args.image_size}x{args.image_size}, "
         f"batch {args.batch} x 2 views, widths {widths}, {device} with {r['threads']} threads, "
         f"{args.warmup} warmup + {args.steps} timed steps each"
+        f"{', bf16 convs' if BF16 else ''}{', channels-last' if CHANNELS_LAST else ''}"
     )
     print(f"{'step':<12} {'median s':>10} {'min s':>10} {'max s':>10} {'img/s':>10} {'loss':>10}")
     for name, key in [("slimmable", "slimmable"), ("full (1.0)", "full")]:

@@ -149,3 +149,83 @@ fn bad_argument_values_are_refused_by_name_before_any_work() {
     // Nothing was started: the output folder holds no run.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn strip_keeps_the_model_bit_for_bit_and_drops_the_training_state() {
+    if common::data(1).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = slim_train()
+        .args(["pretrain", "--data", common::FASHION, "--limit", "32"])
+        .args(["--widths", "1.0,0.5", "--image-size", "16", "--epochs", "2"])
+        .args([
+            "--batch-size",
+            "16",
+            "--warmup-epochs",
+            "0",
+            "--workers",
+            "1",
+        ])
+        .args(["--slow-start-epoch", "1", "--quiet", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let source = run.join("checkpoint.safetensors");
+    let stripped = dir.path().join("ship/model.safetensors");
+    let out = slim_train()
+        .args(["strip", "--checkpoint"])
+        .arg(&source)
+        .arg("--out")
+        .arg(&stripped)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("of training state dropped"), "{stdout}");
+
+    let a = slim_core::checkpoint::load(&source).unwrap();
+    let b = slim_core::checkpoint::load(&stripped).unwrap();
+    let train = |c: &slim_core::Checkpoint| {
+        (c.tensors.keys())
+            .filter(|n| n.starts_with(slim_core::checkpoint::names::TRAIN))
+            .count()
+    };
+    assert!(train(&a) > 0 && a.train_state.is_some());
+    assert_eq!((train(&b), b.train_state.as_deref()), (0, None));
+    assert_eq!(a.config, b.config);
+    assert_eq!(b.tensors.len(), a.tensors.len() - train(&a));
+    for (name, t) in &b.tensors {
+        assert_eq!(t, &a.tensors[name], "{name}");
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&stripped) < size(&source));
+
+    // The input is never the output.
+    let out = slim_train()
+        .args(["strip", "--checkpoint"])
+        .arg(&source)
+        .arg("--out")
+        .arg(&source)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("is the input --checkpoint"),
+        "{stderr}"
+    );
+    assert_eq!(
+        slim_core::checkpoint::load(&source).unwrap().tensors.len(),
+        a.tensors.len()
+    );
+}

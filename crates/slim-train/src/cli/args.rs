@@ -1,7 +1,7 @@
 //! Arguments shared by the subcommands, and the parsers that refuse bad values before any
 //! work starts (clap reports them with the flag's name).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
@@ -88,6 +88,33 @@ impl Toggle {
             Toggle::Off => false,
         }
     }
+}
+
+/// Refuses an `--out` checkpoint file that is the input `--checkpoint` itself or a
+/// folder: commands that write a new checkpoint never overwrite the one they read.
+pub fn new_checkpoint_path(checkpoint: &Path, out: &Path) -> Result<()> {
+    if crate::recalibrate::same_file(checkpoint, out) || checkpoint == out {
+        bail!(
+            "--out {} is the input --checkpoint: write the new checkpoint to another file (the input is never overwritten)",
+            out.display()
+        );
+    }
+    if out.is_dir() {
+        bail!(
+            "--out {} is a folder: give the path of the checkpoint file to write",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Makes the folder that the checkpoint file `out` goes into.
+pub fn make_parent(out: &Path) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
+    }
+    Ok(())
 }
 
 /// A count that must be at least 1 (`--workers`, `--batch-size`, `--epochs`, ...).

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use slim_core::Backbone;
 
-use super::args::{DeviceArgs, positive};
+use super::args::{DeviceArgs, Toggle, positive};
+use crate::bench::{BenchStepConfig, bench_step, format_report};
 
 /// A batch of at least 2 images.
 fn at_least_two(s: &str) -> Result<usize, String> {
@@ -17,7 +18,6 @@ fn at_least_two(s: &str) -> Result<usize, String> {
         n => Ok(n),
     }
 }
-use crate::bench::{BenchStepConfig, bench_step, format_report};
 
 #[derive(Debug, Args)]
 pub struct BenchStepArgs {
@@ -51,6 +51,13 @@ pub struct BenchStepArgs {
     /// Seed of the weights and of the random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Convolutions in bfloat16, as pretraining's --bf16; auto: on for a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub bf16: Toggle,
+    /// Channels-last weights and inputs, as pretraining's --channels-last; auto: on for
+    /// a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub channels_last: Toggle,
     /// Write the figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -65,6 +72,7 @@ pub fn run(a: &BenchStepArgs) -> Result<()> {
     if let Some(n) = a.threads {
         tch::set_num_threads(n as i32);
     }
+    let device = a.device.device()?;
     let report = bench_step(&BenchStepConfig {
         backbone,
         image_size: a.image_size,
@@ -73,8 +81,10 @@ pub fn run(a: &BenchStepArgs) -> Result<()> {
         widths: a.widths.clone(),
         warmup: a.warmup,
         steps: a.steps,
-        device: a.device.device()?,
+        device,
         seed: a.seed,
+        bf16: a.bf16.on(device),
+        channels_last: a.channels_last.on(device),
     })?;
     print!("{}", format_report(&report));
     if let Some(p) = &a.json {

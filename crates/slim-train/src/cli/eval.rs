@@ -62,6 +62,9 @@ pub struct LinearArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// The labelled images an evaluation embeds: both splits of `data`, each limited.
@@ -129,6 +132,14 @@ struct KnnRow {
     width: Width,
     knn_top1: f64,
     random_init_knn_top1: Option<f64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ProbeRow {
+    width: Width,
+    train_loss: f64,
+    top1: f64,
+    top5: f64,
 }
 
 pub fn knn(a: &KnnArgs) -> Result<()> {
@@ -214,6 +225,7 @@ pub fn linear(a: &LinearArgs) -> Result<()> {
         "{:>6} {:>11} {:>8} {:>8}",
         "width", "train loss", "top-1", "top-5"
     );
+    let mut rows = Vec::new();
     for (i, &w) in net.widths().iter().enumerate() {
         let (top1, top5) = eval::probe_accuracy(&net, &test, i);
         println!(
@@ -223,6 +235,15 @@ pub fn linear(a: &LinearArgs) -> Result<()> {
             top1 * 100.0,
             top5 * 100.0
         );
+        rows.push(ProbeRow {
+            width: w,
+            train_loss: losses[i],
+            top1,
+            top5,
+        });
+    }
+    if let Some(p) = &a.json {
+        slim_core::fsutil::atomic_write(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
     // Keep everything else the checkpoint held (training state, recalibration record).
     checkpoint::save_keeping(&a.eval.checkpoint, &net, &ckpt, None)?;

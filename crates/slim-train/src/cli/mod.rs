@@ -6,6 +6,7 @@
 //! - [`eval`]: `knn` and `linear`, evaluation per width;
 //! - [`twa`]: trainable weight averaging and its comparison with the last checkpoint and SWA;
 //! - [`recalibrate`]: every width's BatchNorm statistics recomputed on a new domain;
+//! - [`strip`]: a checkpoint without its training state, for shipping the model;
 //! - [`bench_step`]: the speed of one training step, slimmable against full width only.
 
 pub mod args;
@@ -13,6 +14,7 @@ pub mod bench_step;
 pub mod eval;
 pub mod pretrain;
 pub mod recalibrate;
+pub mod strip;
 pub mod twa;
 
 use anyhow::Result;
@@ -24,6 +26,7 @@ pub use bench_step::BenchStepArgs;
 pub use eval::{EvalArgs, KnnArgs, LinearArgs};
 pub use pretrain::PretrainArgs;
 pub use recalibrate::RecalibrateArgs;
+pub use strip::StripArgs;
 pub use twa::TwaArgs;
 
 #[derive(Debug, Parser)]
@@ -54,6 +57,9 @@ pub enum Command {
     /// split of --data (an ImageFolder without train/ and test/ whole); labels are not
     /// used.
     Recalibrate(RecalibrateArgs),
+    /// Write a checkpoint without its training state (heads, optimizer, MoCo keys, resume
+    /// state): the weights that slim-export and the evaluations need, about half the size.
+    Strip(StripArgs),
     /// Benchmark: images/s of one slimmable training step (every width) against one
     /// full-width-only step on the same random batch, with the ideal (MACs) ratio.
     BenchStep(BenchStepArgs),
@@ -66,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Linear(a) => eval::linear(&a),
         Command::Twa(a) => twa::twa(&a),
         Command::Recalibrate(a) => recalibrate::recalibrate(&a),
+        Command::Strip(a) => strip::strip(&a),
         Command::BenchStep(a) => bench_step::run(&a),
     }
 }

@@ -7,10 +7,10 @@ use anyhow::{Result, bail};
 use clap::Args;
 use slim_data::Split;
 
-use super::args::{DataArgs, DeviceArgs, positive};
+use super::args::{DataArgs, DeviceArgs, make_parent, new_checkpoint_path, positive};
 use super::reporter;
 use crate::eval::BatchNormData;
-use crate::recalibrate::{recalibrate as run, same_file};
+use crate::recalibrate::recalibrate as run;
 
 #[derive(Debug, Args)]
 pub struct RecalibrateArgs {
@@ -42,18 +42,7 @@ pub struct RecalibrateArgs {
 }
 
 pub fn recalibrate(a: &RecalibrateArgs) -> Result<()> {
-    if same_file(&a.checkpoint, &a.out) || a.checkpoint == a.out {
-        bail!(
-            "--out {} is the input --checkpoint: write the recalibrated checkpoint to another file (the input is never overwritten)",
-            a.out.display()
-        );
-    }
-    if a.out.is_dir() {
-        bail!(
-            "--out {} is a folder: give the path of the checkpoint file to write",
-            a.out.display()
-        );
-    }
+    new_checkpoint_path(&a.checkpoint, &a.out)?;
     let model = slim_core::checkpoint::load(&a.checkpoint)?.config;
     let ds = a.data.open(Split::Train)?;
     if ds.len() < a.batch_size.max(2) {
@@ -69,10 +58,7 @@ pub fn recalibrate(a: &RecalibrateArgs) -> Result<()> {
         );
     }
     let device = a.device.device()?;
-    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("--out {}: {e}", a.out.display()))?;
-    }
+    make_parent(&a.out)?;
     eprintln!(
         "recalibrating {} ({}, widths {:?}) on {}",
         a.checkpoint.display(),
