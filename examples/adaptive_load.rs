@@ -11,7 +11,7 @@
 //! Phases: 10 s calm, 10 s with the busy threads, 15 s calm; a line per second. The
 //! controller's costs come from a calibration (cached in the temporary folder).
 
-use slim_core::Width;
+use slim_core::{Variant, Width};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,7 +86,7 @@ fn main() -> Result<()> {
         .map(|c| {
             let (model, ctrl, images, stop) =
                 (model.clone(), ctrl.clone(), images.clone(), stop.clone());
-            std::thread::spawn(move || -> Result<Vec<(f64, Width, f64)>> {
+            std::thread::spawn(move || -> Result<Vec<(f64, Variant, f64)>> {
                 let mut log = Vec::new();
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
@@ -135,13 +135,14 @@ fn main() -> Result<()> {
 
     println!("second  load  requests  p95 ms  widths served (share)");
     for second in 0..35 {
-        let reqs: Vec<&(f64, Width, f64)> = log.iter().filter(|r| r.0 as usize == second).collect();
+        let reqs: Vec<&(f64, Variant, f64)> =
+            log.iter().filter(|r| r.0 as usize == second).collect();
         if reqs.is_empty() {
             continue;
         }
         let ms: Vec<f64> = reqs.iter().map(|r| r.2).collect();
         let mut shares = String::new();
-        for w in model.widths() {
+        for &w in model.variants() {
             let k = reqs.iter().filter(|r| r.1 == w).count();
             if k > 0 {
                 shares += &format!(" {w}:{:.0}%", 100.0 * k as f64 / reqs.len() as f64);

@@ -82,8 +82,8 @@ impl SlimAdaptiveConfig {
 impl From<&Switch> for SlimSwitch {
     fn from(s: &Switch) -> SlimSwitch {
         SlimSwitch {
-            from: s.from.get(),
-            to: s.to.get(),
+            from: s.from.width.get(),
+            to: s.to.width.get(),
             observed_ms: s.observed_ms,
             predicted_ms: s.predicted_ms,
         }
@@ -119,7 +119,8 @@ pub unsafe extern "C" fn slim_adaptive_new(
         *out = std::ptr::null_mut();
         let model: &Model = &SlimModel::get(model)?.inner;
         let config = ptr::reference(config, "config")?.to_config()?;
-        let inner = Adaptive::for_model(model, config, Default::default())?;
+        // The C API names a graph by its width alone: float widths only.
+        let inner = Adaptive::for_model_widths(model, config, Default::default())?;
         *out = Box::into_raw(Box::new(SlimAdaptive { inner }));
         Ok(())
     })
@@ -198,7 +199,7 @@ pub unsafe extern "C" fn slim_adaptive_run(
         let width_used = ptr::out(width_used, "width_used")?;
         let input = m.input(input, batch)?;
         let (w, out) = a.run(&m.inner, input)?;
-        *width_used = w.get();
+        *width_used = w.width.get();
         SlimModel::write_outputs(&out, embedding, embedding_capacity, logits, logits_capacity)
     })
 }

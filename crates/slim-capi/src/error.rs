@@ -75,7 +75,7 @@ impl From<Error> for Failure {
             Error::Unavailable(_) => SlimStatus::Unavailable,
             Error::Invalid(_) | Error::InputSize { .. } => SlimStatus::InvalidArgument,
             Error::NoFit(_) => SlimStatus::NoFit,
-            Error::NoSuchWidth { .. } => SlimStatus::NoSuchWidth,
+            Error::NoSuchWidth { .. } | Error::NoSuchVariant { .. } => SlimStatus::NoSuchWidth,
             Error::NonFinite { .. } => SlimStatus::NonFinite,
         };
         Failure::new(status, e.to_string())

@@ -88,6 +88,8 @@ impl SlimBudget {
             max_latency_ms: limit(self.max_latency_ms, "max_latency_ms", f64::MAX)?,
             latency_batch: self.latency_batch.max(1),
             min_top1: limit(self.min_top1, "min_top1", 1.0)?,
+            // The C API names a graph by its width alone: its float graph.
+            precisions: Some(vec![slim_core::Precision::F32]),
         })
     }
 }

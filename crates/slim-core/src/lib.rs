@@ -36,6 +36,6 @@ pub use config::{ModelConfig, Preprocessing};
 pub use cost::{Cost, cost};
 pub use error::Error;
 pub use manifest::{Manifest, WidthEntry};
-pub use precision::Precision;
+pub use precision::{Precision, Variant};
 pub use progress::{Progress, Silent};
 pub use width::Width;

@@ -9,7 +9,7 @@ use crate::Error;
 use crate::cascade::Cascade;
 use crate::config::Preprocessing;
 use crate::fsutil::atomic_write;
-use crate::precision::{Derived, Precision};
+use crate::precision::{Derived, Precision, Variant};
 use crate::stats::LatencySummary;
 use crate::width::Width;
 
@@ -171,6 +171,21 @@ impl Manifest {
 
     pub fn entry(&self, w: Width) -> Option<&WidthEntry> {
         self.widths.iter().find(|e| e.width == w)
+    }
+
+    /// Every graph of the model: each width's float graph and its variants, most accurate
+    /// first as [`Variant`] orders them (widest first, then f32, f16, int8).
+    pub fn variants(&self) -> Vec<Variant> {
+        let mut all: Vec<Variant> = (self.widths.iter())
+            .flat_map(|e| e.precisions().into_iter().map(|p| Variant::new(e.width, p)))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The entry of `v`'s graph, if the model has it.
+    pub fn variant(&self, v: Variant) -> Option<&WidthEntry> {
+        self.entry(v.width)?.at(v.precision)
     }
 
     /// The precisions every width of the model has a graph in (`f32` always), sorted.
@@ -396,5 +411,47 @@ mod tests {
                 "{want:?} not in: {err}"
             );
         }
+    }
+
+    #[test]
+    fn variants_are_listed_most_accurate_first_and_found_by_width_and_precision() {
+        let derived = serde_json::json!({"agreement": {"images": 8, "top1_agreement": 1.0,
+            "logits_rel_error": 0.01, "embedding_rel_error": 0.01, "tolerance": 0.1}});
+        let m = load_edited(|v| {
+            for (i, p) in [(1, "int8"), (3, "f16"), (3, "int8")] {
+                let mut e = v["widths"][i].clone();
+                e["precision"] = p.into();
+                e["file"] = format!("width-{i}-{p}/model.onnx").into();
+                e["derived"] = derived.clone();
+                e.as_object_mut().unwrap().remove("variants");
+                v["widths"][i]["variants"]
+                    .as_array_mut()
+                    .map(|a| a.push(e.clone()))
+                    .unwrap_or_else(|| v["widths"][i]["variants"] = serde_json::json!([e]));
+            }
+        })
+        .unwrap();
+        let w = |x: f64| Width::new(x).unwrap();
+        let names: Vec<String> = m.variants().iter().map(|v| v.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "1",
+                "0.75",
+                "0.75/int8",
+                "0.5",
+                "0.25",
+                "0.25/f16",
+                "0.25/int8"
+            ]
+        );
+        let v = Variant::new(w(0.25), Precision::F16);
+        assert_eq!(m.variant(v).unwrap().file, "width-3-f16/model.onnx");
+        assert_eq!(
+            m.variant(Variant::f32(w(0.5))).unwrap().precision,
+            Precision::F32
+        );
+        assert!(m.variant(Variant::new(w(0.5), Precision::Int8)).is_none());
+        assert_eq!(Variant::from(w(1.0)), Variant::f32(w(1.0)));
     }
 }

@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::width::Width;
+
 /// A graph's precision. The manifest and the command line spell it `f32`, `f16`, `int8`.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
@@ -58,6 +60,55 @@ impl Precision {
         }
         list.sort();
         Ok(list)
+    }
+}
+
+/// One graph of a model: a width in a precision, the unit the runtime chooses among.
+/// Ordered as the runtime ranks them when nothing measured says otherwise: wider first,
+/// then `f32`, `f16`, `int8` (more bits first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    pub width: Width,
+    pub precision: Precision,
+}
+
+impl Variant {
+    pub fn new(width: Width, precision: Precision) -> Variant {
+        Variant { width, precision }
+    }
+
+    /// `width`'s float graph.
+    pub fn f32(width: Width) -> Variant {
+        Variant::new(width, Precision::F32)
+    }
+}
+
+impl From<Width> for Variant {
+    fn from(width: Width) -> Variant {
+        Variant::f32(width)
+    }
+}
+
+impl Ord for Variant {
+    /// Most accurate first by default: wider, then more bits.
+    fn cmp(&self, other: &Variant) -> std::cmp::Ordering {
+        (other.width.cmp(&self.width)).then(self.precision.cmp(&other.precision))
+    }
+}
+
+impl PartialOrd for Variant {
+    fn partial_cmp(&self, other: &Variant) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// `0.5` for a float graph, `0.5/int8` for another precision.
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.precision {
+            Precision::F32 => write!(f, "{}", self.width),
+            p => write!(f, "{}/{p}", self.width),
+        }
     }
 }
 

@@ -392,6 +392,8 @@ fn write_all(
                 precision,
                 file: format!("{}/{MODEL_FILE}", variant_dir(w, precision)),
                 derived: Some(derived),
+                // Variants hang off the float entry only; not the ones pushed so far.
+                variants: Vec::new(),
                 ..entry.clone()
             };
             let old = old.and_then(|e| e.at(precision));

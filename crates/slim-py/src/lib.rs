@@ -229,6 +229,8 @@ impl Model {
             max_latency_ms: positive(max_ms, "max_ms")?,
             latency_batch: batch.max(1),
             min_top1,
+            // This package names a graph by its width alone: its float graph.
+            precisions: Some(vec![slim_core::Precision::F32]),
         };
         let s = self.inner.select(&budget).map_err(raise)?;
         Ok((s.width.get(), s.reason))
@@ -388,7 +390,8 @@ impl Model {
             dwell: duration(dwell_ms, "dwell_ms")?,
             cooldown: duration(cooldown_ms, "cooldown_ms")?,
         };
-        let inner = Controller::for_model(&self.inner, cfg, Default::default()).map_err(raise)?;
+        let inner =
+            Controller::for_model_widths(&self.inner, cfg, Default::default()).map_err(raise)?;
         Ok(Adaptive {
             model: self.inner.clone(),
             inner,
@@ -415,8 +418,8 @@ struct Adaptive {
 fn switch_dict<'py>(py: Python<'py>, s: &Switch) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("at_s", s.at.as_secs_f64())?;
-    d.set_item("from", s.from.get())?;
-    d.set_item("to", s.to.get())?;
+    d.set_item("from", s.from.width.get())?;
+    d.set_item("to", s.to.width.get())?;
     d.set_item("observed_ms", s.observed_ms)?;
     d.set_item("predicted_ms", s.predicted_ms)?;
     Ok(d)
@@ -462,7 +465,7 @@ impl Adaptive {
         let (model, inner) = (&self.model, &self.inner);
         let (w, out) = py.detach(|| inner.run(model, values)).map_err(raise)?;
         let (embedding, logits) = to_numpy(py, out)?;
-        Ok((w.get(), embedding, logits))
+        Ok((w.width.get(), embedding, logits))
     }
 }
 

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use slim_cli::Reporter;
-use slim_core::Progress;
 use slim_core::cascade::Confidence;
+use slim_core::{Precision, Progress, Variant};
 use slim_runtime::cascade::Cascade;
 use slim_runtime::select::describe;
 use slim_runtime::{Backend, Budget, SlimModel, top_k};
@@ -54,11 +54,15 @@ pub struct Args {
     /// Least top-1 accuracy in percent, as measured in the manifest.
     #[arg(long)]
     pub min_top1: Option<f64>,
-    /// Measure each width's latency at --batch on this device first (or reuse the cached
-    /// measurement).
+    /// Choose only among graphs in these precisions, e.g. `f32` or `f32,int8` [default:
+    /// every precision the model was exported in].
+    #[arg(long, value_delimiter = ',')]
+    pub precision: Option<Vec<Precision>>,
+    /// Measure each graph's latency (every width, and its f16 and int8 variants) at
+    /// --batch on this device first (or reuse the cached measurement).
     #[arg(long)]
     pub calibrate: bool,
-    /// Timed calls per width when calibrating.
+    /// Timed calls per graph when calibrating.
     #[arg(long, default_value_t = 30)]
     pub calibration_runs: usize,
     /// Where to cache calibrations (default: calibration.json in the model folder).
@@ -113,6 +117,7 @@ impl Args {
             max_latency_ms: positive(self.budget_ms, "--budget-ms")?,
             latency_batch: self.batch,
             min_top1: self.min_top1.map(|t| t / 100.0),
+            precisions: self.precision.clone(),
         })
     }
 }
@@ -137,6 +142,10 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
         model.widths(),
         m.class_names.len()
     )?;
+    if model.variants().len() > model.widths().len() {
+        let graphs: Vec<String> = model.variants().iter().map(|v| v.to_string()).collect();
+        writeln!(out, "graphs: {}", graphs.join(", "))?;
+    }
     if args.calibrate {
         let mut reporter = Reporter::stderr();
         let mut begun = false;
@@ -165,7 +174,10 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
             writeln!(
                 out,
                 "  width {}: p50 {:.3} ms, p95 {:.3} ms over {} calls",
-                w.width, w.latency.p50_ms, w.latency.p95_ms, w.latency.runs
+                w.variant(),
+                w.latency.p50_ms,
+                w.latency.p95_ms,
+                w.latency.runs
             )?;
         }
     }
@@ -245,33 +257,33 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One width for every image, or the cascade.
+/// One graph for every image, or the cascade.
 enum How {
-    Width(slim_core::Width),
+    Width(Variant),
     Cascade(Cascade),
 }
 
-/// The most accurate width within `budget`, printed with why and why the next more
-/// accurate one was rejected, and what it runs on.
-fn choose_width(
-    model: &SlimModel,
-    budget: &Budget,
-    out: &mut impl Write,
-) -> Result<slim_core::Width> {
+/// The most accurate graph within `budget`, printed with why, why the next more accurate
+/// one was rejected, which graphs were left out as dominated, and what it runs on.
+fn choose_width(model: &SlimModel, budget: &Budget, out: &mut impl Write) -> Result<Variant> {
     let chosen = model
         .select(budget)
         .with_context(|| format!("budget: {}", describe(budget)))?;
     writeln!(out, "budget: {}", describe(budget))?;
-    writeln!(out, "chosen width {}: {}", chosen.width, chosen.reason)?;
+    for d in &chosen.dominated {
+        writeln!(out, "not chosen: {d}")?;
+    }
+    writeln!(out, "chosen width {}: {}", chosen.variant(), chosen.reason)?;
     match chosen.rejected.last() {
         Some(r) => writeln!(
             out,
             "next more accurate width {} rejected: {}",
-            r.width, r.misses
+            r.variant(),
+            r.misses
         )?,
         None => writeln!(out, "no more accurate width")?,
     }
-    let engine = model.engine(chosen.width)?;
+    let engine = model.engine(chosen.variant())?;
     match engine.threads() {
         Some(n) => writeln!(out, "running on {}, {n} thread(s)", engine.placement())?,
         None => writeln!(
@@ -281,7 +293,7 @@ fn choose_width(
         )?,
     }
 
-    Ok(chosen.width)
+    Ok(chosen.variant())
 }
 
 fn print_classes(out: &mut impl Write, classes: &[slim_runtime::Class]) -> Result<()> {

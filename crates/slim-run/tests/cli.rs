@@ -14,6 +14,15 @@ fn slim_run(args: &[&str]) -> Output {
         .expect("slim-run starts")
 }
 
+/// Taken by the tests whose timing a busy core would upset (killing at random points of a
+/// run) and by the one that loads both cores (an export with calibration), so that they
+/// never overlap.
+static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    TIMING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -228,6 +237,7 @@ fn bad_input_is_a_failure_naming_the_file_never_a_panic() {
 
 #[test]
 fn a_killed_calibration_leaves_its_cache_as_before_or_complete() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let images = pngs(dir.path(), 1);
     let cache = dir.path().join("cal.json");
@@ -407,4 +417,62 @@ fn a_cascade_answers_each_image_at_the_width_the_runtime_cascade_does() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[test]
+fn variants_are_calibrated_a_dominated_one_said_and_a_precision_can_be_asked_for() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(model) =
+        slim_test_utils::variant_model(&dir.path().join("m"), &slim_core::Precision::ALL)
+    else {
+        return;
+    };
+    let images = pngs(dir.path(), 1);
+    let cache = dir.path().join("calibration.json");
+    let (model, cache) = (model.to_str().unwrap(), cache.to_str().unwrap());
+    let base = [
+        "--model",
+        model,
+        "--calibration-cache",
+        cache,
+        "--budget-ms",
+        "200",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--calibrate", "--calibration-runs", "3", &images[0].0]);
+    let out = slim_run(&args);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("graphs: 1, 1/f16, 1/int8, 0.25, 0.25/f16, 0.25/int8"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  width 0.25/int8: p50 "), "{stdout}");
+    // tract runs f16 convolutions far slower than float ones: dominated, said, not chosen.
+    assert!(
+        stdout.contains("not chosen: width 1/f16 is dominated: its p50 ")
+            && stdout.contains("is no faster than width 1's "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("chosen width 1: "), "{stdout}");
+
+    let mut args = base.to_vec();
+    args.extend(["--precision", "int8", &images[0].0]);
+    let out = slim_run(&args);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("precision int8"), "{stdout}");
+    assert!(
+        stdout.contains("chosen width 1/int8: int8 graph, "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  1. "), "{stdout}");
+    let out = slim_run(&["--model", model, "--precision", "int4", &images[0].0]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown precision \"int4\""),
+        "{}",
+        text(&out.stderr)
+    );
 }

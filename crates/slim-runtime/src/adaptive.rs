@@ -1,5 +1,7 @@
 //! Adaptive width while serving: hold a latency target (e.g. p95 <= 20 ms) by switching
-//! width from the latencies observed. Down as soon as the window's quantile is over the
+//! width from the latencies observed. The steps are graphs, most accurate first: the
+//! float widths, or, where a calibration measured every graph, the front of widths and
+//! their reduced-precision variants (each step faster than the one before). Down as soon as the window's quantile is over the
 //! target (to the widest width predicted to fit), up one step when the quantile predicted
 //! for the wider width stays under `target * (1 - margin)` for a cooldown. Hysteresis: a
 //! minimum dwell at each width, the margin, and a cooldown that doubles after every failed
@@ -8,7 +10,7 @@
 //! The clock is a trait so that tests drive the controller with simulated time and
 //! latencies; [`Adaptive::run`] times real calls with it.
 
-use slim_core::Width;
+use slim_core::{Variant, Width};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -72,12 +74,12 @@ impl Config {
     }
 }
 
-/// A change of width and why.
+/// A change of graph and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Switch {
     pub at: Duration,
-    pub from: Width,
-    pub to: Width,
+    pub from: Variant,
+    pub to: Variant,
     /// The window's quantile at `from` when it switched.
     pub observed_ms: f64,
     /// Predicted quantile at `to`.
@@ -98,24 +100,30 @@ struct State {
 
 const MAX_BACKOFF: u32 = 32;
 
-/// Chooses the width of each call; `Send + Sync`, shared by all serving threads.
+/// Chooses the graph of each call; `Send + Sync`, shared by all serving threads.
 pub struct Adaptive<C: Clock = SystemClock> {
     cfg: Config,
-    /// Widest first.
-    widths: Vec<Width>,
-    /// Predicted latency of each width relative to the others (e.g. MACs or measured).
+    /// Most accurate first.
+    steps: Vec<Variant>,
+    /// Predicted latency of each step relative to the others (e.g. MACs or measured).
     cost: Vec<f64>,
     clock: C,
     state: Mutex<State>,
 }
 
 impl<C: Clock> Adaptive<C> {
-    /// `widths` widest first with their relative `cost` (any unit, decreasing); starts at
-    /// the widest.
-    pub fn new(widths: Vec<Width>, cost: Vec<f64>, cfg: Config, clock: C) -> Result<Self, Error> {
+    /// `steps` (widths, or graphs of a width in a precision) most accurate first with
+    /// their relative `cost` (any unit, decreasing); starts at the first.
+    pub fn new(
+        steps: Vec<impl Into<Variant>>,
+        cost: Vec<f64>,
+        cfg: Config,
+        clock: C,
+    ) -> Result<Self, Error> {
+        let steps: Vec<Variant> = steps.into_iter().map(Into::into).collect();
         let bad = |msg: String| Err(Error::Invalid(format!("adaptive controller: {msg}")));
-        if widths.is_empty() || widths.len() != cost.len() {
-            return bad(format!("{} widths but {} costs", widths.len(), cost.len()));
+        if steps.is_empty() || steps.len() != cost.len() {
+            return bad(format!("{} widths but {} costs", steps.len(), cost.len()));
         }
         if cost.iter().any(|&c| !(c > 0.0 && c.is_finite())) {
             return bad(format!("costs must be positive: {cost:?}"));
@@ -146,38 +154,69 @@ impl<C: Clock> Adaptive<C> {
                 switches: Vec::new(),
             }),
             cfg,
-            widths,
+            steps,
             cost,
             clock,
         })
     }
 
-    /// For `model`: costs from its cached calibration at batch 1 (p50) when there is one,
-    /// else from MACs.
+    /// For `model`: with a cached calibration at batch 1, the graphs on its front (most
+    /// accurate first, each kept only when it measured faster than the one kept before it,
+    /// so a graph no faster than a more accurate one never serves), costed by their
+    /// measured p50; without one, its float widths costed by MACs (a variant's speed is
+    /// not known before it is measured).
     pub fn for_model(model: &SlimModel, cfg: Config, clock: C) -> Result<Self, Error> {
-        let widths = model.widths();
-        let cost = match model.cached_calibration(1)? {
-            Some(cal) => widths
-                .iter()
-                .map(|&w| cal.width(w).expect("covers every width").latency.p50_ms)
-                .collect(),
-            None => model
-                .manifest()
-                .widths
-                .iter()
-                .map(|e| e.macs as f64)
-                .collect(),
+        Adaptive::among(model, model.variants(), cfg, clock)
+    }
+
+    /// [`Adaptive::for_model`] among the float widths only, for callers that name the
+    /// graph they ran by its width alone.
+    pub fn for_model_widths(model: &SlimModel, cfg: Config, clock: C) -> Result<Self, Error> {
+        let floats: Vec<Variant> = model.widths().into_iter().map(Variant::f32).collect();
+        Adaptive::among(model, &floats, cfg, clock)
+    }
+
+    fn among(model: &SlimModel, graphs: &[Variant], cfg: Config, clock: C) -> Result<Self, Error> {
+        let (steps, cost) = match model.cached_calibration(1)? {
+            Some(cal) => {
+                let mut steps: Vec<Variant> = Vec::new();
+                let mut cost: Vec<f64> = Vec::new();
+                for &v in graphs {
+                    let p50 = cal.variant(v).expect("covers every graph").latency.p50_ms;
+                    if cost.last().is_none_or(|&last| p50 < last) {
+                        steps.push(v);
+                        cost.push(p50);
+                    }
+                }
+                (steps, cost)
+            }
+            None => (
+                model.widths().into_iter().map(Variant::f32).collect(),
+                (model.manifest().widths.iter())
+                    .map(|e| e.macs as f64)
+                    .collect(),
+            ),
         };
-        Adaptive::new(widths, cost, cfg, clock)
+        Adaptive::new(steps, cost, cfg, clock)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The width to run now.
+    /// The graph to run now.
+    pub fn variant(&self) -> Variant {
+        self.steps[self.state().current]
+    }
+
+    /// The width of the graph to run now.
     pub fn width(&self) -> Width {
-        self.widths[self.state().current]
+        self.variant().width
+    }
+
+    /// The steps it switches among, most accurate first.
+    pub fn steps(&self) -> &[Variant] {
+        &self.steps
     }
 
     /// Every switch so far.
@@ -195,13 +234,14 @@ impl<C: Clock> Adaptive<C> {
         &self.cfg
     }
 
-    /// Records that a call at `width` took `latency_ms`; switches width when the window
-    /// says so. Observations of a width other than the current one (calls that started
-    /// before a switch) are dropped.
-    pub fn observe(&self, width: Width, latency_ms: f64) -> Option<Switch> {
+    /// Records that a call of a graph (a width's float graph, or a variant) took
+    /// `latency_ms`; switches when the window says so. Observations of a graph other than
+    /// the current one (calls that started before a switch) are dropped.
+    pub fn observe(&self, graph: impl Into<Variant>, latency_ms: f64) -> Option<Switch> {
+        let graph = graph.into();
         let now = self.clock.now();
         let mut s = self.state();
-        if width != self.widths[s.current] || !latency_ms.is_finite() {
+        if graph != self.steps[s.current] || !latency_ms.is_finite() {
             return None;
         }
         if s.window.len() == self.cfg.window {
@@ -222,15 +262,15 @@ impl<C: Clock> Adaptive<C> {
         let target = self.cfg.target_ms;
         let to = if p > target {
             s.headroom_since = None;
-            if cur + 1 == self.widths.len() {
+            if cur + 1 == self.steps.len() {
                 return None; // narrowest already
             }
             if s.entered_up {
                 s.backoff = (s.backoff * 2).min(MAX_BACKOFF); // the step up failed
             }
-            (cur + 1..self.widths.len())
+            (cur + 1..self.steps.len())
                 .find(|&j| predict(j) <= target)
-                .unwrap_or(self.widths.len() - 1)
+                .unwrap_or(self.steps.len() - 1)
         } else if cur > 0 && predict(cur - 1) <= target * (1.0 - self.cfg.margin) {
             let since = *s.headroom_since.get_or_insert(now);
             if now.saturating_sub(since) < self.cfg.cooldown * s.backoff {
@@ -243,8 +283,8 @@ impl<C: Clock> Adaptive<C> {
         };
         let switch = Switch {
             at: now,
-            from: self.widths[cur],
-            to: self.widths[to],
+            from: self.steps[cur],
+            to: self.steps[to],
             observed_ms: p,
             predicted_ms: predict(to),
         };
@@ -257,16 +297,16 @@ impl<C: Clock> Adaptive<C> {
         Some(switch)
     }
 
-    /// Runs one batch at the current width, timing it with the clock; returns the width
+    /// Runs one batch on the current graph, timing it with the clock; returns the graph
     /// used and the outputs.
-    pub fn run(&self, model: &SlimModel, inputs: &[f32]) -> Result<(Width, Outputs), Error> {
-        let width = self.width();
+    pub fn run(&self, model: &SlimModel, inputs: &[f32]) -> Result<(Variant, Outputs), Error> {
+        let graph = self.variant();
         let n = model.batch_of(inputs)?;
         let t = self.clock.now();
-        let out = model.run(width, inputs, n)?;
+        let out = model.run(graph, inputs, n)?;
         let ms = self.clock.now().saturating_sub(t).as_secs_f64() * 1e3;
-        self.observe(width, ms);
-        Ok((width, out))
+        self.observe(graph, ms);
+        Ok((graph, out))
     }
 }
 
@@ -341,7 +381,7 @@ mod tests {
         serve(&a, &clock, 10.0, |w, _| by_macs(w, 3.0));
         let s = a.switches();
         assert_eq!(
-            (s.len(), s[0].from.get(), s[0].to.get()),
+            (s.len(), s[0].from.width.get(), s[0].to.width.get()),
             (1, 1.0, 0.5),
             "{s:?}"
         );
@@ -353,7 +393,10 @@ mod tests {
         // Load gone: back up one step at a time, after the cooldown.
         serve(&a, &clock, 20.0, |w, _| by_macs(w, 1.0));
         let s = a.switches();
-        let path: Vec<(f64, f64)> = s.iter().map(|s| (s.from.get(), s.to.get())).collect();
+        let path: Vec<(f64, f64)> = s
+            .iter()
+            .map(|s| (s.from.width.get(), s.to.width.get()))
+            .collect();
         assert_eq!(path, [(1.0, 0.5), (0.5, 0.75), (0.75, 1.0)]);
         assert!(
             s[1].at - s[0].at >= Duration::from_secs(2),

@@ -1,10 +1,10 @@
-//! Latency calibration: each width's latency percentiles measured on this device with the
-//! model's backend, cached beside the model (`calibration.json`, written atomically) and
+//! Latency calibration: each graph's latency percentiles (every width, and its f16 and
+//! int8 variants where exported) measured on this device with the model's backend, cached beside the model (`calibration.json`, written atomically) and
 //! reused by later opens. An entry is keyed by the provider that actually ran, the device
 //! (CPU model and threads), the batch size and the checkpoint's hash; entries under other
 //! keys are kept but ignored. A cache that does not parse is an error naming it.
 
-use slim_core::Width;
+use slim_core::{Precision, Variant, Width};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,26 +31,37 @@ pub struct Key {
     pub checkpoint_sha256: String,
 }
 
-/// One width's measured latency per call, in milliseconds.
+/// One graph's measured latency per call, in milliseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WidthLatency {
     pub width: Width,
+    /// The graph's precision (absent in the file for f32, as caches before variants were).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// Stored as top-level fields of the entry.
     #[serde(flatten)]
     pub latency: LatencySummary,
 }
 
-/// Every width's latency under one key.
+/// Every graph's latency under one key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     pub key: Key,
-    /// Widest first, as in the manifest.
+    /// Most accurate first, as [`SlimModel::variants`] lists them.
     pub widths: Vec<WidthLatency>,
 }
 
 impl Calibration {
-    pub fn width(&self, width: Width) -> Option<&WidthLatency> {
-        self.widths.iter().find(|w| w.width == width)
+    /// The latency of a width's float graph, or of a variant.
+    pub fn variant(&self, v: impl Into<Variant>) -> Option<&WidthLatency> {
+        let v = v.into();
+        (self.widths.iter()).find(|w| w.width == v.width && w.precision == v.precision)
+    }
+}
+
+impl WidthLatency {
+    pub fn variant(&self) -> Variant {
+        Variant::new(self.width, self.precision)
     }
 }
 
@@ -77,16 +88,18 @@ pub fn device() -> String {
     format!("{cpu}, {threads} threads")
 }
 
-/// Latencies in ms of `runs` calls of `width` on `input` (one batch of `batch`), after
-/// `warmup` untimed calls; `progress` is called after every call, timed or not.
+/// Latencies in ms of `runs` calls of a width's float graph or a variant on `input` (one
+/// batch of `batch`), after `warmup` untimed calls; `progress` is called after every
+/// call, timed or not.
 pub fn latency_samples(
     model: &SlimModel,
-    width: Width,
+    width: impl Into<Variant>,
     input: &[f32],
     batch: usize,
     (warmup, runs): (usize, usize),
     mut progress: impl FnMut(),
 ) -> Result<Vec<f64>, Error> {
+    let width = width.into();
     for _ in 0..warmup {
         model.run(width, input, batch)?;
         progress();
@@ -204,17 +217,17 @@ impl SlimModel {
     }
 
     /// The cached calibration at `batch` for this device and backend, if one covers every
-    /// width.
+    /// graph.
     pub fn cached_calibration(&self, batch: usize) -> Result<Option<Calibration>, Error> {
         let key = self.calibration_key(batch)?;
-        let widths = self.widths();
+        let variants = self.variants();
         Ok(read_cache(&self.calibration_path())?
             .into_iter()
-            .find(|c| c.key == key && widths.iter().all(|&w| c.width(w).is_some())))
+            .find(|c| c.key == key && variants.iter().all(|&v| c.variant(v).is_some())))
     }
 
-    /// Each width's latency at `batch`: the cached calibration when there is one (`true`
-    /// in the answer), otherwise `runs` timed calls per width (after a few untimed ones),
+    /// Each graph's latency at `batch`: the cached calibration when there is one (`true`
+    /// in the answer), otherwise `runs` timed calls per graph (after a few untimed ones),
     /// then cached. `progress` is told the timed calls done so far and in all.
     pub fn calibrate(
         &self,
@@ -228,12 +241,13 @@ impl SlimModel {
             return Ok((c, true));
         }
         let input = timing_input(self, batch);
-        let total = runs * self.widths().len();
+        let total = runs * self.variants().len();
         let mut widths = Vec::new();
-        for (i, w) in self.widths().into_iter().enumerate() {
-            let s = latency_samples(self, w, &input, batch, ((runs / 10).max(2), runs), || {})?;
+        for (i, &v) in self.variants().iter().enumerate() {
+            let s = latency_samples(self, v, &input, batch, ((runs / 10).max(2), runs), || {})?;
             widths.push(WidthLatency {
-                width: w,
+                width: v.width,
+                precision: v.precision,
                 latency: LatencySummary::new(batch, &s),
             });
             progress((i + 1) * runs, total);

@@ -1,6 +1,6 @@
 //! The runtime's one error type.
 
-use slim_core::Width;
+use slim_core::{Variant, Width};
 use std::path::PathBuf;
 
 /// Everything the runtime refuses or fails at, naming the file involved where there is one.
@@ -34,11 +34,18 @@ pub enum Error {
         width: Width,
         available: Vec<Width>,
     },
+    /// A width the model has, in a precision it was not exported in.
+    #[error("model {}: holds no {} graph of width {}; it has {}", dir.display(), variant.precision, variant.width, available.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))]
+    NoSuchVariant {
+        dir: PathBuf,
+        variant: Variant,
+        available: Vec<Variant>,
+    },
     /// A graph whose outputs are NaN or infinite (broken weights, or such an input).
-    #[error("{}: width {width} produced non-finite {output} ({bad} of {total} values){}", path.display(), if *input_finite { "" } else { " from an input that is not finite" })]
+    #[error("{}: width {variant} produced non-finite {output} ({bad} of {total} values){}", path.display(), if *input_finite { "" } else { " from an input that is not finite" })]
     NonFinite {
         path: PathBuf,
-        width: Width,
+        variant: Variant,
         output: &'static str,
         bad: usize,
         total: usize,

@@ -26,4 +26,6 @@ pub use engine::{Backend, Engine, Outputs, Placement, Provider, Threads};
 pub use error::Error;
 pub use model::SlimModel;
 pub use preprocess::{Class, top_k};
-pub use select::{Budget, Candidate, NoFit, Rejected, Selection, choose, select};
+pub use select::{
+    Budget, Candidate, Dominated, NoFit, Rejected, Selection, choose, dominated, select,
+};

@@ -4,7 +4,7 @@
 //! checked on load, agrees); then top-k classes with softmax probabilities and names, or
 //! embeddings.
 
-use slim_core::Width;
+use slim_core::Variant;
 use std::path::Path;
 
 use crate::{Error, SlimModel};
@@ -76,10 +76,11 @@ impl SlimModel {
         Ok(n)
     }
 
-    /// The `k` most probable classes of each image of the batch `inputs` at `width`.
+    /// The `k` most probable classes of each image of the batch `inputs` at a width (its
+    /// float graph) or a variant.
     pub fn classify(
         &self,
-        width: Width,
+        width: impl Into<Variant>,
         inputs: &[f32],
         k: usize,
     ) -> Result<Vec<Vec<Class>>, Error> {
@@ -90,8 +91,8 @@ impl SlimModel {
     }
 
     /// The embedding (pooled backbone features, not normalized) of each image of `inputs`
-    /// at `width`.
-    pub fn embed(&self, width: Width, inputs: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
+    /// at a width (its float graph) or a variant.
+    pub fn embed(&self, width: impl Into<Variant>, inputs: &[f32]) -> Result<Vec<Vec<f32>>, Error> {
         let n = self.batch_of(inputs)?;
         let out = self.run(width, inputs, n)?;
         Ok((0..n).map(|i| out.embedding_row(i).to_vec()).collect())

@@ -1,16 +1,20 @@
-//! Choosing a width from a compute budget: the most accurate [`Candidate`] whose MACs,
-//! parameters, measured latency and accuracy all fit, or an error naming the nearest width
-//! and by how much it misses. Without measured accuracy, wider counts as more accurate.
+//! Choosing a graph from a compute budget: the most accurate [`Candidate`] (a width in a
+//! precision) whose MACs, parameters, measured latency and accuracy all fit, or an error
+//! naming the nearest and by how much it misses. Without measured accuracy, wider counts
+//! as more accurate, and at one width more bits (f32, f16, int8). A reduced-precision
+//! graph that measures no faster than a float graph at least as wide is [`Dominated`]:
+//! never chosen, and said so (an engine may run it in float: tract's QDQ convolutions).
 //! Candidates come from the manifest ([`Candidate::from_manifest`]), with latencies from
 //! it or from this device's calibration ([`crate::SlimModel::select`]).
 
-use slim_core::Width;
 use slim_core::manifest::{Accuracy, Latency, Manifest};
+use slim_core::{Precision, Variant, Width};
 
-/// One width as a budget judges it.
+/// One graph as a budget judges it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
     pub width: Width,
+    pub precision: Precision,
     pub macs: u64,
     pub params: u64,
     /// Measured top-1 (in [0, 1]) and what it was measured on.
@@ -20,20 +24,81 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// Every width of `manifest`, with the manifest's latency at `batch` where it has one.
+    /// Every graph of `manifest` (each width and its variants), with the manifest's
+    /// latency at `batch` where it has one.
     pub fn from_manifest(manifest: &Manifest, batch: usize) -> Vec<Candidate> {
-        manifest
-            .widths
-            .iter()
-            .map(|e| Candidate {
-                width: e.width,
-                macs: e.macs,
-                params: e.params,
-                accuracy: e.accuracy.clone(),
-                latency: e.latency.iter().find(|l| l.batch == batch).cloned(),
+        (manifest.variants().into_iter())
+            .map(|v| {
+                let e = manifest.variant(v).expect("a variant of the manifest");
+                Candidate {
+                    width: e.width,
+                    precision: e.precision,
+                    macs: e.macs,
+                    params: e.params,
+                    accuracy: e.accuracy.clone(),
+                    latency: e.latency.iter().find(|l| l.batch == batch).cloned(),
+                }
             })
             .collect()
     }
+
+    pub fn variant(&self) -> Variant {
+        Variant::new(self.width, self.precision)
+    }
+}
+
+/// A reduced-precision graph that measured no faster than a float graph at least as wide
+/// (same engine, device and batch): it would buy nothing for its rounding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dominated {
+    pub variant: Variant,
+    pub p50_ms: f64,
+    /// The float graph that is at least as wide and as fast.
+    pub by: Variant,
+    pub by_p50_ms: f64,
+    /// What measured both.
+    pub backend: String,
+}
+
+impl std::fmt::Display for Dominated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "width {} is dominated: its p50 {:.3} ms on {} is no faster than width {}'s {:.3} ms (this engine gains nothing from {}; tract, for one, runs QDQ convolutions in float)",
+            self.variant,
+            self.p50_ms,
+            self.backend,
+            self.by,
+            self.by_p50_ms,
+            self.variant.precision
+        )
+    }
+}
+
+/// The reduced-precision candidates that a float candidate at least as wide matches or
+/// beats on latency measured by the same engine on the same device; widest first.
+pub fn dominated(candidates: &[Candidate]) -> Vec<Dominated> {
+    let mut out = Vec::new();
+    for c in candidates.iter().filter(|c| !c.precision.is_f32()) {
+        let Some(l) = &c.latency else { continue };
+        let rival = (candidates.iter())
+            .filter(|f| f.precision.is_f32() && f.width >= c.width)
+            .filter_map(|f| Some((f, f.latency.as_ref()?)))
+            .filter(|(_, fl)| fl.backend == l.backend && fl.device == l.device)
+            .filter(|(_, fl)| fl.p50_ms <= l.p50_ms)
+            .max_by(|a, b| a.0.width.cmp(&b.0.width));
+        if let Some((f, fl)) = rival {
+            out.push(Dominated {
+                variant: c.variant(),
+                p50_ms: l.p50_ms,
+                by: f.variant(),
+                by_p50_ms: fl.p50_ms,
+                backend: l.backend.clone(),
+            });
+        }
+    }
+    out.sort_by_key(|d| d.variant);
+    out
 }
 
 /// Limits a width must meet; `None` means no limit.
@@ -46,30 +111,49 @@ pub struct Budget {
     pub latency_batch: usize,
     /// Lower bound on the measured top-1 accuracy, in [0, 1].
     pub min_top1: Option<f64>,
+    /// The precisions to choose among; `None`: every one the model has.
+    pub precisions: Option<Vec<Precision>>,
 }
 
-/// The chosen width and why it was chosen.
+/// The chosen graph and why it was chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Selection {
     pub width: Width,
+    pub precision: Precision,
     pub reason: String,
-    /// The widths more accurate than the chosen one, most accurate first, with why each
+    /// The graphs more accurate than the chosen one, most accurate first, with why each
     /// misses the budget; the last is the one that would have been next.
     pub rejected: Vec<Rejected>,
+    /// The graphs left out before ranking because a float graph at least as wide is as
+    /// fast ([`dominated`]).
+    pub dominated: Vec<Dominated>,
 }
 
-/// A width that misses the budget.
+impl Selection {
+    pub fn variant(&self) -> Variant {
+        Variant::new(self.width, self.precision)
+    }
+}
+
+/// A graph that misses the budget.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejected {
     pub width: Width,
+    pub precision: Precision,
     pub misses: String,
 }
 
-/// No width meets the budget.
+impl Rejected {
+    pub fn variant(&self) -> Variant {
+        Variant::new(self.width, self.precision)
+    }
+}
+
+/// No graph meets the budget.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("no width fits the budget: the nearest, width {nearest}, misses it: {misses}")]
 pub struct NoFit {
-    pub nearest: Width,
+    pub nearest: Variant,
     pub misses: String,
 }
 
@@ -130,16 +214,21 @@ fn accuracy(e: &Candidate) -> f64 {
     e.accuracy.as_ref().map_or(e.width.get(), |a| a.top1)
 }
 
+/// Measured accuracy first, then [`Variant`]'s order (wider, then more bits).
 fn more_accurate(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     accuracy(a)
         .total_cmp(&accuracy(b))
-        .then(a.width.cmp(&b.width))
+        .then(b.variant().cmp(&a.variant()))
 }
 
 /// What the budget judged of `e`, for the reason of a choice.
 fn costs(e: &Candidate, budget: &Budget) -> String {
+    let graph = match e.precision {
+        Precision::F32 => String::new(),
+        p => format!("{p} graph, "),
+    };
     let mut out = format!(
-        "{:.2} MMACs, {:.3} M params",
+        "{graph}{:.2} MMACs, {:.3} M params",
         e.macs as f64 / 1e6,
         e.params as f64 / 1e6
     );
@@ -177,6 +266,10 @@ pub fn describe(budget: &Budget) -> String {
     if let Some(t) = budget.min_top1 {
         parts.push(format!("top-1 >= {:.2}%", t * 100.0));
     }
+    if let Some(list) = &budget.precisions {
+        let names: Vec<&str> = list.iter().map(|p| p.name()).collect();
+        parts.push(format!("precision {}", names.join(" or ")));
+    }
     if parts.is_empty() {
         "no limits".into()
     } else {
@@ -193,36 +286,57 @@ pub fn select(manifest: &Manifest, budget: &Budget) -> Result<Selection, NoFit> 
     )
 }
 
-/// The most accurate of `candidates` (at least one) within `budget`.
+/// The most accurate of `candidates` (at least one) within `budget`, the
+/// [`dominated`] ones left out.
 pub fn choose(candidates: &[Candidate], budget: &Budget) -> Result<Selection, NoFit> {
-    let mut ranked: Vec<&Candidate> = candidates.iter().collect();
+    let allowed = |c: &&Candidate| {
+        (budget.precisions.as_ref()).is_none_or(|list| list.contains(&c.precision))
+    };
+    let all = candidates;
+    let candidates: Vec<Candidate> = all.iter().filter(allowed).cloned().collect();
+    if candidates.is_empty() {
+        return Err(NoFit {
+            nearest: all.first().expect("at least one candidate").variant(),
+            misses: format!(
+                "the model has no graph in the budget's {}",
+                describe(budget)
+            ),
+        });
+    }
+    let dominated = dominated(&candidates);
+    let mut ranked: Vec<&Candidate> = (candidates.iter())
+        .filter(|c| !dominated.iter().any(|d| d.variant == c.variant()))
+        .collect();
     ranked.sort_by(|a, b| more_accurate(b, a));
     let mut rejected = Vec::new();
-    for e in ranked {
+    for &e in &ranked {
         let (m, _) = misses(e, budget);
         if m.is_empty() {
             return Ok(Selection {
                 width: e.width,
+                precision: e.precision,
                 reason: format!(
                     "{}; the most accurate width within the budget ({})",
                     costs(e, budget),
                     describe(budget)
                 ),
                 rejected,
+                dominated,
             });
         }
         rejected.push(Rejected {
             width: e.width,
+            precision: e.precision,
             misses: m.join("; "),
         });
     }
-    let (e, (m, _)) = candidates
+    let (e, (m, _)) = ranked
         .iter()
         .map(|e| (e, misses(e, budget)))
         .min_by(|a, b| a.1.1.total_cmp(&b.1.1))
-        .expect("at least one candidate");
+        .expect("at least one candidate, and a float one is never dominated");
     Err(NoFit {
-        nearest: e.width,
+        nearest: e.variant(),
         misses: m.join("; "),
     })
 }
@@ -334,7 +448,7 @@ mod tests {
             ..Budget::default()
         };
         let err = select(&m, &b).unwrap_err();
-        assert_eq!(err.nearest, slim_test_utils::width(0.25));
+        assert_eq!(err.nearest, Variant::f32(slim_test_utils::width(0.25)));
         assert!(
             err.misses
                 .contains("MACs 2.0000M over the limit 1.0000M by 100.0%"),
@@ -345,7 +459,7 @@ mod tests {
             ..Budget::default()
         };
         let err = select(&m, &b).unwrap_err();
-        assert_eq!(err.nearest, slim_test_utils::width(1.0));
+        assert_eq!(err.nearest, Variant::f32(slim_test_utils::width(1.0)));
         assert!(
             err.to_string().contains("under the minimum 90.00%"),
             "{err}"
@@ -361,5 +475,107 @@ mod tests {
                 .misses
                 .contains("no latency measured at batch 8")
         );
+    }
+
+    /// `m` with an int8 variant of width `w` measured at `p50` ms (same engine).
+    fn with_int8(mut m: Manifest, w: f64, p50: f64, top1: Option<f64>) -> Manifest {
+        let e = (m.widths.iter_mut())
+            .find(|e| e.width == slim_test_utils::width(w))
+            .unwrap();
+        let mut v = e.clone();
+        v.precision = Precision::Int8;
+        v.file = format!("w{w}-int8/model.onnx");
+        v.latency[0].p50_ms = p50;
+        if let (Some(a), Some(t)) = (v.accuracy.as_mut(), top1) {
+            a.top1 = t;
+        }
+        e.variants.push(v);
+        m
+    }
+
+    #[test]
+    fn a_faster_int8_graph_is_chosen_by_latency_and_a_slow_one_is_dominated() {
+        let w = slim_test_utils::width;
+        let latency = |ms| Budget {
+            max_latency_ms: Some(ms),
+            latency_batch: 1,
+            ..Budget::default()
+        };
+        // Width 0.75 in int8 at 1.2 ms: faster than 0.5 in float (1.3 ms), so under a
+        // 1.25 ms budget it beats 0.5's float graph.
+        let m = with_int8(manifest(), 0.75, 1.2, Some(0.795));
+        let s = select(&m, &latency(1.25)).unwrap();
+        assert_eq!(s.variant(), Variant::new(w(0.75), Precision::Int8));
+        assert!(s.reason.starts_with("int8 graph, "), "{}", s.reason);
+        assert!(s.dominated.is_empty());
+        // Without a latency limit the float graph of the same width ranks first.
+        assert_eq!(
+            select(&m, &Budget::default()).unwrap().variant(),
+            Variant::f32(w(1.0))
+        );
+        let b = Budget {
+            max_macs: Some(20_000_000),
+            ..Budget::default()
+        };
+        assert_eq!(select(&m, &b).unwrap().variant(), Variant::f32(w(0.75)));
+
+        // Width 0.5 in int8 at 2.1 ms: slower than 0.75's float graph (2.0 ms): dominated,
+        // never chosen, and the selection says so.
+        let m = with_int8(manifest(), 0.5, 2.1, None);
+        let s = select(&m, &latency(2.5)).unwrap();
+        assert_eq!(s.variant(), Variant::f32(w(0.75)));
+        assert_eq!(s.dominated.len(), 1);
+        let d = &s.dominated[0];
+        assert_eq!(
+            (d.variant, d.by),
+            (Variant::new(w(0.5), Precision::Int8), Variant::f32(w(0.75)))
+        );
+        let text = d.to_string();
+        assert!(
+            text.contains("width 0.5/int8 is dominated: its p50 2.100 ms on tract is no faster than width 0.75's 2.000 ms"),
+            "{text}"
+        );
+        let s = select(&m, &latency(0.5)).unwrap_err();
+        assert_eq!(s.nearest, Variant::f32(w(0.25)));
+        // A budget may keep to some precisions.
+        let m2 = with_int8(manifest(), 0.75, 1.2, None);
+        let floats = Budget {
+            precisions: Some(vec![Precision::F32]),
+            ..latency(1.35)
+        };
+        let s = select(&m2, &floats).unwrap();
+        assert_eq!(s.variant(), Variant::f32(w(0.5)));
+        assert!(s.reason.contains("precision f32"), "{}", s.reason);
+        let none = Budget {
+            precisions: Some(vec![Precision::F16]),
+            ..Budget::default()
+        };
+        let e = select(&m2, &none).unwrap_err();
+        assert!(
+            e.misses.contains("no graph in the budget's precision f16"),
+            "{e}"
+        );
+        // Latencies of different engines are not compared.
+        let mut m = m;
+        m.widths[2].variants[0].latency[0].backend = "ort".into();
+        assert!(dominated(&Candidate::from_manifest(&m, 1)).is_empty());
+    }
+
+    #[test]
+    fn measured_accuracy_ranks_a_variant_like_any_graph() {
+        let w = slim_test_utils::width;
+        // Width 1.0 in int8: 1.0 ms and 80.5% top-1, between the float 1.0 and 0.75.
+        let m = with_int8(manifest(), 1.0, 1.0, Some(0.805));
+        let b = Budget {
+            max_latency_ms: Some(1.5),
+            latency_batch: 1,
+            min_top1: Some(0.79),
+            ..Budget::default()
+        };
+        let s = select(&m, &b).unwrap();
+        assert_eq!(s.variant(), Variant::new(w(1.0), Precision::Int8));
+        assert_eq!(s.rejected.len(), 1);
+        assert_eq!(s.rejected[0].variant(), Variant::f32(w(1.0)));
+        assert!(s.reason.contains("top-1 80.50%"), "{}", s.reason);
     }
 }

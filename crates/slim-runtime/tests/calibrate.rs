@@ -71,6 +71,7 @@ fn stale_keys_are_ignored_and_kept() {
             .iter()
             .map(|&width| WidthLatency {
                 width,
+                precision: Default::default(),
                 latency: LatencySummary::new(1, &[9.0]),
             })
             .collect(),
@@ -153,6 +154,7 @@ fn select_judges_latency_by_the_calibration() {
             .zip([4.0, 3.0, 2.0, 1.0])
             .map(|(&width, ms)| WidthLatency {
                 width,
+                precision: Default::default(),
                 latency: LatencySummary::new(1, &[ms]),
             })
             .collect(),

@@ -161,11 +161,22 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
     let switches: Vec<Value> = c
         .switches()
         .iter()
-        .map(|s| json!({ "at_s": s.at.as_secs_f64(), "from": s.from, "to": s.to, "observed_ms": s.observed_ms, "predicted_ms": s.predicted_ms }))
+        .map(|s| {
+            json!({
+                "at_s": s.at.as_secs_f64(),
+                "from": s.from.width,
+                "from_precision": s.from.precision.name(),
+                "to": s.to.width,
+                "to_precision": s.to.precision.name(),
+                "observed_ms": s.observed_ms,
+                "predicted_ms": s.predicted_ms,
+            })
+        })
         .collect();
     count(&app, "stats", StatusCode::OK);
     axum::Json(json!({
         "width": c.width(),
+        "precision": c.variant().precision.name(),
         "target_ms": c.config().target_ms,
         "quantile": c.config().quantile,
         "window_ms": c.observed_ms(),

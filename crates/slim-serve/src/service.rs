@@ -183,10 +183,10 @@ impl Worker {
         input.clear();
         m.preprocess(Path::new("request body"), &job.body, input)
             .map_err(|e| Failure::Refused(Refusal::BadImage, e.to_string()))?;
-        let width = self.ctrl.width();
+        let graph = self.ctrl.variant();
         let t = Instant::now();
         let out = m
-            .run(width, input, 1)
+            .run(graph, input, 1)
             .map_err(|e| Failure::Model(e.to_string()))?;
         let model_s = t.elapsed().as_secs_f64();
         let top: Vec<Value> =
@@ -195,11 +195,11 @@ impl Worker {
                 .map(|c| json!({ "class": c.name, "index": c.index, "prob": c.prob }))
                 .collect();
         let total_s = job.arrived.elapsed().as_secs_f64();
-        if self.ctrl.observe(width, total_s * 1e3).is_some() {
+        if self.ctrl.observe(graph, total_s * 1e3).is_some() {
             self.metrics.switches.inc();
             self.metrics.width.set(self.ctrl.width().get());
         }
-        let label = width.to_string();
+        let label = graph.to_string();
         self.metrics
             .request_seconds
             .with_label_values(&[&label])
@@ -209,13 +209,14 @@ impl Worker {
             .with_label_values(&[&label])
             .observe(model_s);
         let provider = m
-            .engine(width)
+            .engine(graph)
             .map(|e| e.placement().to_string())
             .unwrap_or_default();
         Ok(Answer {
-            width,
+            width: graph.width,
             json: json!({
-                "width": width,
+                "width": graph.width,
+                "precision": graph.precision.name(),
                 "provider": provider,
                 "queue_ms": queued.as_secs_f64() * 1e3,
                 "model_ms": model_s * 1e3,

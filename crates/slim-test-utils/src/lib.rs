@@ -6,7 +6,8 @@
 //! - [`fashion_mnist_pngs`]: its first test images written as PNG files;
 //! - [`width`] / [`widths`]: widths from literals;
 //! - [`kill_at_random_points`]: SIGKILL a command at many points of its run;
-//! - [`bench_args`]: the `[MODEL_DIR [ROUNDS]]` arguments of the overhead benchmarks.
+//! - [`bench_args`]: the `[MODEL_DIR [ROUNDS]]` arguments of the overhead benchmarks;
+//! - `variant_model` (feature `variants`): a model exported with f16 and int8 variants.
 
 use std::path::{Path, PathBuf};
 
@@ -125,4 +126,43 @@ pub fn kill_at_random_points(
         check(i);
     }
     killed
+}
+
+/// Exports into `dir` a ResNet-20 for 1 x 28 x 28 images and 10 classes at widths 1.0 and
+/// 0.25, its weights drawn by [`slim_core::init::random_tensors`] (so its accuracy means
+/// nothing, its graphs are real), in `precisions` (f32 among them), the int8 graphs
+/// calibrated on 32 Fashion-MNIST images. `None` (and a note) when Fashion-MNIST is absent.
+#[cfg(feature = "variants")]
+pub fn variant_model(dir: &Path, precisions: &[slim_core::Precision]) -> Option<PathBuf> {
+    let fashion = fashion_mnist();
+    if !fashion.exists() {
+        eprintln!("skipped: {} is absent", fashion.display());
+        return None;
+    }
+    let mut config = slim_core::ModelConfig::new(
+        slim_core::Backbone::Resnet20,
+        1,
+        28,
+        (0..10).map(|i| format!("class-{i}")).collect(),
+        vec![0.29],
+        vec![0.35],
+    );
+    config.widths = widths(&[1.0, 0.25]);
+    std::fs::create_dir_all(dir).expect("the fixture folder");
+    let checkpoint = dir.join("random.safetensors");
+    let tensors = slim_core::init::random_tensors(&config, 7);
+    slim_core::checkpoint::save(&checkpoint, &config, &tensors).expect("a checkpoint");
+    let options = slim_onnx::ExportOptions {
+        precisions: precisions.to_vec(),
+        calibration: Some(slim_onnx::calibration::CalibrationOptions {
+            data: fashion,
+            images: 32,
+            method: slim_core::precision::RangeMethod::MinMax,
+            resize: false,
+        }),
+        ..slim_onnx::ExportOptions::float(slim_onnx::WidthSelection::All)
+    };
+    let out = dir.join("model");
+    slim_onnx::export_with(&checkpoint, &options, &out).expect("the export");
+    Some(out)
 }

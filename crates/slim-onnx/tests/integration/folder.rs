@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use prost::Message;
-use slim_core::{Backbone, Manifest, Width, checkpoint, cost};
+use slim_core::{Backbone, Manifest, Precision, Width, checkpoint, cost};
 use slim_onnx::WidthSelection;
 use slim_onnx::export::{TEST_DATA_DIR, width_dir};
 use slim_onnx::graph::{IR_VERSION, OPSET};
@@ -402,4 +402,39 @@ fn check_onnx_tool_passes_with_onnxruntime_on_the_test_data() {
         all_models().len(),
         "{stdout}"
     );
+}
+
+#[test]
+fn every_width_in_three_precisions_makes_a_manifest_that_loads() {
+    let fashion = slim_test_utils::fashion_mnist();
+    if !fashion.exists() {
+        eprintln!("skipped: {} is absent", fashion.display());
+        return;
+    }
+    let f = fixture(Backbone::Resnet20);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let options = slim_onnx::ExportOptions {
+        precisions: Precision::ALL.to_vec(),
+        calibration: Some(slim_onnx::calibration::CalibrationOptions {
+            data: fashion,
+            images: 64,
+            method: slim_core::precision::RangeMethod::MinMax,
+            resize: false,
+        }),
+        ..slim_onnx::ExportOptions::float(WidthSelection::All)
+    };
+    let r = slim_onnx::export_with(&f.checkpoint, &options, &out).unwrap();
+    // Each width's float entry holds its f16 and int8 variants, which hold none.
+    let m = Manifest::load(&out).unwrap();
+    assert_eq!(m.variants(), r.manifest.variants());
+    for e in &m.widths {
+        assert_eq!(e.precisions(), Precision::ALL);
+        assert!(e.variants.iter().all(|v| v.variants.is_empty()), "{e:?}");
+    }
+    assert_eq!(m.variants().len(), 4 * 3);
+    for v in m.variants() {
+        assert!(out.join(&m.variant(v).unwrap().file).is_file(), "{v}");
+    }
+    assert_eq!(r.exported.len(), 4 * 3);
 }
