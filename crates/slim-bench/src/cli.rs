@@ -1,11 +1,12 @@
-//! The `slim-bench` command: for each width of an exported model, load time, peak memory,
-//! latency per batch size and, given a labelled set, top-1/top-5 accuracy. Printed as a
+//! The `slim-bench` command: for each graph of an exported model (each width, and each of
+//! its f16/int8 variants; `--precision` keeps some), load time, peak memory, latency per
+//! batch size and, given a labelled set, top-1/top-5 accuracy. Printed as a
 //! table under a header that says how and where it was measured; with `--out`, also
 //! written as report.json, report.csv and the trade-off plot; with `--write-manifest`,
 //! stored in the model's manifest.
 
-use slim_core::Width;
 use slim_core::cascade::Confidence;
+use slim_core::{Precision, Variant};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,7 +28,7 @@ use slim_core::stats::LatencySummary;
 #[derive(Debug, Parser)]
 #[command(
     name = "slim-bench",
-    about = "Measure each width of an exported slimmable model",
+    about = "Measure each graph (width and precision) of an exported slimmable model",
     version
 )]
 pub struct Args {
@@ -56,10 +57,10 @@ pub struct Args {
     /// Batch sizes to time, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<usize>,
-    /// Untimed calls before timing, per width and batch size.
+    /// Untimed calls before timing, per graph and batch size.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
-    /// Timed calls per width and batch size.
+    /// Timed calls per graph and batch size.
     #[arg(long, default_value_t = 30)]
     pub runs: usize,
     /// Write report.json, report.csv, plot.png and plot.svg into this folder.
@@ -72,7 +73,7 @@ pub struct Args {
     /// Legend label of this run in the plot [default: model folder and provider].
     #[arg(long)]
     pub label: Option<String>,
-    /// Also time every node of each width's graph at the first --batch size (tract only)
+    /// Also time every node of each graph at the first --batch size (tract only)
     /// and print where the time goes, by operator.
     #[arg(long)]
     pub profile: bool,
@@ -90,9 +91,51 @@ pub struct Args {
     /// widest width's there, less 0.5 points].
     #[arg(long, value_name = "PERCENT", requires = "cascade")]
     pub cascade_target_top1: Option<f64>,
-    /// Store the measured accuracy and latencies in the model's manifest.json.
+    /// Measure only the graphs in these precisions, e.g. `f32,int8` [default: every graph
+    /// the model has: each width's float graph and its f16/int8 variants].
+    #[arg(long, value_delimiter = ',')]
+    pub precision: Option<Vec<Precision>>,
+    /// Store the measured accuracy and latencies in the model's manifest.json (each graph's
+    /// in its own entry).
     #[arg(long, alias = "update-manifest")]
     pub write_manifest: bool,
+}
+
+/// The graphs of `model` to measure, most accurate first: all of them, or those in
+/// `precisions`, each of which the model must have for at least one width.
+fn graphs(model: &SlimModel, precisions: Option<&[Precision]>) -> Result<Vec<Variant>> {
+    let all = model.variants();
+    let Some(wanted) = precisions else {
+        return Ok(all.to_vec());
+    };
+    let mut has: Vec<Precision> = all.iter().map(|v| v.precision).collect();
+    has.sort();
+    has.dedup();
+    let mut missing: Vec<Precision> = wanted
+        .iter()
+        .copied()
+        .filter(|p| !has.contains(p))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        let names = |l: &[Precision]| l.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
+        bail!(
+            "--precision {}: the model has no graph in {} (it has {}; export others with slim-export --precision)",
+            names(&missing),
+            if missing.len() == 1 {
+                "that precision"
+            } else {
+                "those precisions"
+            },
+            names(&has)
+        );
+    }
+    Ok(all
+        .iter()
+        .copied()
+        .filter(|v| wanted.contains(&v.precision))
+        .collect())
 }
 
 /// `FILE` or `FILE:LABEL`: a path that exists is taken whole; otherwise the part after
@@ -164,11 +207,11 @@ fn timing_input(set: Option<&EvalSet>, batch: usize, per_image: usize) -> Vec<f3
     }
 }
 
-/// Measures one width: load, accuracy on `set`, latency at every batch size, and with
+/// Measures one graph: load, accuracy on `set`, latency at every batch size, and with
 /// `--profile` its per-node profile.
 fn measure_width(
     model: &SlimModel,
-    w: Width,
+    w: Variant,
     set: Option<&EvalSet>,
     args: &Args,
     progress: &mut dyn Progress,
@@ -245,9 +288,11 @@ fn measure_width(
         None
     };
     let report = WidthReport {
-        width: w,
+        width: w.width,
+        precision: w.precision,
         macs: entry.macs,
         params: entry.params,
+        bytes: entry.bytes,
         provider,
         load_ms,
         memory,
@@ -288,6 +333,7 @@ pub fn run(args: &Args) -> Result<Report> {
             .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
     }
     let model = SlimModel::open(&args.model, backend.clone())?.with_threads(args.threads);
+    let graphs = graphs(&model, args.precision.as_deref())?;
     let set = match &args.data {
         Some(p) => {
             let set = EvalSet::load(p, model.manifest(), args.limit)?;
@@ -300,10 +346,9 @@ pub fn run(args: &Args) -> Result<Report> {
     };
 
     let mut reporter = Reporter::stderr();
-    let (widths, profiles): (Vec<_>, Vec<_>) = model
-        .widths()
+    let (widths, profiles): (Vec<_>, Vec<_>) = graphs
         .into_iter()
-        .map(|w| measure_width(&model, w, set.as_ref(), args, &mut reporter))
+        .map(|v| measure_width(&model, v, set.as_ref(), args, &mut reporter))
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
@@ -315,7 +360,7 @@ pub fn run(args: &Args) -> Result<Report> {
 
     let machine = Machine::detect();
     let provider = widths[0].provider.clone();
-    let engine = model.engine(widths[0].width)?;
+    let engine = model.engine(widths[0].variant())?;
     let used = engine.placement().backend_name();
     let (intra_op_threads, threads_note) = intra_op_threads(engine, &machine);
     let (ort, onnxruntime) = onnxruntime_versions(&used);
@@ -354,7 +399,7 @@ pub fn run(args: &Args) -> Result<Report> {
     for (w, p) in report.widths.iter().zip(profiles.iter().flatten()) {
         println!(
             "\nwidth {}: where the time goes at batch {} ({} runs, {})\n\n{}",
-            w.width,
+            w.variant(),
             p.batch,
             p.runs,
             report.header.provider,
@@ -383,7 +428,7 @@ pub fn run(args: &Args) -> Result<Report> {
         }
         let path = manifest.save(&args.model)?;
         println!(
-            "wrote {} ({changed} widths updated: backend {used}, device {device}{})",
+            "wrote {} ({changed} graphs updated: backend {used}, device {device}{})",
             path.display(),
             match &report.cascade {
                 Some(c) => format!("; cascade {}", c.calibrated.cascade.describe()),

@@ -1,7 +1,7 @@
-//! The accuracy measurement: top-1/top-5 through a width's probe (latency samples come
+//! The accuracy measurement: top-1/top-5 through a graph's probe (latency samples come
 //! from `slim_runtime::calibrate::latency_samples`).
 
-use slim_core::Width;
+use slim_core::Variant;
 use slim_runtime::{Error, SlimModel};
 
 use crate::evalset::EvalSet;
@@ -23,19 +23,21 @@ pub fn in_top_k(logits: &[f32], label: usize, k: usize) -> bool {
         < k
 }
 
-/// Accuracy of `width` on `set`, in batches of `batch`; `progress` is told images done.
+/// Accuracy of `graph` (a width means its float graph) on `set`, in batches of `batch`;
+/// `progress` is told images done.
 pub fn accuracy(
     model: &SlimModel,
-    width: Width,
+    graph: impl Into<Variant>,
     set: &EvalSet,
     batch: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<Accuracy, Error> {
+    let graph = graph.into();
     let (mut top1, mut top5) = (0usize, 0usize);
     let mut start = 0;
     while start < set.len() {
         let n = batch.min(set.len() - start);
-        let out = model.run(width, set.batch(start, n), n)?;
+        let out = model.run(graph, set.batch(start, n), n)?;
         for i in 0..n {
             let label = set.labels[start + i];
             top1 += in_top_k(out.logits_row(i), label, 1) as usize;

@@ -1,11 +1,13 @@
 //! The trade-off plot: top-1 accuracy against MACs and against measured p50 latency, one
-//! point per width labelled with the width, each series' Pareto front drawn as a line
-//! (filled points are on it, hollow ones are dominated). Written as `plot.png` and
+//! point per graph labelled with its width (and precision, `0.5/int8`), each series' Pareto
+//! front over all its graphs drawn as a line (filled points are on it, hollow ones are
+//! dominated). Float graphs are circles; f16 ones triangles and int8 ones squares, each
+//! precision with its own legend entry. Written as `plot.png` and
 //! `plot.svg`, two panels side by side, [`SIZE`] pixels. Text is set in a DejaVu Sans
 //! subset compiled into the binary, so the PNG looks the same on machines without fonts.
 //! [`write_figure`] writes any [`Figure`] the same way (slim-serve's load timeline).
 
-use slim_core::Width;
+use slim_core::{Precision, Variant, Width};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -30,10 +32,11 @@ pub const COLORS: [RGBColor; 5] = [
     RGBColor(255, 127, 14),
 ];
 
-/// One width of one series.
+/// One graph (a width in a precision) of one series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Point {
     pub width: Width,
+    pub precision: Precision,
     pub mmacs: f64,
     /// p50 at the plotted batch size, if measured.
     pub latency_ms: Option<f64>,
@@ -48,8 +51,8 @@ pub struct Series {
 }
 
 impl Series {
-    /// The widths of `report` that have an accuracy, with their p50 latency at `batch`;
-    /// `None` when no width has an accuracy.
+    /// The graphs of `report` that have an accuracy, with their p50 latency at `batch`;
+    /// `None` when no graph has an accuracy.
     pub fn from_report(report: &Report, label: String, batch: usize) -> Option<Series> {
         let points: Vec<Point> = report
             .widths
@@ -57,6 +60,7 @@ impl Series {
             .filter_map(|w| {
                 Some(Point {
                     width: w.width,
+                    precision: w.precision,
                     mmacs: w.macs as f64 / 1e6,
                     latency_ms: w.at_batch(batch).map(|l| l.p50_ms),
                     top1: w.accuracy.as_ref()?.figures.top1,
@@ -64,6 +68,16 @@ impl Series {
             })
             .collect();
         (!points.is_empty()).then_some(Series { label, points })
+    }
+}
+
+impl Series {
+    /// The precisions of this series' graphs, float first.
+    fn precisions(&self) -> Vec<Precision> {
+        let mut list: Vec<Precision> = self.points.iter().map(|p| p.precision).collect();
+        list.sort();
+        list.dedup();
+        list
     }
 }
 
@@ -177,7 +191,11 @@ fn panel<DB: DrawingBackend>(
     let (y_bottom, y_top) = (y_lo - y_pad, y_hi + y_pad);
     // Room above the highest point for the legend (upper left): its share of the plot's
     // roughly 400 pixels of height.
-    let legend_share = ((series.len() * 20 + 20) as f64 / 400.0).min(0.5);
+    // Legend entries: each series' front, and each of its precisions but f32.
+    let entries: usize = (series.iter())
+        .map(|s| 1 + s.precisions().iter().filter(|p| !p.is_f32()).count())
+        .sum();
+    let legend_share = ((entries * 20 + 20) as f64 / 400.0).min(0.5);
     let y_top = (y_top - legend_share * y_bottom) / (1.0 - legend_share);
     let mut chart = ChartBuilder::on(area)
         .margin(14)
@@ -194,12 +212,16 @@ fn panel<DB: DrawingBackend>(
     accuracy_mesh(&mut chart, &x_desc)?;
     for (k, s) in series.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
-        let pts: Vec<(f64, f64, Width)> = s
+        let pts: Vec<(f64, f64, Variant)> = s
             .points
             .iter()
-            .filter_map(|p| Some((cost.of(p)?, p.top1 * 100.0, p.width)))
+            .filter_map(|p| {
+                let v = Variant::new(p.width, p.precision);
+                Some((cost.of(p)?, p.top1 * 100.0, v))
+            })
             .collect();
         let pairs: Vec<(f64, f64)> = pts.iter().map(|&(x, y, _)| (x, y)).collect();
+        // One front over every graph of the series, whatever its precision.
         let front = pareto_front(&pairs);
         chart
             .draw_series(LineSeries::new(
@@ -211,20 +233,45 @@ fn panel<DB: DrawingBackend>(
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
-        chart
-            .draw_series(pts.iter().enumerate().map(|(i, &(x, y, w))| {
-                let style = if front.contains(&i) {
-                    color.filled()
-                } else {
-                    color.stroke_width(2)
-                };
-                EmptyElement::at((x, y))
-                    + Circle::new((0, 0), 5, style)
-                    + Text::new(format!("{w}"), (-10, -22), ("sans-serif", 13))
-            }))
-            .map_err(err)?;
+        for precision in s.precisions() {
+            let drawn = chart
+                .draw_series(
+                    (pts.iter().enumerate())
+                        .filter(|(_, (_, _, v))| v.precision == precision)
+                        .map(|(i, &(x, y, v))| {
+                            let style = if front.contains(&i) {
+                                color.filled()
+                            } else {
+                                color.stroke_width(2)
+                            };
+                            EmptyElement::at((x, y))
+                                + marker(precision, (0, 0), style)
+                                + Text::new(format!("{v}"), (-10, -22), ("sans-serif", 13))
+                        }),
+                )
+                .map_err(err)?;
+            if precision != Precision::F32 {
+                drawn
+                    .label(format!("{}: {precision}", s.label))
+                    .legend(move |(x, y)| marker(precision, (x + 10, y), color.filled()));
+            }
+        }
     }
     legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// A point's mark: a circle for a float graph, a triangle for f16, a square for int8.
+fn marker<DB: DrawingBackend>(
+    precision: Precision,
+    at: (i32, i32),
+    style: ShapeStyle,
+) -> DynElement<'static, DB, (i32, i32)> {
+    let (x, y) = at;
+    match precision {
+        Precision::F32 => Circle::new(at, 5, style).into_dyn(),
+        Precision::F16 => TriangleMarker::new(at, 6, style).into_dyn(),
+        Precision::Int8 => Rectangle::new([(x - 4, y - 4), (x + 4, y + 4)], style).into_dyn(),
+    }
 }
 
 /// The axes of a top-1 (%) against log-scale cost chart, `x_desc` under the x axis.

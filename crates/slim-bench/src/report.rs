@@ -1,9 +1,9 @@
-//! A benchmark report: the header that says how and where it was measured, and per width
-//! its cost, accuracy, load time, peak memory and latency per batch size. Written as JSON
-//! (read back by `--compare`), as CSV (one row per width and batch size) and printed as a
-//! table.
+//! A benchmark report: the header that says how and where it was measured, and per graph
+//! (a width in a precision) its cost, size, accuracy, load time, peak memory and latency per
+//! batch size. Written as JSON (read back by `--compare`), as CSV (one row per graph and
+//! batch size) and printed as a table.
 
-use slim_core::Width;
+use slim_core::{Precision, Variant, Width};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -25,7 +25,8 @@ pub struct Header {
     pub machine: Machine,
     /// The backend asked for: `tract`, `ort-cpu`, `ort-cuda` or `ort-tensorrt`.
     pub backend: String,
-    /// What actually ran the graphs (the widest width's engine), e.g. `ort/CPU`.
+    /// What actually ran the graphs (the first graph measured's engine, the widest width's
+    /// when its float graph is measured), e.g. `ort/CPU`.
     pub provider: String,
     /// Threads one graph runs on (intra-op), where known, and where the figure comes from.
     pub intra_op_threads: Option<usize>,
@@ -33,9 +34,9 @@ pub struct Header {
     /// Threads of the process after the last measurement.
     pub process_threads: Option<usize>,
     pub versions: Versions,
-    /// Untimed calls before the timed ones, per width and batch size.
+    /// Untimed calls before the timed ones, per graph and batch size.
     pub warmup: usize,
-    /// Timed calls per width and batch size.
+    /// Timed calls per graph and batch size.
     pub runs: usize,
     /// The labelled set accuracy was measured on, if any.
     pub evalset: Option<EvalInfo>,
@@ -75,14 +76,21 @@ pub struct Accuracy {
     pub source: Source,
 }
 
+/// One graph's figures: a width's float graph, or one of its f16/int8 variants.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WidthReport {
     pub width: Width,
+    /// The graph's precision (reports written before precisions were measured: `f32`).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     pub macs: u64,
     pub params: u64,
-    /// What ran this width's graph.
+    /// Size of the graph's file in bytes, from its manifest entry (when recorded there).
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// What ran this graph.
     pub provider: String,
-    /// Time of the first use of the width: reading, checking and loading its graph.
+    /// Time of the first use of the graph: reading, checking and loading it.
     pub load_ms: f64,
     pub memory: Option<PeakMemory>,
     /// Why `memory` is missing.
@@ -93,6 +101,11 @@ pub struct WidthReport {
 }
 
 impl WidthReport {
+    /// The graph measured: this width in this precision.
+    pub fn variant(&self) -> Variant {
+        Variant::new(self.width, self.precision)
+    }
+
     /// Latency at `batch`, if measured.
     pub fn at_batch(&self, batch: usize) -> Option<&LatencySummary> {
         self.latency.iter().find(|l| l.batch == batch)
@@ -128,12 +141,12 @@ impl Report {
         serde_json::to_string_pretty(self).expect("a report serialises")
     }
 
-    /// One row per width and batch size; the header's fields repeat on every row so that
+    /// One row per graph and batch size; the header's fields repeat on every row so that
     /// each row stands alone.
     pub fn to_csv(&self) -> String {
         let h = &self.header;
         let mut out = String::from(
-            "width,macs,params,top1,top5,accuracy_source,accuracy_samples,batch,runs,\
+            "width,precision,macs,params,size_kib,top1,top5,accuracy_source,accuracy_samples,batch,runs,\
              p50_ms,p90_ms,p99_ms,min_ms,p25_ms,p75_ms,max_ms,mean_ms,images_per_s,\
              load_ms,peak_delta_bytes,peak_rss_bytes,provider,backend,intra_op_threads,\
              warmup,cpu,logical_cores,os,slim_bench,tract_onnx,onnxruntime,date_utc\n",
@@ -144,8 +157,10 @@ impl Report {
             for l in &w.latency {
                 let fields = [
                     w.width.to_string(),
+                    w.precision.to_string(),
                     w.macs.to_string(),
                     w.params.to_string(),
+                    opt(w.bytes.map(|b| format!("{:.1}", kib(b)))),
                     opt(acc.map(|a| a.figures.top1.to_string())),
                     opt(acc.map(|a| a.figures.top5.to_string())),
                     opt(acc.map(|a| format!("{:?}", a.source).to_lowercase())),
@@ -221,7 +236,7 @@ impl Report {
         let _ = writeln!(s, "versions: {versions}");
         let _ = writeln!(
             s,
-            "timing: {} warmup calls excluded, {} timed calls per width and batch; \
+            "timing: {} warmup calls excluded, {} timed calls per graph and batch; \
              noise: p25-p75 and min-max",
             h.warmup, h.runs
         );
@@ -234,9 +249,11 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "{:>5} {:>7} {:>7} {:>7} {:>5} {:>8} {:>17} {:>17} {:>9} {:>8} {:>8}  provider",
+            "{:>5} {:>4} {:>7} {:>8} {:>7} {:>7} {:>5} {:>8} {:>17} {:>17} {:>9} {:>8} {:>8}  provider",
             "width",
+            "prec",
             "MMACs",
+            "KiB",
             "top-1",
             "top-5",
             "batch",
@@ -254,9 +271,14 @@ impl Report {
                 let acc = w.accuracy.as_ref();
                 let _ = writeln!(
                     s,
-                    "{:>5} {:>7} {:>7} {:>7} {:>5} {:>8.3} {:>17} {:>17} {:>9.1} {:>8} {:>8}  {}",
+                    "{:>5} {:>4} {:>7} {:>8} {:>7} {:>7} {:>5} {:>8.3} {:>17} {:>17} {:>9.1} {:>8} {:>8}  {}",
                     first(w.width.to_string()),
+                    first(w.precision.to_string()),
                     first(format!("{:.2}", w.macs as f64 / 1e6)),
+                    first(
+                        w.bytes
+                            .map_or("-".to_string(), |b| format!("{:.1}", kib(b)))
+                    ),
                     first(pct(acc.map(|a| a.figures.top1))),
                     first(pct(acc.map(|a| a.figures.top5))),
                     l.batch,
@@ -286,6 +308,11 @@ impl Report {
     }
 }
 
+/// `bytes` in KiB.
+fn kib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0
+}
+
 /// A CSV field, quoted when it holds a comma, quote or line break.
 fn csv_field(f: &str) -> String {
     if f.contains([',', '"', '\n', '\r']) {
@@ -304,5 +331,30 @@ mod tests {
         assert_eq!(csv_field("AMD EPYC"), "AMD EPYC");
         assert_eq!(csv_field("Intel, Inc"), "\"Intel, Inc\"");
         assert_eq!(csv_field("a \"b\""), "\"a \"\"b\"\"\"");
+    }
+
+    #[test]
+    fn a_float_graph_omits_its_precision_and_old_rows_load_as_float() {
+        let row = serde_json::json!({
+            "width": 0.5, "macs": 1000, "params": 10, "provider": "tract", "load_ms": 1.0,
+            "memory": null, "accuracy": null, "latency": [],
+        });
+        let old: WidthReport = serde_json::from_value(row.clone()).unwrap();
+        assert_eq!((old.precision, old.bytes), (Precision::F32, None));
+        assert_eq!(old.variant().to_string(), "0.5");
+        let written = serde_json::to_value(&old).unwrap();
+        assert!(written.get("precision").is_none(), "{written}");
+        let int8 = WidthReport {
+            precision: Precision::Int8,
+            bytes: Some(2048),
+            ..old
+        };
+        let written = serde_json::to_value(&int8).unwrap();
+        assert_eq!(
+            (written["precision"].as_str(), written["bytes"].as_u64()),
+            (Some("int8"), Some(2048))
+        );
+        let back: WidthReport = serde_json::from_value(written).unwrap();
+        assert_eq!(back.variant().to_string(), "0.5/int8");
     }
 }

@@ -1,18 +1,29 @@
 //! `--write-manifest`: the measured accuracy and latencies go back into the model's
-//! `manifest.json`, where runtime budgets ([`slim_runtime::select`]) read them. A latency
+//! `manifest.json`, where runtime budgets ([`slim_runtime::select`]) read them, each graph's
+//! into its own entry (a width's float entry, or its f16/int8 variant inside it). A latency
 //! entry with the same backend, device and batch size is replaced; others are kept.
 
-use slim_core::Manifest;
 use slim_core::manifest::Latency;
+use slim_core::{Manifest, Precision, Variant, WidthEntry};
 
 use crate::report::{Report, Source};
 
+/// The entry of `v`'s graph in `manifest`, if it has one.
+fn entry_mut(manifest: &mut Manifest, v: Variant) -> Option<&mut WidthEntry> {
+    let entry = manifest.widths.iter_mut().find(|e| e.width == v.width)?;
+    match v.precision {
+        Precision::F32 => Some(entry),
+        p => entry.variants.iter_mut().find(|e| e.precision == p),
+    }
+}
+
 /// Copies `report`'s measured figures into `manifest` (latencies under `backend` and
-/// `device`); returns how many width entries changed.
+/// `device`), each graph's into the entry of the same width and precision; returns how
+/// many graph entries changed.
 pub fn apply(manifest: &mut Manifest, report: &Report, backend: &str, device: &str) -> usize {
     let mut changed = 0;
     for w in &report.widths {
-        let Some(entry) = manifest.widths.iter_mut().find(|e| e.width == w.width) else {
+        let Some(entry) = entry_mut(manifest, w.variant()) else {
             continue;
         };
         let before = entry.clone();
@@ -38,8 +49,8 @@ mod tests {
     use super::*;
     use crate::machine::Machine;
     use crate::report::{Accuracy as Measured, Header, Versions, WidthReport};
+    use slim_core::Width;
     use slim_core::stats::LatencySummary;
-    use slim_core::{Width, WidthEntry};
 
     fn entry(width: Width, latency: Vec<Latency>) -> WidthEntry {
         WidthEntry {
@@ -104,8 +115,10 @@ mod tests {
     fn measured(width: Width, source: Source, p50s: &[(usize, f64)]) -> WidthReport {
         WidthReport {
             width,
+            precision: Precision::F32,
             macs: 1000,
             params: 10,
+            bytes: Some(4096),
             provider: "tract".into(),
             load_ms: 1.0,
             memory: None,
@@ -126,9 +139,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn replaces_the_same_backend_device_and_batch_and_keeps_the_rest() {
-        let mut m = Manifest {
+    fn manifest(widths: Vec<WidthEntry>) -> Manifest {
+        Manifest {
             format: slim_core::manifest::FORMAT.into(),
             backbone: "resnet20".into(),
             input: slim_core::Preprocessing {
@@ -140,19 +152,24 @@ mod tests {
             class_names: vec!["a".into()],
             checkpoint_sha256: "x".into(),
             cascade: None,
-            widths: vec![
-                entry(
-                    slim_test_utils::width(1.0),
-                    vec![
-                        latency("tract", "cpu", 1, 9.0),
-                        latency("ort-cpu", "cpu", 1, 3.0),
-                        latency("tract", "other cpu", 1, 7.0),
-                        latency("tract", "cpu", 32, 50.0),
-                    ],
-                ),
-                entry(slim_test_utils::width(0.5), vec![]),
-            ],
-        };
+            widths,
+        }
+    }
+
+    #[test]
+    fn replaces_the_same_backend_device_and_batch_and_keeps_the_rest() {
+        let mut m = manifest(vec![
+            entry(
+                slim_test_utils::width(1.0),
+                vec![
+                    latency("tract", "cpu", 1, 9.0),
+                    latency("ort-cpu", "cpu", 1, 3.0),
+                    latency("tract", "other cpu", 1, 7.0),
+                    latency("tract", "cpu", 32, 50.0),
+                ],
+            ),
+            entry(slim_test_utils::width(0.5), vec![]),
+        ]);
         let r = report(vec![
             measured(
                 slim_test_utils::width(1.0),
@@ -197,5 +214,40 @@ mod tests {
         assert_eq!(m.widths[1].latency.len(), 1);
         // The same figures again change nothing.
         assert_eq!(apply(&mut m, &r, "tract", "cpu"), 0);
+    }
+
+    #[test]
+    fn each_graph_goes_into_the_entry_of_its_width_and_precision() {
+        let w1 = slim_test_utils::width(1.0);
+        let variant = |precision: Precision| WidthEntry {
+            precision,
+            file: format!("w1/model.{precision}.onnx"),
+            ..entry(w1, vec![])
+        };
+        let mut float = entry(w1, vec![]);
+        float.variants = vec![variant(Precision::F16), variant(Precision::Int8)];
+        let mut m = manifest(vec![float]);
+        let mut int8 = measured(w1, Source::Measured, &[(1, 0.5)]);
+        int8.precision = Precision::Int8;
+        let mut narrow = measured(slim_test_utils::width(0.5), Source::Measured, &[(1, 0.1)]);
+        narrow.precision = Precision::Int8;
+        // A graph the manifest lacks (width 0.5) is left out.
+        assert_eq!(
+            apply(&mut m, &report(vec![int8, narrow]), "tract", "cpu"),
+            1
+        );
+        let e = &m.widths[0];
+        assert!(e.accuracy.is_none() && e.latency.is_empty(), "float: {e:?}");
+        let f16 = &e.variants[0];
+        assert!(
+            f16.accuracy.is_none() && f16.latency.is_empty(),
+            "f16: {f16:?}"
+        );
+        let int8 = &e.variants[1];
+        assert_eq!(int8.accuracy.as_ref().map(|a| a.top1), Some(0.8));
+        assert_eq!(
+            int8.latency.iter().map(|l| l.p50_ms).collect::<Vec<_>>(),
+            [0.5]
+        );
     }
 }
