@@ -9,54 +9,27 @@
 //! cargo bench -p slim-bench --bench engines --features ort -- [--quick] [--out DIR] [--keep DIR]
 //! ```
 //! Writes `engines.json` and `engines.md` (the README's tables) into `--out` (default
-//! `target/engines-bench`); `--keep` keeps the exported models there (e.g. for
+//! `target/engines-bench`; relative paths from the workspace root); `--keep` keeps the
+//! exported models there (e.g. for
 //! `slim-bench --profile`); `--only NAME` runs one backbone (`resnet20`, `resnet18-cifar`,
 //! `mobilenet-v2`). `--quick`: batch 1, a few calls, ResNet-20 unless `--only` (a smoke run).
 //! A figure is the median of timed calls after one untimed call; each configuration runs
 //! for about `SECONDS_PER_CONFIG` seconds (3 to 30 calls).
 
+mod common;
+
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
+use common::{MODELS, Model, input};
 use serde::Serialize;
-use slim_core::checkpoint;
-use slim_core::stats::percentile;
-use slim_core::{Backbone, ModelConfig, Width, WidthEntry, init};
-use slim_runtime::{Backend, SlimModel};
+use slim_core::{Width, WidthEntry};
+use slim_runtime::SlimModel;
 use tract_onnx::prelude::*;
 
 const SECONDS_PER_CONFIG: f64 = 2.0;
-
-#[derive(Clone, Copy)]
-struct Model {
-    name: &'static str,
-    backbone: Backbone,
-    in_channels: usize,
-    size: usize,
-}
-
-const MODELS: [Model; 3] = [
-    Model {
-        name: "ResNet-20, 1x28x28",
-        backbone: Backbone::Resnet20,
-        in_channels: 1,
-        size: 28,
-    },
-    Model {
-        name: "ResNet-18 (CIFAR stem), 3x32x32",
-        backbone: Backbone::Resnet18Cifar,
-        in_channels: 3,
-        size: 32,
-    },
-    Model {
-        name: "MobileNetV2, 3x224x224",
-        backbone: Backbone::MobilenetV2,
-        in_channels: 3,
-        size: 224,
-    },
-];
 
 /// One measured configuration.
 #[derive(Serialize)]
@@ -86,7 +59,7 @@ struct At<'a> {
 impl Row {
     /// Times `run` at `batch` (see [`time`]), prints the figure and keeps it.
     fn measured(at: &At, batch: usize, calls_max: usize, run: impl FnMut()) -> Row {
-        let (p50_ms, calls) = time(calls_max, run);
+        let (p50_ms, calls) = common::time(SECONDS_PER_CONFIG, calls_max, run);
         eprintln!(
             "  {} x{} width {} batch {batch}: {p50_ms:.3} ms ({calls} calls)",
             at.engine, at.threads, at.width.width
@@ -105,38 +78,6 @@ impl Row {
     }
 }
 
-fn export(m: Model, dir: &Path) -> PathBuf {
-    let config = ModelConfig::new(
-        m.backbone,
-        m.in_channels,
-        m.size,
-        (0..10).map(|i| format!("class-{i}")).collect(),
-        vec![0.5; m.in_channels],
-        vec![0.25; m.in_channels],
-    );
-    let ckpt = dir.join(format!("{}.safetensors", m.backbone.name()));
-    checkpoint::save(&ckpt, &config, &init::random_tensors(&config, 1)).expect("checkpoint");
-    let out = dir.join(m.backbone.name());
-    slim_onnx::export(&ckpt, slim_onnx::WidthSelection::All, &out).expect("export");
-    out
-}
-
-/// Timed calls of `run` for about `SECONDS_PER_CONFIG`, after one untimed call.
-fn time(calls_max: usize, mut run: impl FnMut()) -> (f64, usize) {
-    let t = Instant::now();
-    run();
-    let first = t.elapsed().as_secs_f64();
-    let calls = ((SECONDS_PER_CONFIG / first.max(1e-6)) as usize).clamp(3, calls_max);
-    let ms: Vec<f64> = (0..calls)
-        .map(|_| {
-            let t = Instant::now();
-            run();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    (percentile(&ms, 0.5).expect("at least 3 calls"), calls)
-}
-
 /// The graph as the runtime ran it before: one plan, batch symbolic, one thread.
 fn symbolic_plan(path: &Path) -> TractResult<Arc<TypedSimplePlan>> {
     tract_onnx::onnx()
@@ -145,31 +86,17 @@ fn symbolic_plan(path: &Path) -> TractResult<Arc<TypedSimplePlan>> {
         .into_runnable()
 }
 
-fn input(len: usize) -> Vec<f32> {
-    (0..len).map(|i| (i % 97) as f32 / 48.0 - 1.0).collect()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let flag = |name: &str| {
-        let i = args.iter().position(|a| a == name)?;
-        Some(PathBuf::from(
-            args.get(i + 1).expect("a folder after the flag"),
-        ))
-    };
-    let out = flag("--out").unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/engines-bench")
-    });
+    let flag = |name: &str| common::flag(&args, name).map(common::workspace_path);
+    let out = flag("--out").unwrap_or_else(|| common::workspace_path("target/engines-bench"));
     let (batches, calls_max) = if quick {
         (&[1][..], 5)
     } else {
         (&[1, 32][..], 30)
     };
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .map(|i| &args[i + 1]);
+    let only = common::flag(&args, "--only");
     let models: Vec<Model> = match only {
         Some(name) => MODELS
             .into_iter()
@@ -184,23 +111,13 @@ fn main() {
     std::fs::create_dir_all(&models_dir).expect("models folder");
     let mut rows = Vec::new();
     for &m in &models {
-        let dir = export(m, &models_dir);
+        let float = slim_onnx::ExportOptions::float(slim_onnx::WidthSelection::All);
+        let dir = common::export(m, &models_dir, &float);
         let manifest = slim_core::Manifest::load(&dir).expect("manifest");
         eprintln!("{}: exported to {}", m.name, dir.display());
         for threads in [1, 2] {
             let n = NonZeroUsize::new(threads);
-            let engines: &[(&str, Backend)] = &[
-                ("tract", Backend::Tract),
-                #[cfg(feature = "ort")]
-                (
-                    "ort",
-                    Backend::Ort {
-                        provider: slim_runtime::Provider::Cpu,
-                        fallback: false,
-                    },
-                ),
-            ];
-            for (engine, backend) in engines {
+            for (engine, backend) in &common::engines() {
                 let model = SlimModel::open(&dir, backend.clone())
                     .expect("open")
                     .with_threads(n);

@@ -173,6 +173,7 @@ fn trainer(
         distill_t_student: 5.0,
         distill_t_teacher: 5.0,
         reweight: true,
+        alone: None,
         smoothed: None,
         head_hidden: features,
         head_out: 128,

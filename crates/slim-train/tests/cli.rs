@@ -146,6 +146,26 @@ fn bad_argument_values_are_refused_by_name_before_any_work() {
         !o.status.success() && stderr.contains("--moco-bn-splits") && stderr.contains("12"),
         "{stderr}"
     );
+    // A width trained alone must be one of the model's, with SimCLR, and without the
+    // slimmable settings.
+    for (extra, want) in [
+        (
+            &["--train-alone", "0.3"][..],
+            "--train-alone 0.3 is not one of the model's widths",
+        ),
+        (
+            &["--train-alone", "0.5", "--framework", "moco-v2"],
+            "--train-alone trains with SimCLR only",
+        ),
+        (&["--train-alone", "0.5", "--no-distill"], "--train-alone"),
+    ] {
+        let o = slim_train().args(pretrain).args(extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && stderr.contains(want),
+            "{extra:?}: {stderr}"
+        );
+    }
     // Nothing was started: the output folder holds no run.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

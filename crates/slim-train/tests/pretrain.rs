@@ -303,3 +303,31 @@ fn the_gpu_settings_train_on_any_device() {
     );
     checkpoint::load(&path, Device::Cpu).unwrap();
 }
+
+#[test]
+fn a_width_trained_alone_leaves_every_other_width_untouched() {
+    let _serial = serial();
+    let Some(ds) = data(32) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(ds.as_ref(), Backbone::Resnet20);
+    let half = slim_test_utils::width(0.5);
+    let c = PretrainConfig {
+        alone: Some(half),
+        ..config(Framework::Simclr)
+    };
+    let mut t = Trainer::new(&m, c, ds, dir.path(), false, Device::Cpu, 1).unwrap();
+    t.run(Some(4), &mut slim_core::Silent).unwrap();
+    let w = weights(&checkpoint_path(dir.path()));
+    // BatchNorm's running statistics move only in a forward pass of their width.
+    let moved = |tag: &str| {
+        (w.iter())
+            .filter(|(n, _)| n.contains(&format!(".bn.{tag}.running_mean")))
+            .any(|(_, t)| t.iter().any(|&v| v != 0.0))
+    };
+    assert!(moved(&half.tag()), "width 0.5 trained");
+    assert!(!moved(&slim_core::Width::FULL.tag()), "width 1.0 never ran");
+    let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["contrastive"].as_array().unwrap().len(), 1, "{last}");
+    assert_eq!(last["distillation"][0], 0.0);
+}

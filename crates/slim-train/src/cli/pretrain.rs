@@ -77,6 +77,11 @@ pub struct PretrainArgs {
     /// Turn off loss re-weighting by model size.
     #[arg(long)]
     pub no_reweight: bool,
+    /// Train only this width's sub-network, by itself: no other width, no distillation,
+    /// its own BatchNorm and head slice (the same network pretrained alone, SlimCLR's
+    /// baseline). One of --widths; SimCLR only.
+    #[arg(long, value_name = "WIDTH", conflicts_with_all = ["slow_start_epoch", "slim_start_lr", "no_slow_start", "no_distill", "no_reweight", "distill_temperature"])]
+    pub train_alone: Option<Width>,
     /// Distillation temperatures, student and teacher (default: SlimCLR's, 5 5 for SimCLR
     /// and MoCo v2, 1 1 for MoCo v3).
     #[arg(long, num_args = 2, value_names = ["STUDENT", "TEACHER"], value_parser = above_zero)]
@@ -223,6 +228,19 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
             args.epochs
         );
     }
+    if let Some(w) = args.train_alone {
+        if !model.widths.contains(&w) {
+            bail!(
+                "--train-alone {w} is not one of the model's widths {:?}",
+                model.widths
+            );
+        }
+        if args.framework != Framework::Simclr {
+            bail!(
+                "--train-alone trains with SimCLR only: MoCo's key encoder is the full width, so a width trained with it is not alone"
+            );
+        }
+    }
     let splits = args.moco_bn_splits;
     if args.framework == Framework::MocoV2
         && splits > 1
@@ -266,6 +284,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         distill_t_student,
         distill_t_teacher,
         reweight: !args.no_reweight,
+        alone: args.train_alone,
         smoothed,
         // SlimCLR's hidden sizes: the features (simclr_mlp_dim 2048 on ResNet-50) for
         // SimCLR and MoCo v2, twice them for MoCo v3's projector (moco_mlp_dim 4096), and

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use slim_core::Width;
 use slim_core::checkpoint::Precision;
 
 use crate::optim::OptimizerConfig;
@@ -100,6 +101,11 @@ pub struct PretrainConfig {
     pub distill_t_student: f64,
     pub distill_t_teacher: f64,
     pub reweight: bool,
+    /// Train this width's sub-network by itself (no other width, no distillation): the
+    /// network of that size pretrained alone, the baseline SlimCLR's claim is measured
+    /// against. SimCLR only (MoCo's key encoder is the full width).
+    #[serde(default)]
+    pub alone: Option<Width>,
     /// Smoothed InfoNCE; `None` for plain InfoNCE.
     pub smoothed: Option<Smoothing>,
     /// Hidden size of the projection head at full width (SlimCLR: the backbone's features

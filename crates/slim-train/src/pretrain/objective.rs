@@ -114,6 +114,11 @@ impl Trainer {
         // A shuffle of the keys that a resumed run draws again: from the seed and step.
         let shuffle = self.state.config.seed ^ (self.state.step as u64).rotate_left(32);
         let keys = self.moco.as_ref().map(|m| m.keys(x1, x2, shuffle));
+        if let Some(w) = c.alone {
+            let l = self.contrastive(&self.logits(x1, x2, keys.as_ref(), w));
+            let value = l.double_value(&[]);
+            return (l, keys, vec![value], vec![0.0]);
+        }
         let widths = self.net.widths().to_vec();
         let active = if self.sub_widths_active() {
             &widths[..]

@@ -59,6 +59,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         distill_t_student: 5.0,
         distill_t_teacher: 5.0,
         reweight: true,
+        alone: None,
         smoothed: None,
         head_hidden: 64,
         head_out: 16,
