@@ -21,7 +21,8 @@
 # the device call; tools/gpu_evidence_finish.sh takes the returned files on from there.
 #
 # --tiny runs the same steps on the CPU in a minute or two (ResNet-20, a few hundred
-# images, tiny batches): what CI's test does, so that GPU time is not spent finding bugs.
+# images, tiny batches): what CI runs and checks (tools/gpu_evidence_report.py --check),
+# so that GPU time is not spent finding bugs.
 # The PyTorch reference runs where `import torch` works (the GPU machine; here after
 # tools/full_torch.sh); elsewhere the summary says it was skipped and why.
 #

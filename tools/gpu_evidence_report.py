@@ -3,10 +3,14 @@
 files of its working folder, with issue 18's targets beside what was reached.
 
     gpu_evidence_report.py WORK OUT --tiny 0|1 --bin FILE --data ZIP --wall-s SECONDS
+    gpu_evidence_report.py --check OUT    CI's check of a finished run's OUT: fail (exit 1,
+                                          saying what is wrong) unless it holds what the
+                                          device sends back and a complete summary
 
 Only the standard library: it runs on the GPU machine's Python and on CI's.
 """
 import argparse
+import sys
 import datetime
 import glob
 import json
@@ -76,7 +80,45 @@ def num(x, fmt="{:.1f}"):
     return "-" if x is None else fmt.format(x)
 
 
+def check(out):
+    """What CI asserts of a finished run (in its tiny mode, on the CPU)."""
+    problems = []
+    files = sorted(os.listdir(out))
+    if len(files) > 8:
+        problems.append(f"{len(files)} files: the device returns at most 8")
+    for f in files:
+        p = os.path.join(out, f)
+        if not os.path.isfile(p) or os.path.getsize(p) >= 16 << 20:
+            problems.append(f"{f}: not a plain file under 16 MiB")
+        if not all(c.isascii() and (c.isalnum() or c in "._-") for c in f):
+            problems.append(f"{f}: a name the device does not return")
+    s = load(os.path.join(out, "summary.json"))
+    ours, ref = s["bench"]["ours"], s["bench"]["pytorch"]
+    if not (ours["settings"]["bf16"] and ours["settings"]["channels_last"]):
+        problems.append("the bench ran without bf16 and channels-last")
+    if not ours["ratio_slim_over_full"] > 1.0:
+        problems.append(f"4 widths cost no more than one: {ours['ratio_slim_over_full']}")
+    if ref is not None and ref["settings"] != ours["settings"]:
+        problems.append("the PyTorch reference ran other settings")
+    p = s["pretrain"]
+    if p["stopped_by_time_limit"] or p["epochs_done"] != p["planned_epochs"] or p["planned_epochs"] < 2:
+        problems.append(f"pretraining did not run its plan: {p['epochs_done']} of {p['planned_epochs']} epochs")
+    if p["steps"] != p["planned_epochs"] * (p["train_images"] // p["batch"]):
+        problems.append(f"{p['steps']} steps for {p['planned_epochs']} epochs")
+    for key in ("knn", "linear_probe"):
+        if [r["width"] for r in s[key]] != [1.0, 0.75, 0.5, 0.25]:
+            problems.append(f"{key}: not every width")
+    pieces = s["model"]["pieces"]
+    if not pieces or any(x not in files for x in pieces):
+        problems.append(f"model pieces {pieces} are not all in {out}")
+    for p in problems:
+        print(f"gpu_evidence_report.py --check: {p}")
+    return 1 if problems else 0
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        raise SystemExit(check(sys.argv[2]))
     ap = argparse.ArgumentParser()
     ap.add_argument("work")
     ap.add_argument("out")
