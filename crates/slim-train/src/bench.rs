@@ -174,6 +174,7 @@ fn trainer(
         distill_t_teacher: 5.0,
         reweight: true,
         alone: None,
+        decay: Default::default(),
         smoothed: None,
         head_hidden: features,
         head_out: 128,

@@ -150,11 +150,37 @@ impl Update for Optimizer {
     }
 }
 
+/// How the learning rate falls after the warmup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decay {
+    /// One cosine to zero over the rest of the run (SlimCLR's).
+    #[default]
+    Cosine,
+    /// Times 0.1 at half the epochs and again at three quarters (nblt/TWA's `--schedule
+    /// step`: `MultiStepLR` at `int(E * 0.5)` and `int(E * 0.75 + 0.9)` epochs).
+    Step,
+}
+
+impl Decay {
+    /// The steps at which a [`Decay::Step`] run of `epochs` epochs of `per_epoch` steps
+    /// divides its learning rate by 10.
+    pub fn milestones(self, epochs: usize, per_epoch: usize) -> Vec<usize> {
+        match self {
+            Decay::Cosine => Vec::new(),
+            Decay::Step => [epochs as f64 * 0.5, epochs as f64 * 0.75 + 0.9]
+                .map(|e| e as usize * per_epoch)
+                .to_vec(),
+        }
+    }
+}
+
 /// One clock for the whole run, as SlimCLR's scheduler keeps it: a linear warmup over
 /// `warmup_steps`, then one cosine decay to zero over the rest. With a slow start the
 /// sub-networks join at `switch.0` and from there the cosine's amplitude is `switch.1`
 /// (SlimCLR's `slim_start_lr`): the cosine keeps its phase, nothing anneals to zero before
-/// the switch and nothing warms up again after it.
+/// the switch and nothing warms up again after it. With [`Decay::Step`] milestones the
+/// rate stays at its peak and falls tenfold at each of them instead (TWA's recipe).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Schedule {
     pub base_lr: f64,
@@ -162,6 +188,8 @@ pub struct Schedule {
     pub warmup_steps: usize,
     /// The step the sub-widths join at and the peak learning rate from there.
     pub switch: Option<(usize, f64)>,
+    /// Steps at which the rate falls tenfold; empty: the cosine.
+    pub milestones: Vec<usize>,
 }
 
 impl Schedule {
@@ -174,6 +202,10 @@ impl Schedule {
             Some((at, lr)) if step >= at => lr,
             _ => self.base_lr,
         };
+        if !self.milestones.is_empty() {
+            let passed = self.milestones.iter().filter(|&&m| step >= m).count();
+            return peak * 0.1f64.powi(passed as i32);
+        }
         let progress = (step - warmup) as f64 / (self.total_steps - warmup).max(1) as f64;
         peak * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
     }
@@ -192,6 +224,7 @@ mod tests {
             total_steps: 100,
             warmup_steps: 10,
             switch: None,
+            milestones: Vec::new(),
         };
         assert!((one.lr(0) - 0.1).abs() < 1e-12);
         assert!((one.lr(9) - 1.0).abs() < 1e-12);
@@ -211,6 +244,32 @@ mod tests {
                 (slim.lr(step) - 2.0 * cosine(step as f64)).abs() < 1e-12,
                 "{step}"
             );
+        }
+    }
+
+    #[test]
+    fn the_step_decay_falls_tenfold_where_nblt_twa_s_multistep_does() {
+        // 10 epochs of 7 steps: MultiStepLR milestones int(5.0) = 5 and int(8.4) = 8.
+        assert_eq!(Decay::Step.milestones(10, 7), [35, 56]);
+        // 2 epochs: int(1.0) = 1 and int(2.4) = 2, the end: one decay within the run.
+        assert_eq!(Decay::Step.milestones(2, 5), [5, 10]);
+        assert!(Decay::Cosine.milestones(10, 7).is_empty());
+        let s = Schedule {
+            base_lr: 2.0,
+            total_steps: 70,
+            warmup_steps: 0,
+            switch: None,
+            milestones: Decay::Step.milestones(10, 7),
+        };
+        for (step, want) in [
+            (0, 2.0),
+            (34, 2.0),
+            (35, 0.2),
+            (55, 0.2),
+            (56, 0.02),
+            (69, 0.02),
+        ] {
+            assert!((s.lr(step) - want).abs() < 1e-12, "{step}: {}", s.lr(step));
         }
     }
 

@@ -381,3 +381,90 @@ fn a_resumed_twa_run_ends_where_an_uninterrupted_one_does() {
     let gap = (&x - &y).abs().max().double_value(&[]);
     assert!(gap < 1e-5, "resumed run differs by {gap}");
 }
+
+#[test]
+fn the_basis_starts_at_the_slow_start_or_at_from_step() {
+    let _serial = serial();
+    let Some(ds) = data(64) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // 4 epochs of 8 steps, the sub-widths joining at epoch 2, a checkpoint every 4 steps.
+    let files = trajectory(ds, dir.path());
+    let kept = slim_train::twa::basis_checkpoints(&files, None, 2).unwrap();
+    let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+    let names: Vec<String> = kept.iter().map(name).collect();
+    assert_eq!(
+        names,
+        [
+            "step-00000020",
+            "step-00000024",
+            "step-00000028",
+            "step-00000032"
+        ]
+        .map(|s| format!("{s}.safetensors"))
+    );
+    let kept = slim_train::twa::basis_checkpoints(&files, Some(28), 2).unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(
+        slim_train::twa::basis_checkpoints(&files, Some(0), 2).unwrap(),
+        files
+    );
+    let e = slim_train::twa::basis_checkpoints(&files, Some(33), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--from-step 33 is after the last checkpoint (step 32)"),
+        "{e}"
+    );
+    let e = slim_train::twa::basis_checkpoints(&files, Some(32), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("1 of 8 checkpoints are at or after step 32"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_moco_trajectory_keeps_its_key_encoder_and_twa_takes_it_up() {
+    let _serial = serial();
+    let Some(ds) = data(64) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(ds.as_ref(), Backbone::Resnet20);
+    let c = PretrainConfig {
+        trajectory: Some(TrajectoryConfig {
+            every: 8,
+            unit: TrajectoryUnit::Steps,
+            precision: Precision::F32,
+        }),
+        moco_queue: 16,
+        ..config(Framework::MocoV2)
+    };
+    let mut t = Trainer::new(&m, c, ds.clone(), dir.path(), false, Device::Cpu, 2).unwrap();
+    t.run(None, &mut slim_core::Silent).unwrap();
+    let files = list_checkpoints(&[dir.path().join("trajectory")]).unwrap();
+    let last = slim_core::checkpoint::load(files.last().unwrap()).unwrap();
+    let key = |c: &slim_core::Checkpoint| {
+        (c.tensors.iter())
+            .filter(|(n, _)| n.starts_with("train.key.") || n.as_str() == "train.queue")
+            .map(|(n, t)| (n.clone(), t.data.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let snapshot = key(&last);
+    assert!(
+        snapshot.contains_key("train.queue") && snapshot.len() > 10,
+        "{:?}",
+        snapshot.keys()
+    );
+    // TWA over them: its key encoder and queue are the last checkpoint's, as its first
+    // checkpoint (written before any TWA step) shows.
+    let out = dir.path().join("twa");
+    let tc = PretrainConfig {
+        framework: Framework::MocoV2,
+        moco_queue: 16,
+        ..twa_config(files, Grouping::Global)
+    };
+    let twa = Trainer::new(&m, tc, ds, &out, false, Device::Cpu, 2).unwrap();
+    twa.save().unwrap();
+    let saved = slim_core::checkpoint::load(&slim_train::pretrain::checkpoint_path(&out)).unwrap();
+    assert_eq!(key(&saved), snapshot);
+}

@@ -325,6 +325,37 @@ pub fn load(path: &Path) -> Result<Checkpoint, Error> {
     from_bytes(path, &bytes)
 }
 
+/// The training state (JSON) a checkpoint's header records, read from the header alone
+/// (its length bounded to 100 MB, as safetensors bounds it), without the tensor data:
+/// what TWA reads of each trajectory checkpoint to choose its basis.
+pub fn train_state(path: &Path) -> Result<Option<String>, Error> {
+    use std::io::Read;
+    let fail = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| fail(format!("no safetensors header ({e})")))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return Err(fail(format!("its header claims {len} bytes, over 100 MB")));
+    }
+    let mut header = Vec::new();
+    f.take(len)
+        .read_to_end(&mut header)
+        .map_err(|e| Error::io(path, e))?;
+    if header.len() as u64 != len {
+        return Err(fail(format!("ends inside its {len}-byte header")));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| fail(format!("its header is not JSON ({e})")))?;
+    Ok(json["__metadata__"][TRAIN_STATE_KEY]
+        .as_str()
+        .map(String::from))
+}
+
 /// Parses checkpoint bytes; `path` is only used in error messages.
 pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint, Error> {
     let fail = |msg: String| Error::Checkpoint {
@@ -530,6 +561,40 @@ mod tests {
         assert_eq!(back.recalibration.as_ref(), Some(&again));
         assert_eq!(back.train_state.as_deref(), Some("{}"));
         assert_eq!(back.tensors, tensors);
+    }
+
+    #[test]
+    fn the_train_state_is_read_from_the_header_alone() {
+        let config = ModelConfig::new(
+            Backbone::Resnet20,
+            1,
+            8,
+            vec!["a".into(), "b".into()],
+            vec![0.5],
+            vec![0.25],
+        );
+        let tensors = crate::init::random_tensors(&config, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let with = dir.path().join("with.safetensors");
+        save_with_state(&with, &config, &tensors, Some("{\"step\":7}")).unwrap();
+        assert_eq!(train_state(&with).unwrap().as_deref(), Some("{\"step\":7}"));
+        let without = dir.path().join("without.safetensors");
+        save(&without, &config, &tensors).unwrap();
+        assert_eq!(train_state(&without).unwrap(), None);
+        // Cut inside the header, or a header length out of bounds: errors naming the file.
+        let bytes = std::fs::read(&with).unwrap();
+        let cut = dir.path().join("cut.safetensors");
+        std::fs::write(&cut, &bytes[..40]).unwrap();
+        let e = train_state(&cut).unwrap_err().to_string();
+        assert!(
+            e.contains("cut.safetensors") && e.contains("ends inside"),
+            "{e}"
+        );
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&cut, &huge).unwrap();
+        let e = train_state(&cut).unwrap_err().to_string();
+        assert!(e.contains("over 100 MB"), "{e}");
     }
 
     #[test]

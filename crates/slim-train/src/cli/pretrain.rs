@@ -285,6 +285,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         distill_t_teacher,
         reweight: !args.no_reweight,
         alone: args.train_alone,
+        decay: Default::default(),
         smoothed,
         // SlimCLR's hidden sizes: the features (simclr_mlp_dim 2048 on ResNet-50) for
         // SimCLR and MoCo v2, twice them for MoCo v3's projector (moco_mlp_dim 4096), and

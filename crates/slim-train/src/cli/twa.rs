@@ -8,14 +8,14 @@ use clap::Args;
 use slim_cli::Reporter;
 use slim_data::Split;
 
-use super::args::{DataArgs, DeviceArgs, EvalLimits, by_name, positive};
+use super::args::{DataArgs, DeviceArgs, EvalLimits, above_zero, by_name, positive};
 use super::eval::{EvalImages, features};
 use super::pretrain::mib;
 use super::reporter;
 use crate::checkpoint;
 use crate::eval::{self, BatchNormData, LinearConfig};
-use crate::optim::{OptimizerConfig, OptimizerKind};
-use crate::pretrain::{PretrainConfig, Trainer};
+use crate::optim::{Decay, OptimizerConfig, OptimizerKind};
+use crate::pretrain::{PretrainConfig, TrainState, Trainer};
 use crate::twa::{Compared, Grouping, TwaConfig, comparison_table, swa_network};
 
 #[derive(Debug, Args)]
@@ -38,14 +38,24 @@ pub struct TwaArgs {
     pub resume: bool,
     #[arg(long, default_value_t = 2, value_parser = positive)]
     pub epochs: usize,
-    /// Learning rate per 256 images (scaled linearly with the batch size), cosine to 0.
-    #[arg(long, default_value_t = 0.1)]
+    /// Learning rate per 256 images (scaled linearly with the batch size); nblt/TWA's
+    /// CIFAR runs use 2 at batch 128.
+    #[arg(long, default_value_t = 4.0, value_parser = above_zero)]
     pub lr: f64,
+    /// How the rate falls: step (nblt/TWA's: tenfold at half and at three quarters of the
+    /// epochs) or cosine (to 0).
+    #[arg(long, default_value = "step", value_parser = by_name::<Decay>)]
+    pub schedule: Decay,
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
-    /// Weight decay on the coefficients (the weights' norm in the span).
-    #[arg(long, default_value_t = 0.0)]
+    /// Weight decay on the coefficients (the weights' norm in the span); nblt/TWA's 1e-5.
+    #[arg(long, default_value_t = 1e-5)]
     pub weight_decay: f64,
+    /// Build the basis only from the trajectory checkpoints taken at or after this step
+    /// [default: from the slow start's switch on, where every width trains; all of them
+    /// for a run without a slow start].
+    #[arg(long)]
+    pub from_step: Option<usize>,
     /// One coefficient per checkpoint for all weights, or one per layer block.
     #[arg(long, default_value = "global", value_parser = by_name::<Grouping>)]
     pub grouping: Grouping,
@@ -89,8 +99,20 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
             last_path.display()
         )
     })?;
-    let state = crate::pretrain::TrainState::parse(text)
-        .map_err(|msg| anyhow::anyhow!("{}: {msg}", last_path.display()))?;
+    let state =
+        TrainState::parse(text).map_err(|msg| anyhow::anyhow!("{}: {msg}", last_path.display()))?;
+    let files = crate::twa::basis_checkpoints(&files, a.from_step, state.config.slow_start_epoch)?;
+    eprintln!(
+        "TWA basis: {} of the trajectory's checkpoints ({})",
+        files.len(),
+        match a.from_step {
+            Some(n) => format!("from step {n}"),
+            None => format!(
+                "from the slow start's switch, epoch {}",
+                state.config.slow_start_epoch
+            ),
+        }
+    );
     let model = last.config.clone();
     let ds = a.data.open(Split::Train)?;
     if ds.class_names() != model.class_names.as_slice() {
@@ -107,6 +129,7 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
         lr: a.lr * batch_size as f64 / 256.0,
         warmup_epochs: 0,
         optimizer: OptimizerConfig::new(OptimizerKind::Sgd, a.momentum, a.weight_decay),
+        decay: a.schedule,
         slow_start_epoch: 0,
         trajectory: None,
         twa: Some(TwaConfig {
@@ -174,7 +197,7 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
     checkpoint::save(&twa_path, twa_net, &[])?;
     // SWA: the checkpoints' mean, BatchNorm recomputed the same way.
     let (swa_net, _swa_vs) = swa_network(subspace, &last_path, device)?;
-    eval::recompute_batchnorm(&swa_net, ds, &bn_data, &mut progress)?;
+    eval::recompute_batchnorm(&swa_net, ds.clone(), &bn_data, &mut progress)?;
     let swa_path = a.out.join("swa.safetensors");
     checkpoint::save(&swa_path, &swa_net, &[])?;
     println!(
@@ -188,7 +211,10 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
     if !a.compare {
         return Ok(());
     }
+    // The last checkpoint's BatchNorm recomputed the same way, so that the three differ
+    // in their weights only.
     let (last_net, _last_vs, _) = checkpoint::load(&last_path, device)?;
+    eval::recompute_batchnorm(&last_net, ds, &bn_data, &mut progress)?;
     let mut rows = Vec::new();
     for (label, net, objective, path) in [
         ("last checkpoint", &last_net, None, None),

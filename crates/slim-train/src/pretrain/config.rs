@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use slim_core::Width;
 use slim_core::checkpoint::Precision;
 
-use crate::optim::OptimizerConfig;
+use crate::optim::{Decay, OptimizerConfig};
 use crate::twa::TwaConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +101,9 @@ pub struct PretrainConfig {
     pub distill_t_student: f64,
     pub distill_t_teacher: f64,
     pub reweight: bool,
+    /// How the learning rate falls after the warmup (pretraining: the cosine; TWA: steps).
+    #[serde(default)]
+    pub decay: Decay,
     /// Train this width's sub-network by itself (no other width, no distillation): the
     /// network of that size pretrained alone, the baseline SlimCLR's claim is measured
     /// against. SimCLR only (MoCo's key encoder is the full width).

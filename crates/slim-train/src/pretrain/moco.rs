@@ -2,6 +2,7 @@
 //! momentum update (constant for MoCo v2, MoCo v3's cosine rise to 1) and MoCo v2's queue.
 
 use slim_core::Width;
+use slim_core::checkpoint::{Checkpoint, names};
 use tch::{Device, Kind, Tensor, nn};
 
 use super::{Framework, PretrainConfig, head_of, tune};
@@ -66,6 +67,39 @@ impl Moco {
             head,
             pairs,
             queue,
+        })
+    }
+
+    /// What a checkpoint keeps of it, named without `train.`: the key encoder's variables
+    /// (`key.*`) and MoCo v2's queue.
+    pub(super) fn tensors(&self) -> Vec<(String, Tensor)> {
+        let keys = (self.pairs.iter())
+            .map(|(n, k, _)| (format!("{}{n}", names::KEY_ENCODER), k.shallow_clone()));
+        let queue = (self.queue.iter()).map(|q| (names::QUEUE.to_string(), q.shallow_clone()));
+        keys.chain(queue).collect()
+    }
+
+    /// Takes the key encoder and the queue from `c` (a checkpoint or trajectory checkpoint
+    /// of a MoCo run); the message says what is missing.
+    pub(super) fn load(&mut self, c: &Checkpoint, device: Device) -> Result<(), String> {
+        tch::no_grad(|| {
+            for (name, k, _) in &self.pairs {
+                let key = names::train(&format!("{}{name}", names::KEY_ENCODER));
+                let t = c
+                    .tensors
+                    .get(&key)
+                    .ok_or_else(|| format!("key-encoder tensor {key} is missing"))?;
+                let t = crate::checkpoint::from_core(t, device).map_err(|e| e.to_string())?;
+                k.shallow_clone().copy_(&t);
+            }
+            if let (Some(queue), Some(q)) = (
+                &mut self.queue,
+                crate::checkpoint::train_tensor(c, names::QUEUE, device)
+                    .map_err(|e| e.to_string())?,
+            ) {
+                *queue = q;
+            }
+            Ok(())
         })
     }
 

@@ -176,10 +176,20 @@ impl Trainer {
                 None,
             ),
         };
-        let moco = match config.framework.has_key_encoder() {
+        let mut moco = match config.framework.has_key_encoder() {
             true => Some(Moco::new(&vs, model, &config, device)?),
             false => None,
         };
+        // TWA of a MoCo run: the objective's keys come from the run's own key encoder and
+        // queue, as its last trajectory checkpoint holds them.
+        if let (Some(m), Some(last)) = (
+            &mut moco,
+            config.twa.as_ref().and_then(|t| t.checkpoints.last()),
+        ) {
+            let c = slim_core::checkpoint::load(last)?;
+            m.load(&c, device)
+                .map_err(|msg| Error::Twa(format!("{}: {msg}", last.display())))?;
+        }
         let loader = loader(dataset, model, &config, workers);
         let spe = loader.batches_per_epoch();
         if spe == 0 {
@@ -195,6 +205,7 @@ impl Trainer {
             base_lr: config.lr,
             total_steps: config.epochs * spe,
             warmup_steps: config.warmup_epochs * spe,
+            milestones: config.decay.milestones(config.epochs, spe),
             switch: (config.slow_start_epoch > 0 && config.slow_start_epoch < config.epochs)
                 .then_some((
                     config.slow_start_epoch * spe,

@@ -71,21 +71,10 @@ impl Trainer {
                 var.f_copy_(&checkpoint::from_core(t, self.device)?)?;
             }
             if let Some(m) = &mut self.moco {
-                for (name, k, _) in &m.pairs {
-                    let key = names::train(&format!("{}{name}", names::KEY_ENCODER));
-                    let t = c.tensors.get(&key).ok_or_else(|| Error::Resume {
-                        path: checkpoint_path(&self.out),
-                        msg: format!("key-encoder tensor {key} is missing"),
-                    })?;
-                    k.shallow_clone()
-                        .f_copy_(&checkpoint::from_core(t, self.device)?)?;
-                }
-                if let (Some(queue), Some(q)) = (
-                    &mut m.queue,
-                    checkpoint::train_tensor(c, names::QUEUE, self.device)?,
-                ) {
-                    *queue = q;
-                }
+                m.load(c, self.device).map_err(|msg| Error::Resume {
+                    path: checkpoint_path(&self.out),
+                    msg,
+                })?;
             }
             Ok(())
         })?;

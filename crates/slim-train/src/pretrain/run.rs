@@ -39,16 +39,7 @@ impl Trainer {
                 .map(|(n, t)| (format!("{}{n}", names::OPTIMIZER), t.shallow_clone())),
         );
         if let Some(m) = &self.moco {
-            extra.extend(
-                m.pairs
-                    .iter()
-                    .map(|(n, k, _)| (format!("{}{n}", names::KEY_ENCODER), k.shallow_clone())),
-            );
-            extra.extend(
-                m.queue
-                    .iter()
-                    .map(|q| (names::QUEUE.to_string(), q.shallow_clone())),
-            );
+            extra.extend(m.tensors());
         }
         let refs: Vec<(&str, &Tensor)> = extra.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let state = serde_json::to_string(&self.state).expect("plain data");

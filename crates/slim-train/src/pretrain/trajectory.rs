@@ -1,5 +1,5 @@
-//! Trajectory checkpoints (the model and head every N steps or epochs, for TWA): what a
-//! run will write, and writing one when it is due.
+//! Trajectory checkpoints (the model and heads every N steps or epochs, with a MoCo run's
+//! key encoder and queue, for TWA): what a run will write, and writing one when it is due.
 
 use slim_core::checkpoint::names;
 use tch::Tensor;
@@ -18,7 +18,7 @@ impl Trainer {
             TrajectoryUnit::Epochs => self.state.config.epochs / every - self.state.epoch / every,
         };
         let numel: usize = self
-            .trajectory_tensors()
+            .snapshot_tensors()
             .iter()
             .map(|(_, t)| t.numel())
             .sum::<usize>()
@@ -35,13 +35,23 @@ impl Trainer {
         })
     }
 
-    /// The projection head's variables, named as in the checkpoint without `train.`.
+    /// The heads' variables, named as in the checkpoint without `train.`.
     pub(super) fn trajectory_tensors(&self) -> Vec<(String, Tensor)> {
         self.vs
             .variables()
             .into_iter()
             .filter_map(|(n, t)| n.strip_prefix(names::TRAIN).map(|n| (n.to_string(), t)))
             .collect()
+    }
+
+    /// What a trajectory checkpoint keeps besides the model: the heads, and a MoCo run's
+    /// key encoder and queue (which TWA's objective needs as they were).
+    fn snapshot_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut all = self.trajectory_tensors();
+        if let Some(m) = &self.moco {
+            all.extend(m.tensors());
+        }
+        all
     }
 
     /// Writes a trajectory checkpoint of the model and head now, if one is due after
@@ -63,7 +73,7 @@ impl Trainer {
             path: dir.clone(),
             io: e,
         })?;
-        let tensors = self.trajectory_tensors();
+        let tensors = self.snapshot_tensors();
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let state = serde_json::to_string(&self.state).expect("plain data");
         checkpoint::save_snapshot(

@@ -32,7 +32,7 @@ use crate::optim::Update;
 use crate::{Error, checkpoint};
 
 pub use compare::{Compared, comparison_table, swa_network};
-pub use files::{block_of, list_checkpoints, trajectory_dir};
+pub use files::{basis_checkpoints, block_of, list_checkpoints, trajectory_dir};
 
 /// Residual norm, relative to the checkpoint's own norm, under which a checkpoint counts
 /// as linearly dependent on the ones before it and adds no direction.

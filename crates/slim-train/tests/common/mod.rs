@@ -60,6 +60,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         distill_t_teacher: 5.0,
         reweight: true,
         alone: None,
+        decay: Default::default(),
         smoothed: None,
         head_hidden: 64,
         head_out: 16,
