@@ -88,8 +88,7 @@ impl SlimBudget {
             max_latency_ms: limit(self.max_latency_ms, "max_latency_ms", f64::MAX)?,
             latency_batch: self.latency_batch.max(1),
             min_top1: limit(self.min_top1, "min_top1", 1.0)?,
-            // The C API names a graph by its width alone: its float graph.
-            precisions: Some(vec![slim_core::Precision::F32]),
+            precisions: None,
         })
     }
 }
@@ -276,7 +275,10 @@ pub unsafe extern "C" fn slim_model_select(
 ) -> SlimStatus {
     guard(|| {
         let m = SlimModel::get(model)?;
-        let budget = ptr::reference(budget, "budget")?.to_budget()?;
+        // The C API names a graph by its width alone: its float graph.
+        let budget = ptr::reference(budget, "budget")?
+            .to_budget()?
+            .floats_of(&m.inner);
         let width = ptr::out(width, "width")?;
         let chosen = m.inner.select(&budget)?;
         *width = chosen.width.get();

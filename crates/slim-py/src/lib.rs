@@ -229,9 +229,10 @@ impl Model {
             max_latency_ms: positive(max_ms, "max_ms")?,
             latency_batch: batch.max(1),
             min_top1,
-            // This package names a graph by its width alone: its float graph.
-            precisions: Some(vec![slim_core::Precision::F32]),
-        };
+            precisions: None,
+        }
+        // This package names a graph by its width alone: its float graph.
+        .floats_of(&self.inner);
         let s = self.inner.select(&budget).map_err(raise)?;
         Ok((s.width.get(), s.reason))
     }

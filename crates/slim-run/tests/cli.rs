@@ -14,15 +14,6 @@ fn slim_run(args: &[&str]) -> Output {
         .expect("slim-run starts")
 }
 
-/// Taken by the tests whose timing a busy core would upset (killing at random points of a
-/// run) and by the one that loads both cores (an export with calibration), so that they
-/// never overlap.
-static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn alone() -> std::sync::MutexGuard<'static, ()> {
-    TIMING.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -237,7 +228,7 @@ fn bad_input_is_a_failure_naming_the_file_never_a_panic() {
 
 #[test]
 fn a_killed_calibration_leaves_its_cache_as_before_or_complete() {
-    let _alone = alone();
+    let _alone = slim_test_utils::alone();
     let dir = tempfile::tempdir().unwrap();
     let images = pngs(dir.path(), 1);
     let cache = dir.path().join("cal.json");
@@ -421,7 +412,7 @@ fn a_cascade_answers_each_image_at_the_width_the_runtime_cascade_does() {
 
 #[test]
 fn variants_are_calibrated_a_dominated_one_said_and_a_precision_can_be_asked_for() {
-    let _alone = alone();
+    let _alone = slim_test_utils::alone();
     let dir = tempfile::tempdir().unwrap();
     let Some(model) =
         slim_test_utils::variant_model(&dir.path().join("m"), &slim_core::Precision::ALL)

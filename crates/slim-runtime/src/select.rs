@@ -115,6 +115,18 @@ pub struct Budget {
     pub precisions: Option<Vec<Precision>>,
 }
 
+impl Budget {
+    /// This budget kept to `model`'s float graphs, for callers that name a graph by its
+    /// width alone (the C API, the Python package); unchanged for a model that has no
+    /// other graphs, so that its reasons read as before.
+    pub fn floats_of(mut self, model: &crate::SlimModel) -> Budget {
+        if model.variants().len() > model.widths().len() {
+            self.precisions = Some(vec![Precision::F32]);
+        }
+        self
+    }
+}
+
 /// The chosen graph and why it was chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Selection {

@@ -7,6 +7,7 @@
 //! - [`width`] / [`widths`]: widths from literals;
 //! - [`kill_at_random_points`]: SIGKILL a command at many points of its run;
 //! - [`bench_args`]: the `[MODEL_DIR [ROUNDS]]` arguments of the overhead benchmarks;
+//! - [`alone`]: keeps a timing-sensitive test and a CPU-heavy one of a binary apart;
 //! - `variant_model` (feature `variants`): a model exported with f16 and int8 variants.
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,15 @@ pub fn bench_args() -> (PathBuf, usize) {
         .get(1)
         .map_or(15, |r| r.parse().expect("ROUNDS is a number"));
     (dir, rounds)
+}
+
+/// Held by the tests of one test binary that must not overlap: those whose timing a busy
+/// core would upset (killing a command at random points of its run, see
+/// [`kill_at_random_points`]) and those that load every core (an export with
+/// calibration). Each binary has its own lock.
+pub fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A copy of [`model`] in a fresh temporary folder (removed with the returned guard).

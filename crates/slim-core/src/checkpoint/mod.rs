@@ -522,8 +522,8 @@ mod tests {
     use super::*;
     use crate::Backbone;
 
-    #[test]
-    fn a_recalibration_record_round_trips_and_is_absent_otherwise() {
+    /// A small ResNet-20 config and random tensors for it.
+    fn small() -> (ModelConfig, BTreeMap<String, Tensor>) {
         let config = ModelConfig::new(
             Backbone::Resnet20,
             1,
@@ -533,6 +533,12 @@ mod tests {
             vec![0.25],
         );
         let tensors = crate::init::random_tensors(&config, 3);
+        (config, tensors)
+    }
+
+    #[test]
+    fn a_recalibration_record_round_trips_and_is_absent_otherwise() {
+        let (config, tensors) = small();
         let dir = tempfile::tempdir().unwrap();
         let plain = dir.path().join("plain.safetensors");
         save_with_state(&plain, &config, &tensors, Some("{}")).unwrap();
@@ -565,15 +571,7 @@ mod tests {
 
     #[test]
     fn the_train_state_is_read_from_the_header_alone() {
-        let config = ModelConfig::new(
-            Backbone::Resnet20,
-            1,
-            8,
-            vec!["a".into(), "b".into()],
-            vec![0.5],
-            vec![0.25],
-        );
-        let tensors = crate::init::random_tensors(&config, 3);
+        let (config, tensors) = small();
         let dir = tempfile::tempdir().unwrap();
         let with = dir.path().join("with.safetensors");
         save_with_state(&with, &config, &tensors, Some("{\"step\":7}")).unwrap();

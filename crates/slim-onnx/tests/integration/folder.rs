@@ -406,6 +406,7 @@ fn check_onnx_tool_passes_with_onnxruntime_on_the_test_data() {
 
 #[test]
 fn every_width_in_three_precisions_makes_a_manifest_that_loads() {
+    let _alone = slim_test_utils::alone();
     let fashion = slim_test_utils::fashion_mnist();
     if !fashion.exists() {
         eprintln!("skipped: {} is absent", fashion.display());

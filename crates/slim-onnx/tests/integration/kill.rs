@@ -49,6 +49,7 @@ fn export_cmd(ckpt: &Path, out: &Path, width: Option<&str>) -> Command {
 
 #[test]
 fn a_killed_export_leaves_the_folder_as_before_or_complete() {
+    let _alone = slim_test_utils::alone();
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(Backbone::Resnet20, 1, 28);
     let ckpt = common::checkpoint(dir.path(), &config, 11, &config.widths);
