@@ -225,6 +225,70 @@ fn the_probe_learns_separable_features_at_every_width_and_touches_nothing_else()
     }
 }
 
+/// `set` with every feature times `scale` plus `shift`: the large, all-positive features
+/// of a short run whose BatchNorm statistics have not settled.
+fn rescaled(set: &FeatureSet, scale: f64, shift: f64) -> FeatureSet {
+    FeatureSet {
+        widths: set.widths.clone(),
+        per_width: set.per_width.iter().map(|f| f * scale + shift).collect(),
+        labels: set.labels.copy(),
+        skipped: Vec::new(),
+    }
+}
+
+#[test]
+fn the_probe_learns_the_same_function_whatever_the_features_scale() {
+    // Trained on standardized features and folded back, the probe of features x 500 + 300
+    // makes the same predictions on the same images as the probe of the features
+    // themselves (before standardization, SGD at lr 0.1 diverged on the large ones).
+    let classes = 5;
+    let (_va, a) = resnet20(classes);
+    let (_vb, b) = resnet20(classes);
+    let (train, test) = (blobs(&a, classes, 80, 1), blobs(&a, classes, 40, 2));
+    let (big_train, big_test) = (
+        rescaled(&train, 500.0, 300.0),
+        rescaled(&test, 500.0, 300.0),
+    );
+    let la = train_probe(&a, &train, &probe_config(), &mut Silent).unwrap();
+    let lb = train_probe(&b, &big_train, &probe_config(), &mut Silent).unwrap();
+    for (i, &w) in a.widths().iter().enumerate() {
+        assert!((la[i] - lb[i]).abs() < 1e-3, "width {w}: {la:?} vs {lb:?}");
+        assert!(lb[i] < 0.5, "width {w}: final loss {}", lb[i]);
+        let (top1, _) = probe_accuracy(&b, &big_test, i);
+        assert!(top1 > 0.95, "width {w}: top-1 {top1}");
+        let pa = a.probe(&test.per_width[i], w);
+        let pb = b.probe(&big_test.per_width[i], w);
+        let gap = (&pa - &pb).abs().max().double_value(&[]);
+        let size = pa.abs().max().double_value(&[]);
+        assert!(
+            gap < 1e-3 * size.max(1.0),
+            "width {w}: logits differ by {gap}"
+        );
+    }
+}
+
+#[test]
+fn a_constant_feature_is_centred_not_divided() {
+    // Feature 0 is the same for every training image; at test time it differs. Scaled
+    // by a standard deviation of zero it would dominate every logit; left unscaled it
+    // moves them by at most its init-sized weight times the difference.
+    let classes = 3;
+    let (_vs, net) = resnet20(classes);
+    let mut train = blobs(&net, classes, 40, 1);
+    let mut test = blobs(&net, classes, 20, 2);
+    for f in train.per_width.iter_mut() {
+        let _ = f.narrow(1, 0, 1).fill_(7.0);
+    }
+    for f in test.per_width.iter_mut() {
+        let _ = f.narrow(1, 0, 1).fill_(8.0);
+    }
+    train_probe(&net, &train, &probe_config(), &mut Silent).unwrap();
+    for (i, &w) in net.widths().iter().enumerate() {
+        let (top1, _) = probe_accuracy(&net, &test, i);
+        assert!(top1 > 0.9, "width {w}: top-1 {top1}");
+    }
+}
+
 #[test]
 fn the_probe_depends_only_on_features_and_seed() {
     let classes = 3;

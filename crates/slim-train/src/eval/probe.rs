@@ -1,6 +1,8 @@
 //! SlimCLR's switchable linear probe: one linear layer per width trained on frozen
 //! features, the full width on cross-entropy, each sub-width half on it and half toward
-//! the full width's prediction.
+//! the full width's prediction. Training sees each feature standardized (the training
+//! set's mean and standard deviation, folded into the probe afterwards), so one learning
+//! rate suits features of any scale.
 
 use slim_core::Width;
 use std::f64::consts::PI;
@@ -15,6 +17,39 @@ use crate::{Error, SlimNet};
 
 /// Rows per forward pass of [`probe_accuracy`].
 const PROBE_EVAL_ROWS: usize = 4096;
+
+/// A feature whose standard deviation over the training set is below this is left
+/// unscaled (only centred): dividing by it would blow up whatever it does at test time.
+const MIN_FEATURE_STD: f64 = 1e-6;
+
+/// Per-feature mean and scale of `features` `[N, D]` (float32): the standard deviation,
+/// or 1 where it is under [`MIN_FEATURE_STD`].
+fn standardization(features: &Tensor) -> Result<(Tensor, Tensor), Error> {
+    let mean = features.f_mean_dim([0i64].as_slice(), false, Kind::Float)?;
+    let std = features.f_std_dim([0i64].as_slice(), false, false)?;
+    let scale = std.f_where_scalarother(&std.f_ge(MIN_FEATURE_STD)?, 1.0)?;
+    Ok((mean, scale))
+}
+
+/// Folds a standardization into a probe trained on standardized features:
+/// `W (x - mean) / scale + b = (W / scale) x + (b - (W / scale) mean)`, in place.
+fn fold_standardization(
+    weight: &Tensor,
+    bias: &Tensor,
+    mean: &Tensor,
+    scale: &Tensor,
+) -> Result<(), Error> {
+    tch::no_grad(|| -> Result<(), Error> {
+        let kind = weight.kind();
+        let w = weight
+            .f_to_kind(Kind::Float)?
+            .f_div(&scale.f_unsqueeze(0)?)?;
+        let b = bias.f_to_kind(Kind::Float)?.f_sub(&w.f_matmul(mean)?)?;
+        weight.shallow_clone().f_copy_(&w.f_to_kind(kind)?)?;
+        bias.shallow_clone().f_copy_(&b.f_to_kind(kind)?)?;
+        Ok(())
+    })
+}
 
 /// Settings of the switchable linear probe ([`train_probe`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -125,6 +160,12 @@ fn check_features(net: &SlimNet, set: &FeatureSet) -> Result<(), Error> {
 /// each of `train`'s widths) on the precomputed features `train`; nothing else in `net`
 /// changes.
 ///
+/// Each width's features are standardized with the training set's per-feature mean and
+/// standard deviation (a deviation from SlimCLR's raw features, for the README's reason:
+/// the same learning rate then converges whatever the backbone's feature scale, e.g.
+/// after a short run whose BatchNorm statistics have not settled) and the standardization
+/// is folded into the probe at the end, so `net.probe` takes raw features as before.
+///
 /// The probes are first re-initialised (weight ~ N(0, 0.01²), bias 0, as MoCo's linear
 /// evaluation does), then trained for `config.epochs` epochs over a shuffled order with
 /// SGD (momentum, optional weight decay, learning rate cosine-decayed per step from
@@ -183,10 +224,22 @@ pub fn train_probe(
         Ok(())
     })?;
     let kind = probes[0].0.kind();
+    let standardizations = train
+        .per_width
+        .iter()
+        .map(|f| standardization(&f.f_to_device(device)?.f_to_kind(Kind::Float)?))
+        .collect::<Result<Vec<_>, _>>()?;
     let features = train
         .per_width
         .iter()
-        .map(|f| f.f_to_device(device)?.f_to_kind(kind))
+        .zip(&standardizations)
+        .map(|(f, (mean, scale))| {
+            f.f_to_device(device)?
+                .f_to_kind(Kind::Float)?
+                .f_sub(mean)?
+                .f_div(scale)?
+                .f_to_kind(kind)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let labels = train.labels.f_to_device(device)?.f_to_kind(Kind::Int64)?;
     let mut buffers: Vec<Tensor> = params.iter().map(Tensor::zeros_like).collect();
@@ -246,6 +299,9 @@ pub fn train_probe(
         last = sums.into_iter().map(|s| s / n as f64).collect();
     }
     progress.end();
+    for ((w, b), (mean, scale)) in probes.iter().zip(&standardizations) {
+        fold_standardization(w, b, mean, scale)?;
+    }
     Ok(last)
 }
 
