@@ -177,7 +177,7 @@ eval_args=(--checkpoint "$run/checkpoint.safetensors" --data "$data" --device "$
   --workers "$workers" --batch-size "$eval_batch")
 [ -n "$train_limit" ] && eval_args+=(--limit-train "$train_limit" --limit-test "$test_limit")
 step "knn" "$bin" knn "${eval_args[@]}" --compare-random --json "$work/knn.json"
-step "linear probe" "$bin" linear "${eval_args[@]}" --epochs "$probe_epochs" --json "$work/linear.json"
+step "linear probe" "$bin" linear --protocol fast "${eval_args[@]}" --epochs "$probe_epochs" --json "$work/linear.json"
 
 # (c) The model without training state, in pieces that come back.
 step "strip" "$bin" strip --checkpoint "$run/checkpoint.safetensors" --out "$work/model.safetensors"

@@ -22,5 +22,5 @@ start=$(date +%s)
 echo "pretrain wall $(($(date +%s) - start)) s"
 "$bin" knn --checkpoint "$ckpt" --data "$FASHION_MNIST_DIR" --limit-train 4000 \
   --limit-test 2000 --compare-random --json "$out/knn.json"
-"$bin" linear --checkpoint "$ckpt" --data "$FASHION_MNIST_DIR" --limit-train 4000 \
+"$bin" linear --protocol fast --checkpoint "$ckpt" --data "$FASHION_MNIST_DIR" --limit-train 4000 \
   --limit-test 2000 --epochs 30 | tee "$out/linear.log"

@@ -54,7 +54,7 @@ echo "== kNN accuracy per width (features of the frozen backbone)"
   --limit-train "$limit" --limit-test "$tests" --json "$run/knn.json"
 
 echo "== switchable linear probe (backbone frozen), written into the checkpoint"
-"$bin/slim-train" linear --checkpoint "$run/pretrain/checkpoint.safetensors" --data "$data" \
+"$bin/slim-train" linear --protocol fast --checkpoint "$run/pretrain/checkpoint.safetensors" --data "$data" \
   --limit-train "$limit" --limit-test "$tests" --epochs 30
 
 echo "== export every width"

@@ -51,7 +51,7 @@ for seed in $seeds; do
     --seed "$seed" --out "$run/pretrain" --quiet
   ckpt=$run/pretrain/checkpoint.safetensors
   echo "== seed $seed: linear probe on clean images"
-  "$bin/slim-train" linear --checkpoint "$ckpt" --data "$clean" --limit-train "$limit" \
+  "$bin/slim-train" linear --protocol fast --checkpoint "$ckpt" --data "$clean" --limit-train "$limit" \
     --limit-test "$tests" --epochs 30 --seed "$seed" >"$run/linear.txt"
   echo "== seed $seed: recalibrate on $images shifted training images"
   t1=$(date +%s)

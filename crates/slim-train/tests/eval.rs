@@ -12,8 +12,9 @@ use slim_data::transform::Normalize;
 use slim_data::{Dataset, Image, Split};
 use slim_train::SlimNet;
 use slim_train::eval::{
-    DEFAULT_KNN_K, DEFAULT_KNN_TEMPERATURE, FeatureSet, LinearConfig, extract_features,
-    knn_accuracy, knn_predict, probe_accuracy, probe_loss, train_probe,
+    AugmentedImages, DEFAULT_KNN_K, DEFAULT_KNN_TEMPERATURE, FeatureSet, LinearConfig,
+    extract_features, knn_accuracy, knn_predict, probe_accuracy, probe_loss, train_probe,
+    train_probe_augmented,
 };
 use tch::{Device, Kind, Tensor, nn};
 
@@ -268,10 +269,11 @@ fn the_probe_learns_the_same_function_whatever_the_features_scale() {
 }
 
 #[test]
-fn a_constant_feature_is_centred_not_divided() {
-    // Feature 0 is the same for every training image; at test time it differs. Scaled
-    // by a standard deviation of zero it would dominate every logit; left unscaled it
-    // moves them by at most its init-sized weight times the difference.
+fn a_constant_feature_is_centred_not_divided_by_zero() {
+    // Feature 0 is the same for every training image; at test time it differs. Divided
+    // by its standard deviation of zero it would dominate every logit; divided by the
+    // floor (a hundredth of the features' typical spread) it moves them by its
+    // init-sized weight times the difference over that floor.
     let classes = 3;
     let (_vs, net) = resnet20(classes);
     let mut train = blobs(&net, classes, 40, 1);
@@ -403,6 +405,40 @@ fn tiny(n: usize, bad: &[usize]) -> Arc<dyn Dataset> {
     })
 }
 
+/// Images of one gray level per class (40, 120, 200): any crop of one looks like the
+/// whole, so a probe on the features of random crops must
+/// learn the classes exactly unless labels and images fall out of step.
+struct Flat {
+    n: usize,
+    classes: Vec<String>,
+}
+
+impl Dataset for Flat {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn class_names(&self) -> &[String] {
+        &self.classes
+    }
+    fn label(&self, i: usize) -> usize {
+        (i * 7) % 3
+    }
+    fn image(&self, i: usize) -> Result<Image, slim_data::Error> {
+        let level = 40 + 80 * self.label(i);
+        Ok(Image::new(30, 32, 1, vec![level as u8; 30 * 32]))
+    }
+    fn describe(&self) -> String {
+        "flat".into()
+    }
+}
+
+fn flat(n: usize) -> Arc<dyn Dataset> {
+    Arc::new(Flat {
+        n,
+        classes: vec!["dark".into(), "mid".into(), "light".into()],
+    })
+}
+
 fn normalize() -> Normalize {
     Normalize {
         size: 28,
@@ -410,6 +446,72 @@ fn normalize() -> Normalize {
         mean: vec![0.5],
         std: vec![0.25],
     }
+}
+
+#[test]
+fn the_augmented_probe_learns_from_fresh_crops_and_repeats_by_seed() {
+    let (_vs, net) = resnet20(3);
+    let widths = net.widths().to_vec();
+    let norm = normalize();
+    let (train, test) = (flat(96), flat(60));
+    let clean = extract_features(
+        &net,
+        train.clone(),
+        &norm,
+        &widths,
+        32,
+        None,
+        1,
+        &mut Silent,
+    )
+    .unwrap();
+    let test = extract_features(&net, test, &norm, &widths, 32, None, 1, &mut Silent).unwrap();
+    let images = AugmentedImages {
+        dataset: train,
+        normalize: &norm,
+        limit: Some(48),
+        workers: 2,
+    };
+    let config = |seed, epochs| LinearConfig {
+        epochs,
+        batch_size: 16,
+        seed,
+        ..LinearConfig::default()
+    };
+    let before = snapshot(&net);
+    let mut counted = Counted::default();
+    let losses =
+        train_probe_augmented(&net, &clean, &images, &config(1, 12), &mut counted).unwrap();
+    assert_eq!(
+        (counted.total, counted.done, counted.ended),
+        (36, 36, true),
+        "12 epochs of 3 batches of the 48 images (every other one: all three classes)"
+    );
+    for ((name, old), (_, new)) in before.iter().zip(snapshot(&net)) {
+        assert_eq!(name.starts_with("probe."), !old.equal(&new), "{name}");
+    }
+    for (i, &w) in widths.iter().enumerate() {
+        let (top1, _) = probe_accuracy(&net, &test, i);
+        eprintln!(
+            "width {w}: last-epoch loss {:.3}, clean test top-1 {top1:.3}",
+            losses[i]
+        );
+        assert!(top1 > 0.9, "width {w}: top-1 {top1}");
+    }
+    let probes = |net: &SlimNet| -> Vec<Tensor> {
+        snapshot(net)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("probe."))
+            .map(|(_, t)| t)
+            .collect()
+    };
+    let short = train_probe_augmented(&net, &clean, &images, &config(1, 2), &mut Silent).unwrap();
+    let first = probes(&net);
+    let again = train_probe_augmented(&net, &clean, &images, &config(1, 2), &mut Silent).unwrap();
+    assert_eq!(short, again);
+    assert!(first.iter().zip(probes(&net)).all(|(a, b)| a.equal(&b)));
+    let other = train_probe_augmented(&net, &clean, &images, &config(2, 2), &mut Silent).unwrap();
+    assert_ne!(short, other, "another seed draws other crops and order");
 }
 
 #[test]

@@ -72,6 +72,19 @@ impl Augment {
         }
     }
 
+    /// The linear evaluation's training augmentation (MoCo's and SlimCLR's `lincls`:
+    /// torchvision's `RandomResizedCrop(size)` and `RandomHorizontalFlip()`): crop scale
+    /// `0.08..1`, ratio `3/4..4/3`, flip 0.5, no color change.
+    pub fn linear_eval(size: usize) -> Augment {
+        Augment {
+            jitter_p: 0.0,
+            jitter: ColorJitter::strength(0.0),
+            grayscale_p: 0.0,
+            blur_p: 0.0,
+            ..Augment::simclr(size)
+        }
+    }
+
     /// Checks the configuration, describing the first problem.
     pub fn validate(&self) -> Result<(), String> {
         let prob = |name: &str, p: f32| {
@@ -242,6 +255,26 @@ mod tests {
             blur_p: 0.0,
             ..Augment::simclr(size)
         }
+    }
+
+    #[test]
+    fn the_linear_evaluation_view_crops_and_flips_but_never_changes_color() {
+        let img = noise(20, 24, 3, 1);
+        let aug = Augment::linear_eval(16);
+        assert_eq!(aug.validate(), Ok(()));
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut geometry = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let (view, color) = aug.sample(&img, &mut rng);
+            assert!(color.is_identity(), "{color:?}");
+            assert_eq!((view.height, view.width, view.channels), (16, 16, 3));
+            geometry.insert(view.data);
+        }
+        assert!(
+            geometry.len() > 40,
+            "only {} distinct crops",
+            geometry.len()
+        );
     }
 
     #[test]

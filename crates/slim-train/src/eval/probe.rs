@@ -18,17 +18,23 @@ use crate::{Error, SlimNet};
 /// Rows per forward pass of [`probe_accuracy`].
 const PROBE_EVAL_ROWS: usize = 4096;
 
-/// A feature whose standard deviation over the training set is below this is left
-/// unscaled (only centred): dividing by it would blow up whatever it does at test time.
-const MIN_FEATURE_STD: f64 = 1e-6;
+/// A feature whose standard deviation over the training set is under this fraction of
+/// the features' mean standard deviation is divided by that floor instead of its own:
+/// dividing by a near-zero spread would blow up whatever the feature does at test time.
+const MIN_RELATIVE_STD: f64 = 1e-2;
 
-/// Per-feature mean and scale of `features` `[N, D]` (float32): the standard deviation,
-/// or 1 where it is under [`MIN_FEATURE_STD`].
+/// Per-feature mean and scale of `features` `[N, D]` (float32): each feature's standard
+/// deviation, floored at [`MIN_RELATIVE_STD`] times their mean (and at 1 for a set of
+/// constant features).
 fn standardization(features: &Tensor) -> Result<(Tensor, Tensor), Error> {
     let mean = features.f_mean_dim([0i64].as_slice(), false, Kind::Float)?;
     let std = features.f_std_dim([0i64].as_slice(), false, false)?;
-    let scale = std.f_where_scalarother(&std.f_ge(MIN_FEATURE_STD)?, 1.0)?;
-    Ok((mean, scale))
+    let typical = std.f_mean(Kind::Float)?.double_value(&[]);
+    let floor = match typical > 0.0 {
+        true => MIN_RELATIVE_STD * typical,
+        false => 1.0,
+    };
+    Ok((mean, std.f_clamp_min(floor)?))
 }
 
 /// Folds a standardization into a probe trained on standardized features:
@@ -156,6 +162,153 @@ fn check_features(net: &SlimNet, set: &FeatureSet) -> Result<(), Error> {
     Ok(())
 }
 
+/// One optimisation of every width's probe, shared by [`train_probe`] (precomputed
+/// features) and [`super::train_probe_augmented`] (features of augmented images): the
+/// probes re-initialised, features standardized, SGD with momentum and a per-step cosine,
+/// and the standardization folded back by [`ProbeTrainer::finish`].
+pub(super) struct ProbeTrainer<'a> {
+    net: &'a SlimNet,
+    widths: Vec<Width>,
+    /// Index in `widths` of the widest: trained on cross-entropy, the others' teacher.
+    teacher: usize,
+    probes: Vec<(Tensor, Tensor)>,
+    params: Vec<Tensor>,
+    buffers: Vec<Tensor>,
+    /// Per width: mean and scale, float32 on the device.
+    standardizations: Vec<(Tensor, Tensor)>,
+    config: LinearConfig,
+    total_steps: usize,
+    step: usize,
+}
+
+impl<'a> ProbeTrainer<'a> {
+    /// Re-initialises the probes of `reference.widths` inside `net` (weight ~ N(0,
+    /// 0.01²), bias 0, drawn from `rng`) and takes each width's standardization from
+    /// `reference`'s features, for a run of `total_steps` steps.
+    pub(super) fn new(
+        net: &'a SlimNet,
+        reference: &FeatureSet,
+        config: &LinearConfig,
+        total_steps: usize,
+        rng: &mut SplitMix64,
+    ) -> Result<ProbeTrainer<'a>, Error> {
+        check_features(net, reference)?;
+        if reference.is_empty() {
+            return Err(Error::Eval(
+                "no training samples for the linear probe".into(),
+            ));
+        }
+        if config.batch_size == 0 {
+            return Err(Error::Eval(
+                "the probe's batch size must be positive".into(),
+            ));
+        }
+        let widths = reference.widths.clone();
+        let teacher = (0..widths.len())
+            .max_by(|&a, &b| widths[a].cmp(&widths[b]))
+            .expect("at least one width");
+        let probes: Vec<(Tensor, Tensor)> = widths.iter().map(|&w| probe_tensors(net, w)).collect();
+        let params: Vec<Tensor> = probes
+            .iter()
+            .flat_map(|(w, b)| [w.shallow_clone(), b.shallow_clone()])
+            .collect();
+        tch::no_grad(|| -> Result<(), Error> {
+            for (w, b) in &probes {
+                let values: Vec<f32> = (0..w.numel()).map(|_| 0.01 * rng.normal()).collect();
+                let init = Tensor::f_from_slice(&values)?
+                    .f_view(w.size().as_slice())?
+                    .f_to_kind(w.kind())?;
+                w.shallow_clone().f_copy_(&init)?;
+                let _ = b.shallow_clone().f_zero_()?;
+            }
+            Ok(())
+        })?;
+        let device = net.device();
+        let standardizations = reference
+            .per_width
+            .iter()
+            .map(|f| standardization(&f.f_to_device(device)?.f_to_kind(Kind::Float)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let buffers = params.iter().map(Tensor::zeros_like).collect();
+        Ok(ProbeTrainer {
+            net,
+            widths,
+            teacher,
+            probes,
+            params,
+            buffers,
+            standardizations,
+            config: config.clone(),
+            total_steps,
+            step: 0,
+        })
+    }
+
+    /// `features[i]`, raw `[B, D]` of width `widths[i]`, standardized in the probes'
+    /// precision on the device.
+    pub(super) fn standardize(&self, features: &[Tensor]) -> Result<Vec<Tensor>, Error> {
+        let kind = self.probes[0].0.kind();
+        features
+            .iter()
+            .zip(&self.standardizations)
+            .map(|(f, (mean, scale))| {
+                Ok(f.f_to_device(self.net.device())?
+                    .f_to_kind(Kind::Float)?
+                    .f_sub(mean)?
+                    .f_div(scale)?
+                    .f_to_kind(kind)?)
+            })
+            .collect()
+    }
+
+    /// One SGD step on a batch of standardized features (one `[B, D]` per width, on
+    /// the device) and its labels `[B]` (int64, on the device); returns each width's loss.
+    pub(super) fn step(&mut self, features: &[Tensor], labels: &Tensor) -> Result<Vec<f64>, Error> {
+        let net = self.net;
+        let logits: Vec<Tensor> = self
+            .widths
+            .iter()
+            .zip(features)
+            .map(|(&w, f)| net.probe(f, w))
+            .collect();
+        let teacher = self.teacher;
+        let losses: Vec<Tensor> = (0..self.widths.len())
+            .map(|i| match i == teacher {
+                true => cross_entropy(&logits[i], labels),
+                false => probe_loss(&logits[teacher], &logits[i], labels),
+            })
+            .collect();
+        let total = losses
+            .iter()
+            .skip(1)
+            .fold(losses[0].shallow_clone(), |acc, l| acc + l);
+        let grads = Tensor::f_run_backward(&[&total], &self.params, false, false)?;
+        let c = &self.config;
+        let progress = self.step as f64 / self.total_steps.max(1) as f64;
+        let lr = c.lr * 0.5 * (1.0 + (PI * progress.min(1.0)).cos());
+        tch::no_grad(|| {
+            for ((p, g), buf) in self.params.iter().zip(&grads).zip(self.buffers.iter_mut()) {
+                let g = match c.weight_decay != 0.0 {
+                    true => g + p * c.weight_decay,
+                    false => g.shallow_clone(),
+                };
+                *buf = &*buf * c.momentum + g;
+                let _ = p.shallow_clone().g_sub_(&(&*buf * lr));
+            }
+        });
+        self.step += 1;
+        Ok(losses.iter().map(|l| l.double_value(&[])).collect())
+    }
+
+    /// Folds each width's standardization into its probe, which then takes raw features.
+    pub(super) fn finish(self) -> Result<(), Error> {
+        for ((w, b), (mean, scale)) in self.probes.iter().zip(&self.standardizations) {
+            fold_standardization(w, b, mean, scale)?;
+        }
+        Ok(())
+    }
+}
+
 /// Trains the switchable linear probe inside `net` (its `probe.{tag}.weight/bias` for
 /// each of `train`'s widths) on the precomputed features `train`; nothing else in `net`
 /// changes.
@@ -185,123 +338,36 @@ pub fn train_probe(
     config: &LinearConfig,
     progress: &mut dyn Progress,
 ) -> Result<Vec<f64>, Error> {
-    check_features(net, train)?;
     let n = train.len();
-    if n == 0 {
-        return Err(Error::Eval(
-            "no training samples for the linear probe".into(),
-        ));
-    }
-    if config.batch_size == 0 {
-        return Err(Error::Eval(
-            "the probe's batch size must be positive".into(),
-        ));
-    }
-    let device = net.device();
-    let nw = train.widths.len();
-    let teacher = (0..nw)
-        .max_by(|&a, &b| train.widths[a].cmp(&train.widths[b]))
-        .expect("at least one width");
-    let probes: Vec<(Tensor, Tensor)> = train
-        .widths
-        .iter()
-        .map(|&w| probe_tensors(net, w))
-        .collect();
-    let params: Vec<Tensor> = probes
-        .iter()
-        .flat_map(|(w, b)| [w.shallow_clone(), b.shallow_clone()])
-        .collect();
-    let mut rng = SplitMix64(config.seed);
-    tch::no_grad(|| -> Result<(), Error> {
-        for (w, b) in &probes {
-            let values: Vec<f32> = (0..w.numel()).map(|_| 0.01 * rng.normal()).collect();
-            let init = Tensor::f_from_slice(&values)?
-                .f_view(w.size().as_slice())?
-                .f_to_kind(w.kind())?;
-            w.shallow_clone().f_copy_(&init)?;
-            let _ = b.shallow_clone().f_zero_()?;
-        }
-        Ok(())
-    })?;
-    let kind = probes[0].0.kind();
-    let standardizations = train
-        .per_width
-        .iter()
-        .map(|f| standardization(&f.f_to_device(device)?.f_to_kind(Kind::Float)?))
-        .collect::<Result<Vec<_>, _>>()?;
-    let features = train
-        .per_width
-        .iter()
-        .zip(&standardizations)
-        .map(|(f, (mean, scale))| {
-            f.f_to_device(device)?
-                .f_to_kind(Kind::Float)?
-                .f_sub(mean)?
-                .f_div(scale)?
-                .f_to_kind(kind)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let labels = train.labels.f_to_device(device)?.f_to_kind(Kind::Int64)?;
-    let mut buffers: Vec<Tensor> = params.iter().map(Tensor::zeros_like).collect();
-    let steps_per_epoch = n.div_ceil(config.batch_size);
+    let steps_per_epoch = n.div_ceil(config.batch_size.max(1));
     let total_steps = config.epochs * steps_per_epoch;
+    let mut rng = SplitMix64(config.seed);
+    let mut trainer = ProbeTrainer::new(net, train, config, total_steps, &mut rng)?;
+    let device = net.device();
+    let features = trainer.standardize(&train.per_width)?;
+    let labels = train.labels.f_to_device(device)?.f_to_kind(Kind::Int64)?;
     progress.begin("linear probe", total_steps as u64, "steps", 0);
-    let mut last = vec![0.0; nw];
-    let mut step = 0;
+    let mut last = vec![0.0; features.len()];
     for _ in 0..config.epochs {
         let order: Vec<i64> = rng.permutation(n).into_iter().map(|i| i as i64).collect();
         let order = Tensor::f_from_slice(&order)?.f_to_device(device)?;
-        let mut sums = vec![0.0; nw];
+        let mut sums = vec![0.0; features.len()];
         let mut start = 0;
         while start < n {
             let len = config.batch_size.min(n - start);
             let index = order.narrow(0, start as i64, len as i64);
-            let y = labels.index_select(0, &index);
-            let logits: Vec<Tensor> = train
-                .widths
-                .iter()
-                .zip(&features)
-                .map(|(&w, f)| net.probe(&f.index_select(0, &index), w))
-                .collect();
-            let losses: Vec<Tensor> = (0..nw)
-                .map(|i| {
-                    if i == teacher {
-                        cross_entropy(&logits[i], &y)
-                    } else {
-                        probe_loss(&logits[teacher], &logits[i], &y)
-                    }
-                })
-                .collect();
-            let total = losses
-                .iter()
-                .skip(1)
-                .fold(losses[0].shallow_clone(), |acc, l| acc + l);
-            let grads = Tensor::f_run_backward(&[&total], &params, false, false)?;
-            let lr = config.lr * 0.5 * (1.0 + (PI * step as f64 / total_steps as f64).cos());
-            tch::no_grad(|| {
-                for ((p, g), buf) in params.iter().zip(&grads).zip(buffers.iter_mut()) {
-                    let g = if config.weight_decay != 0.0 {
-                        g + p * config.weight_decay
-                    } else {
-                        g.shallow_clone()
-                    };
-                    *buf = &*buf * config.momentum + g;
-                    let _ = p.shallow_clone().g_sub_(&(&*buf * lr));
-                }
-            });
-            for (sum, l) in sums.iter_mut().zip(&losses) {
-                *sum += l.double_value(&[]) * len as f64;
+            let batch: Vec<Tensor> = features.iter().map(|f| f.index_select(0, &index)).collect();
+            let losses = trainer.step(&batch, &labels.index_select(0, &index))?;
+            for (sum, l) in sums.iter_mut().zip(losses) {
+                *sum += l * len as f64;
             }
             start += len;
-            step += 1;
-            progress.update(step as u64, "");
+            progress.update(trainer.step as u64, "");
         }
         last = sums.into_iter().map(|s| s / n as f64).collect();
     }
     progress.end();
-    for ((w, b), (mean, scale)) in probes.iter().zip(&standardizations) {
-        fold_standardization(w, b, mean, scale)?;
-    }
+    trainer.finish()?;
     Ok(last)
 }
 
