@@ -64,7 +64,7 @@ def main():
     result = {"setting": a.setting, "seeds": a.seeds, "wall_s": a.wall_s, "rows": {}}
     md = [f"Setting: {a.setting}; {a.seeds} seeds per row; the whole script took {a.wall_s / 60:.0f} min.",
           "Cells: top-1 in %, mean ± standard deviation (min-max) over seeds.", ""]
-    for kind, key, title in (("knn", "knn_top1", "kNN (k 200)"), ("linear", "top1", "linear probe (20 epochs)")):
+    for kind, key, title in (("knn", "knn_top1", "kNN (k 200)"), ("linear", "top1", "linear probe (fast protocol, 20 epochs)")):
         md += [f"### {title}", "", "| row | " + " | ".join(f"width {w}" for w in WIDTHS) + " |",
                "|---|" + "---|" * len(WIDTHS)]
         table = {}
