@@ -66,7 +66,8 @@ pub struct LinearConfig {
     pub lr: f64,
     /// SGD momentum (PyTorch's form: `buf = m * buf + grad`, no dampening).
     pub momentum: f64,
-    /// L2 penalty added to the gradient of every probe tensor (bias included).
+    /// L2 penalty added to the gradient of every probe tensor (bias included), on the
+    /// weights of the standardized features (before the fold).
     pub weight_decay: f64,
     /// Seeds the probes' re-initialisation and the sample order.
     pub seed: u64,
