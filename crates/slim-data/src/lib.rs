@@ -127,6 +127,15 @@ impl Subset {
         let indices = evenly_spaced(inner.len(), n);
         Subset { inner, indices }
     }
+
+    /// `dataset` itself, or with `limit = Some(n)` and fewer than its samples, its `n`
+    /// evenly spaced ones ([`Subset::evenly`]).
+    pub fn at_most(dataset: Arc<dyn Dataset>, limit: Option<usize>) -> Arc<dyn Dataset> {
+        match limit {
+            Some(n) if n < dataset.len() => Arc::new(Subset::evenly(dataset, n)),
+            _ => dataset,
+        }
+    }
 }
 
 impl Dataset for Subset {

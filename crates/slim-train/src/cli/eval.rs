@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use slim_cli::Reporter;
 use slim_data::{Dataset, Split};
 
@@ -102,11 +102,20 @@ impl EvalArgs {
     }
 }
 
+/// Every width's features of both splits of an evaluation's data, and its opened
+/// training split (for a probe that decodes it again).
+pub(super) struct Embedded {
+    pub train: FeatureSet,
+    pub test: FeatureSet,
+    pub train_images: Arc<dyn Dataset>,
+}
+
 /// Train and test features of every width of `net`.
-pub(super) fn features(net: &SlimNet, a: &EvalImages) -> Result<(FeatureSet, FeatureSet)> {
+pub(super) fn features(net: &SlimNet, a: &EvalImages) -> Result<Embedded> {
     let c = net.config();
     let normalize = slim_data::transform::Normalize::from(&c.input);
     let mut sets = Vec::new();
+    let mut train_images = None;
     for (split, limit) in [(Split::Train, a.limit_train), (Split::Test, a.limit_test)] {
         let ds: Arc<dyn Dataset> = Arc::from(slim_data::open(a.data, split)?);
         if ds.class_names() != c.class_names.as_slice() {
@@ -122,6 +131,9 @@ pub(super) fn features(net: &SlimNet, a: &EvalImages) -> Result<(FeatureSet, Fea
             split.name(),
             a.data.display()
         );
+        if split == Split::Train {
+            train_images = Some(ds.clone());
+        }
         let set = eval::extract_features(
             net,
             ds,
@@ -138,7 +150,11 @@ pub(super) fn features(net: &SlimNet, a: &EvalImages) -> Result<(FeatureSet, Fea
         sets.push(set);
     }
     let test = sets.pop().expect("two sets");
-    Ok((sets.pop().expect("two sets"), test))
+    Ok(Embedded {
+        train: sets.pop().expect("two sets"),
+        test,
+        train_images: train_images.expect("the train split was opened"),
+    })
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -161,7 +177,7 @@ pub fn knn(a: &KnnArgs) -> Result<()> {
     let (net, _vs, _) = checkpoint::load(&a.eval.checkpoint, device)?;
     let classes = net.config().num_classes();
     let score = |net: &SlimNet| -> Result<Vec<f64>> {
-        let (train, test) = features(net, &a.eval.images())?;
+        let Embedded { train, test, .. } = features(net, &a.eval.images())?;
         Ok(eval::knn_per_width(
             &train,
             &test,
@@ -221,7 +237,11 @@ pub fn knn(a: &KnnArgs) -> Result<()> {
 pub fn linear(a: &LinearArgs) -> Result<()> {
     let device = a.eval.device.device()?;
     let (net, _vs, ckpt) = checkpoint::load(&a.eval.checkpoint, device)?;
-    let (train, test) = features(&net, &a.eval.images())?;
+    let Embedded {
+        train,
+        test,
+        train_images,
+    } = features(&net, &a.eval.images())?;
     let config = LinearConfig {
         epochs: a.epochs.unwrap_or(match a.protocol {
             Protocol::Augmented => 100,
@@ -235,7 +255,7 @@ pub fn linear(a: &LinearArgs) -> Result<()> {
         Protocol::Fast => eval::train_probe(&net, &train, &config, &mut Reporter::stderr())?,
         Protocol::Augmented => {
             let images = eval::AugmentedImages {
-                dataset: Arc::from(slim_data::open(&a.eval.data, Split::Train)?),
+                dataset: train_images,
                 normalize: &slim_data::transform::Normalize::from(&net.config().input),
                 limit: a.eval.limits.limit_train,
                 workers: a.eval.workers,
@@ -245,10 +265,10 @@ pub fn linear(a: &LinearArgs) -> Result<()> {
     };
     println!(
         "switchable linear probe ({}, {} epochs) on {} ({} train / {} test images)",
-        match a.protocol {
-            Protocol::Augmented => "augmented",
-            Protocol::Fast => "fast",
-        },
+        a.protocol
+            .to_possible_value()
+            .expect("no skipped variants")
+            .get_name(),
         config.epochs,
         a.eval.data.display(),
         train.len(),

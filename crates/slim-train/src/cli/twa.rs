@@ -9,7 +9,7 @@ use slim_cli::Reporter;
 use slim_data::Split;
 
 use super::args::{DataArgs, DeviceArgs, EvalLimits, above_zero, by_name, positive};
-use super::eval::{EvalImages, features};
+use super::eval::{Embedded, EvalImages, features};
 use super::pretrain::mib;
 use super::reporter;
 use crate::checkpoint;
@@ -228,7 +228,7 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
             batch_size: 256,
             workers: a.data.workers,
         };
-        let (train, test) = features(net, &images)?;
+        let Embedded { train, test, .. } = features(net, &images)?;
         let knn_top1 = eval::knn_per_width(
             &train,
             &test,

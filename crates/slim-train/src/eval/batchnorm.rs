@@ -58,10 +58,7 @@ pub fn recompute_batchnorm(
 ) -> Result<BatchNormReport, Error> {
     let c = net.config();
     let batch_size = data.batch_size.max(2);
-    let dataset: Arc<dyn Dataset> = match data.images {
-        Some(n) if n < dataset.len() => Arc::new(Subset::evenly(dataset, n)),
-        _ => dataset,
-    };
+    let dataset = Subset::at_most(dataset, data.images);
     if dataset.len() < batch_size {
         return Err(Error::BatchNorm(format!(
             "{}: {} images, fewer than one batch of {batch_size}",

@@ -83,10 +83,7 @@ pub fn extract_features(
             normalize.size
         )));
     }
-    let dataset: Arc<dyn Dataset> = match limit {
-        Some(n) if n < dataset.len() => Arc::new(Subset::evenly(dataset, n)),
-        _ => dataset,
-    };
+    let dataset = Subset::at_most(dataset, limit);
     let total = dataset.len();
     progress.begin("features", total as u64, "images", 0);
     let workers = workers.max(1);

@@ -47,10 +47,7 @@ pub fn train_probe_augmented(
     config: &LinearConfig,
     progress: &mut dyn Progress,
 ) -> Result<Vec<f64>, Error> {
-    let dataset: Arc<dyn Dataset> = match images.limit {
-        Some(n) if n < images.dataset.len() => Arc::new(Subset::evenly(images.dataset.clone(), n)),
-        _ => images.dataset.clone(),
-    };
+    let dataset = Subset::at_most(images.dataset.clone(), images.limit);
     let normalize = images.normalize;
     let workers = images.workers.max(1);
     let loader = Loader::new(
