@@ -26,7 +26,8 @@ fi
 mkdir -p "$deps"
 
 # 1. Debian packages: Fashion-MNIST (IDX files under /usr/share/datasets/fashion-mnist/),
-#    and a C compiler, make and valgrind for the C API's tests (crates/slim-capi).
+#    a C compiler, make and valgrind for the C API's tests (crates/slim-capi), and Gloo's
+#    headers for slim-dist (the torch wheel ships Gloo's symbols but not its headers).
 debs=()
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] &&
    [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte ]; then
@@ -35,6 +36,7 @@ fi
 command -v cc >/dev/null || debs+=(gcc libc6-dev)
 command -v valgrind >/dev/null || debs+=(valgrind)
 command -v make >/dev/null || debs+=(make)
+[ -e /usr/include/gloo/algorithm.h ] || debs+=(libgloo-dev)
 if [ ${#debs[@]} -gt 0 ]; then
   say "installing ${debs[*]} (Debian)"
   sudo_cmd=""

@@ -1,0 +1,115 @@
+// The C side of slim-dist: a c10d process group (a TCPStore rendezvous and the Gloo
+// backend, both from libtorch) behind a few extern "C" calls on tch's tensors
+// (`at::Tensor*`). Every call catches what c10d throws and hands its message back as a
+// malloc'd string (freed by slim_dist_free_error); nothing here aborts the process.
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Group {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+};
+
+char* copy(const std::string& s) {
+  char* out = static_cast<char*>(std::malloc(s.size() + 1));
+  if (out != nullptr) std::memcpy(out, s.c_str(), s.size() + 1);
+  return out;
+}
+
+// Runs `f`, turning an exception into an error string (null on success).
+template <typename F>
+char* guarded(F&& f) {
+  try {
+    f();
+    return nullptr;
+  } catch (const c10::Error& e) {
+    return copy(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return copy(e.what());
+  } catch (...) {
+    return copy("unknown C++ exception");
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+void slim_dist_free_error(char* e) { std::free(e); }
+
+// Joins the group of `world` ranks whose rank 0 serves the store at addr:port. `ifname`
+// (may be null or empty) picks the network interface Gloo uses, else the hostname's.
+char* slim_dist_new(const char* addr, int port, int rank, int world, long timeout_ms,
+                    const char* ifname, void** out) {
+  return guarded([&] {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<std::uint16_t>(port);
+    o.isServer = rank == 0;
+    o.numWorkers = world;
+    o.timeout = timeout;
+    auto group = new Group();
+    try {
+      group->store = c10::make_intrusive<c10d::TCPStore>(addr, o);
+      auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+      if (ifname != nullptr && ifname[0] != '\0') {
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+      } else {
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      }
+      group->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, rank, world, opts);
+    } catch (...) {
+      delete group;
+      throw;
+    }
+    *out = group;
+  });
+}
+
+void slim_dist_drop(void* g) { delete static_cast<Group*>(g); }
+
+// Sums `t` (contiguous) over the ranks, in place.
+char* slim_dist_all_reduce_sum(void* g, at::Tensor* t) {
+  return guarded([&] {
+    std::vector<at::Tensor> ts{*t};
+    static_cast<Group*>(g)->gloo->allreduce(ts)->wait();
+  });
+}
+
+// Every rank's `t` (same shape on each), in rank order, into `out[0..world]` as new
+// tensors (the caller owns them).
+char* slim_dist_all_gather(void* g, at::Tensor* t, int world, at::Tensor** out) {
+  return guarded([&] {
+    std::vector<at::Tensor> in{t->contiguous()};
+    std::vector<std::vector<at::Tensor>> gathered(1);
+    for (int r = 0; r < world; ++r) gathered[0].push_back(at::empty_like(in[0]));
+    static_cast<Group*>(g)->gloo->allgather(gathered, in)->wait();
+    for (int r = 0; r < world; ++r) out[r] = new at::Tensor(gathered[0][r]);
+  });
+}
+
+// Rank `root`'s `t` into every rank's `t` (contiguous), in place.
+char* slim_dist_broadcast(void* g, at::Tensor* t, int root) {
+  return guarded([&] {
+    std::vector<at::Tensor> ts{*t};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    static_cast<Group*>(g)->gloo->broadcast(ts, o)->wait();
+  });
+}
+
+char* slim_dist_barrier(void* g) {
+  return guarded([&] { static_cast<Group*>(g)->gloo->barrier()->wait(); });
+}
+
+}  // extern "C"
