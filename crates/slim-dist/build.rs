@@ -14,12 +14,19 @@ fn main() {
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB"),
     );
-    let include = lib.parent().expect("libtorch's lib folder has a parent").join("include");
+    let include = lib
+        .parent()
+        .expect("libtorch's lib folder has a parent")
+        .join("include");
     let c10d = include.join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp");
     if !c10d.is_file() {
-        panic!("{} is missing: this libtorch has no c10d headers", c10d.display());
+        panic!(
+            "{} is missing: this libtorch has no c10d headers",
+            c10d.display()
+        );
     }
-    let gloo = std::env::var("GLOO_INCLUDE").map_or_else(|_| PathBuf::from("/usr/include"), PathBuf::from);
+    let gloo =
+        std::env::var("GLOO_INCLUDE").map_or_else(|_| PathBuf::from("/usr/include"), PathBuf::from);
     if !gloo.join("gloo/algorithm.h").is_file() {
         panic!(
             "{} is missing: Gloo's headers are needed to build slim-dist (Debian: apt-get install libgloo-dev, which tools/setup.sh does; or set GLOO_INCLUDE to the folder holding gloo/)",

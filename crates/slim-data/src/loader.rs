@@ -86,6 +86,8 @@ impl Batch {
 pub struct Loader {
     dataset: Arc<dyn Dataset>,
     config: Arc<LoaderConfig>,
+    /// `(rank, ranks)`: this loader's part of each global batch (see [`Loader::shard`]).
+    shard: (usize, usize),
 }
 
 impl Loader {
@@ -117,7 +119,28 @@ impl Loader {
         Loader {
             dataset,
             config: Arc::new(config),
+            shard: (0, 1),
         }
+    }
+
+    /// Rank `rank` of `ranks` in data-parallel training: of each of the epoch's global
+    /// batches (`ranks` x `batch_size` samples of the same seeded order) this loader yields
+    /// the samples at positions `rank`, `rank + ranks`, … (interleaved, as the groups of
+    /// a split BatchNorm are, so that one device with BatchNorm split `ranks` ways computes
+    /// what `ranks` devices compute), each augmented as on one loader (the draws are per
+    /// sample). Positions count global batches.
+    ///
+    /// # Panics
+    /// If `rank >= ranks`, or `ranks > 1` without `drop_last` (a short last batch cannot
+    /// be split evenly).
+    pub fn shard(mut self, rank: usize, ranks: usize) -> Loader {
+        assert!(rank < ranks, "rank {rank} of {ranks}");
+        assert!(
+            ranks == 1 || self.config.drop_last,
+            "sharding needs drop_last"
+        );
+        self.shard = (rank, ranks);
+        self
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -126,7 +149,7 @@ impl Loader {
 
     /// Batches in an epoch (before any passed over for failing to decode).
     pub fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
+        let (n, b) = (self.dataset.len(), self.config.batch_size * self.shard.1);
         if self.config.drop_last {
             n / b
         } else {
@@ -154,12 +177,21 @@ impl Loader {
     /// batches `epoch(epoch)` yields there, without decoding the earlier ones).
     pub fn epoch_from(&self, epoch: u64, start: usize) -> Epoch {
         let order = self.order(epoch);
+        let ((rank, ranks), b) = (self.shard, self.config.batch_size);
         let plan: Arc<Vec<Vec<usize>>> = Arc::new(
             order
-                .chunks(self.config.batch_size)
+                .chunks(b * ranks)
                 .take(self.batches_per_epoch())
                 .skip(start)
-                .map(<[usize]>::to_vec)
+                .map(|global| {
+                    global
+                        .iter()
+                        .skip(rank)
+                        .step_by(ranks)
+                        .take(b)
+                        .copied()
+                        .collect()
+                })
                 .collect(),
         );
         let workers = self.config.workers.min(plan.len()).max(1);
@@ -419,6 +451,50 @@ mod tests {
             prefetch: 2,
             color_on_device: false,
         }
+    }
+
+    #[test]
+    fn shards_split_each_global_batch_into_what_one_loader_would_yield() {
+        let ds = Synth::arc(22, 3, &[]);
+        let cfg = |b| LoaderConfig {
+            batch_size: b,
+            drop_last: true,
+            ..config(8)
+        };
+        let whole: Vec<Batch> = Loader::new(ds.clone(), cfg(8)).epoch(1).collect();
+        let ranks: Vec<Vec<Batch>> = (0..2)
+            .map(|r| {
+                Loader::new(ds.clone(), cfg(4))
+                    .shard(r, 2)
+                    .epoch(1)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(whole.len(), 2, "22 images, global batches of 8");
+        for r in &ranks {
+            assert_eq!(r.len(), 2);
+        }
+        for (i, w) in whole.iter().enumerate() {
+            let per_image = w.images[0].len() / w.len();
+            for (r, part) in ranks.iter().map(|r| &r[i]).enumerate() {
+                assert_eq!(part.position, w.position);
+                assert_eq!(part.len(), 4);
+                for (j, &index) in part.indices.iter().enumerate() {
+                    let k = 2 * j + r;
+                    assert_eq!(index, w.indices[k], "rank {r} takes every other sample");
+                    for v in 0..2 {
+                        let image = &w.images[v][k * per_image..(k + 1) * per_image];
+                        assert_eq!(&part.images[v][j * per_image..(j + 1) * per_image], image);
+                    }
+                }
+            }
+        }
+        // A resumed rank starts at the same global position.
+        let resumed: Vec<Batch> = Loader::new(ds, cfg(4))
+            .shard(1, 2)
+            .epoch_from(1, 1)
+            .collect();
+        assert_eq!(resumed[0].indices, ranks[1][1].indices);
     }
 
     #[test]

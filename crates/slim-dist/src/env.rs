@@ -43,7 +43,9 @@ impl Rendezvous {
             get(name).ok_or_else(|| Error::Launch {
                 name,
                 value: String::new(),
-                problem: "unset, while WORLD_SIZE is set (torchrun and `slim-train launch` set both)".into(),
+                problem:
+                    "unset, while WORLD_SIZE is set (torchrun and `slim-train launch` set both)"
+                        .into(),
             })
         };
         let world_n = number("WORLD_SIZE", &world)?;
@@ -103,8 +105,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Result<Option<Rendezvous>, Error> {
-        let map: std::collections::HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Rendezvous::from_vars(|k| map.get(k).cloned(), Duration::from_secs(5))
     }
 
@@ -127,7 +131,12 @@ mod tests {
 
     #[test]
     fn bad_variables_are_named() {
-        let base = [("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1")];
+        let base = [
+            ("WORLD_SIZE", "2"),
+            ("RANK", "0"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "1"),
+        ];
         let with = |k: &str, v: &str| {
             let mut p: Vec<(&str, &str)> = base.iter().copied().filter(|(n, _)| *n != k).collect();
             if !v.is_empty() {
@@ -136,11 +145,14 @@ mod tests {
             vars(&p).unwrap_err().to_string()
         };
         let e = with("RANK", "2");
-        assert!(e.starts_with("RANK=\"2\"") && e.contains("WORLD_SIZE - 1 = 1"), "{e}");
+        assert!(
+            e.starts_with("RANK=\"2\"") && e.contains("WORLD_SIZE - 1 = 1"),
+            "{e}"
+        );
         assert!(with("WORLD_SIZE", "0").contains("at least one rank"));
         assert!(with("WORLD_SIZE", "two").contains("not a whole number"));
         assert!(with("MASTER_PORT", "70000").contains("not a TCP port"));
-        assert!(with("MASTER_ADDR", "").starts_with("MASTER_ADDR") );
+        assert!(with("MASTER_ADDR", "").starts_with("MASTER_ADDR"));
         assert!(with("RANK", "").contains("unset"));
     }
 }

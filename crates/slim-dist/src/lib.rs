@@ -105,8 +105,8 @@ impl Group {
             message,
         };
         let addr = CString::new(r.addr.as_str()).map_err(|e| err(e.to_string()))?;
-        let ifname = CString::new(r.ifname.clone().unwrap_or_default())
-            .map_err(|e| err(e.to_string()))?;
+        let ifname =
+            CString::new(r.ifname.clone().unwrap_or_default()).map_err(|e| err(e.to_string()))?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: valid C strings; `raw` is written only on success.
         let e = unsafe {
@@ -151,7 +151,10 @@ impl Group {
     /// # Panics
     /// If `t` is not contiguous (a collective writes its storage directly).
     pub fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), Error> {
-        assert!(t.is_contiguous(), "all_reduce_sum needs a contiguous tensor");
+        assert!(
+            t.is_contiguous(),
+            "all_reduce_sum needs a contiguous tensor"
+        );
         // SAFETY: `raw` is live; `t` is a live tensor handle.
         checked(unsafe { slim_dist_all_reduce_sum(self.raw, handle(t)) })
             .map_err(self.fail("all-reduce"))
@@ -165,7 +168,9 @@ impl Group {
         while start < tensors.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < tensors.len() && (end == start || bytes + 4 * tensors[end].numel() as i64 <= BUCKET_BYTES) {
+            while end < tensors.len()
+                && (end == start || bytes + 4 * tensors[end].numel() as i64 <= BUCKET_BYTES)
+            {
                 bytes += 4 * tensors[end].numel() as i64;
                 end += 1;
             }
@@ -197,7 +202,10 @@ impl Group {
         })
         .map_err(self.fail("all-gather"))?;
         // SAFETY: each handle is a new tensor the C side allocated for us to own.
-        Ok(out.into_iter().map(|p| unsafe { Tensor::from_ptr(p) }).collect())
+        Ok(out
+            .into_iter()
+            .map(|p| unsafe { Tensor::from_ptr(p) })
+            .collect())
     }
 
     /// Rank `root`'s `t` into every rank's `t`, in place.

@@ -8,7 +8,11 @@ use slim_dist::{Group, Rendezvous};
 use tch::Tensor;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn rendezvous(rank: usize, world: usize, port: u16, timeout: Duration) -> Rendezvous {
@@ -33,7 +37,9 @@ fn ranks<T: Send + 'static>(
     let handles: Vec<_> = (0..world)
         .map(|rank| {
             let f = f.clone();
-            std::thread::spawn(move || f(Group::join(&rendezvous(rank, world, port, timeout)).unwrap()))
+            std::thread::spawn(move || {
+                f(Group::join(&rendezvous(rank, world, port, timeout)).unwrap())
+            })
         })
         .collect();
     handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -49,7 +55,9 @@ fn collectives_give_every_rank_the_same_values() {
         let r = g.rank() as f32;
         let mut sum = Tensor::from_slice(&[1.0f32 + r, 10.0 * r]);
         g.all_reduce_sum(&mut sum).unwrap();
-        let gathered = g.all_gather(&Tensor::from_slice(&[r, r + 0.5]).view([1, 2])).unwrap();
+        let gathered = g
+            .all_gather(&Tensor::from_slice(&[r, r + 0.5]).view([1, 2]))
+            .unwrap();
         let mut b = Tensor::from_slice(&[r + 7.0]);
         g.broadcast(&mut b, 1).unwrap();
         // Buckets: a float matrix, a non-contiguous view's copy and a double vector.
@@ -59,8 +67,13 @@ fn collectives_give_every_rank_the_same_values() {
         ];
         g.all_reduce_sum_each(&mut each).unwrap();
         g.barrier().unwrap();
-        (values(&sum), gathered.iter().map(values).collect::<Vec<_>>(), values(&b), values(&each[0]),
-         Vec::<f64>::try_from(&each[1]).unwrap())
+        (
+            values(&sum),
+            gathered.iter().map(values).collect::<Vec<_>>(),
+            values(&b),
+            values(&each[0]),
+            Vec::<f64>::try_from(&each[1]).unwrap(),
+        )
     });
     for (sum, gathered, b, each0, each1) in out {
         assert_eq!(sum, vec![3.0, 10.0]);
@@ -85,13 +98,28 @@ fn a_rank_that_leaves_fails_the_others_instead_of_hanging() {
         Some((e.to_string(), start.elapsed()))
     });
     let (message, waited) = out[0].clone().unwrap();
-    assert!(message.starts_with("rank 0 of 2: all-reduce failed"), "{message}");
-    assert!(waited <= timeout + Duration::from_secs(10), "waited {waited:?}");
+    assert!(
+        message.starts_with("rank 0 of 2: all-reduce failed"),
+        "{message}"
+    );
+    assert!(
+        waited <= timeout + Duration::from_secs(10),
+        "waited {waited:?}"
+    );
 }
 
 #[test]
 fn nobody_at_the_address_is_an_error_after_the_timeout() {
-    let r = Rendezvous { rank: 1, ..rendezvous(1, 2, free_port(), Duration::from_secs(2)) };
-    let e = Group::join(&r).err().expect("no rank 0 serves the store").to_string();
-    assert!(e.starts_with("rank 1 of 2: joining the group failed"), "{e}");
+    let r = Rendezvous {
+        rank: 1,
+        ..rendezvous(1, 2, free_port(), Duration::from_secs(2))
+    };
+    let e = Group::join(&r)
+        .err()
+        .expect("no rank 0 serves the store")
+        .to_string();
+    assert!(
+        e.starts_with("rank 1 of 2: joining the group failed"),
+        "{e}"
+    );
 }

@@ -44,6 +44,10 @@ pub enum Error {
     /// checkpoints of another model, a basis over its memory limit).
     #[error("TWA: {0}")]
     Twa(String),
+    /// Ranks of a data-parallel run that cannot work together (different configurations,
+    /// out of step), or a collective that failed (a rank gone, a timeout).
+    #[error("data-parallel: {0}")]
+    DataParallel(String),
     /// The loss stopped being a finite number; the last good checkpoint is kept.
     #[error(
         "the loss became NaN or infinite at step {step}; stopped without saving. The last good checkpoint is {} (if one was written); lower the learning rate and resume from it",

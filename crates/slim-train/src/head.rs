@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use slim_core::Width;
 use slim_core::width::scaled;
 use tch::Tensor;
+
+use crate::model::{split_batch_norm, splits_into_groups};
 use tch::nn::{self, Init};
 
 /// Which of the reference's heads (see the module table).
@@ -73,11 +75,15 @@ impl Norm {
         }
     }
 
-    fn apply(&self, x: &Tensor, train: bool, eps: f64) -> Tensor {
+    fn apply(&self, x: &Tensor, train: bool, eps: f64, splits: usize) -> Tensor {
         let (g, b) = match &self.affine {
             Some((g, b)) => (Some(g), Some(b)),
             None => (None, None),
         };
+        if train && splits_into_groups(x, splits) {
+            let running = (&self.mean, &self.var);
+            return split_batch_norm(x, (g, b), running, (0.1, eps), splits);
+        }
         x.batch_norm(
             g,
             b,
@@ -107,6 +113,9 @@ pub struct SlimHead {
     slim_input: bool,
     hidden: usize,
     eps: f64,
+    /// Groups of the batch its BatchNorms' training statistics are computed over (see
+    /// [`crate::SlimNet::set_bn_splits`]).
+    bn_splits: usize,
 }
 
 impl SlimHead {
@@ -160,7 +169,13 @@ impl SlimHead {
             slim_input,
             hidden,
             eps,
+            bn_splits: 1,
         }
+    }
+
+    /// As [`crate::SlimNet::set_bn_splits`], for the head's BatchNorms.
+    pub fn set_bn_splits(&mut self, splits: usize) {
+        self.bn_splits = splits.max(1);
     }
 
     /// Projects `[N, features_at(w)]` embeddings of width `w` (`[N, dim]` for a
@@ -181,14 +196,14 @@ impl SlimHead {
             x += b.narrow(0, 0, h);
         }
         if let Some(bn) = self.bn.get(i) {
-            x = bn.apply(&x, train, self.eps);
+            x = bn.apply(&x, train, self.eps, self.bn_splits);
         }
         let mut y = x.relu().matmul(&self.fc2.narrow(1, 0, h).transpose(0, 1));
         if let Some(b) = &self.bias2 {
             y += b;
         }
         match self.out_bn.get(i) {
-            Some(bn) => bn.apply(&y, train, self.eps),
+            Some(bn) => bn.apply(&y, train, self.eps, self.bn_splits),
             None => y,
         }
     }

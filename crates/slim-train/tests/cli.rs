@@ -136,14 +136,14 @@ fn bad_argument_values_are_refused_by_name_before_any_work() {
             "moco-v2",
             "--batch-size",
             "12",
-            "--moco-bn-splits",
+            "--bn-splits",
             "8",
         ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && stderr.contains("--moco-bn-splits") && stderr.contains("12"),
+        !o.status.success() && stderr.contains("--bn-splits") && stderr.contains("12"),
         "{stderr}"
     );
     // A width trained alone must be one of the model's, with SimCLR, and without the

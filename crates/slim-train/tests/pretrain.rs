@@ -293,9 +293,9 @@ fn the_gpu_settings_train_on_any_device() {
         ..config(Framework::Simclr)
     };
     let mut t = Trainer::new(&m, c, ds, dir.path(), false, Device::Cpu, 2).unwrap();
-    let before = t.objective(2);
+    let before = t.objective(2).unwrap();
     let path = t.run(None, &mut slim_core::Silent).unwrap();
-    let after = t.objective(2);
+    let after = t.objective(2).unwrap();
     assert!(before.is_finite() && after.is_finite());
     assert!(
         after < before,

@@ -142,10 +142,10 @@ fn twa_trains_in_the_span_and_ends_no_worse_than_the_swa_point() {
     let gap = (&start - &mean).norm().double_value(&[]) / mean.norm().double_value(&[]);
     assert!(gap < 1e-5, "start is {gap} away from the mean");
 
-    let swa = t.objective(8);
+    let swa = t.objective(8).unwrap();
     t.run(None, &mut slim_core::Silent).unwrap();
     assert!(t.finished());
-    let twa = t.objective(8);
+    let twa = t.objective(8).unwrap();
     assert!(swa.is_finite() && twa.is_finite());
     assert!(
         twa <= swa + 1e-6,

@@ -3,6 +3,7 @@
 //! ([`slim_cli::Reporter`]) and prints; the library modules it calls do neither.
 //!
 //! - [`pretrain`]: SlimCLR pretraining;
+//! - [`launch`]: the ranks of a data-parallel pretraining, one process each;
 //! - [`eval`]: `knn` and `linear`, evaluation per width;
 //! - [`twa`]: trainable weight averaging and its comparison with the last checkpoint and SWA;
 //! - [`recalibrate`]: every width's BatchNorm statistics recomputed on a new domain;
@@ -12,6 +13,7 @@
 pub mod args;
 pub mod bench_step;
 pub mod eval;
+pub mod launch;
 pub mod pretrain;
 pub mod recalibrate;
 pub mod strip;
@@ -24,6 +26,7 @@ use slim_cli::Reporter;
 pub use args::{DataArgs, DeviceArgs, Toggle};
 pub use bench_step::BenchStepArgs;
 pub use eval::{EvalArgs, KnnArgs, LinearArgs};
+pub use launch::LaunchArgs;
 pub use pretrain::PretrainArgs;
 pub use recalibrate::RecalibrateArgs;
 pub use strip::StripArgs;
@@ -43,6 +46,9 @@ pub struct Cli {
 pub enum Command {
     /// Contrastive self-supervised pretraining of every width at once.
     Pretrain(PretrainArgs),
+    /// Start N ranks of a data-parallel pretraining on this machine, one process each,
+    /// with the variables torchrun sets: `launch --nproc 2 -- pretrain --data D --out O`.
+    Launch(LaunchArgs),
     /// Weighted cosine kNN accuracy of each width's frozen features.
     Knn(KnnArgs),
     /// Train the switchable linear probe on frozen features and write it into the
@@ -68,6 +74,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pretrain(a) => pretrain::pretrain(&a),
+        Command::Launch(a) => launch::launch(&a),
         Command::Knn(a) => eval::knn(&a),
         Command::Linear(a) => eval::linear(&a),
         Command::Twa(a) => twa::twa(&a),

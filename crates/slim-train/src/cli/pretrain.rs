@@ -2,19 +2,24 @@
 
 use slim_core::Width;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use slim_core::checkpoint::Precision;
 use slim_core::{Backbone, ModelConfig};
 use slim_data::{Dataset, Split};
+use slim_dist::{Group, Rendezvous};
+use tch::Device;
 
 use super::args::{DataArgs, DeviceArgs, Toggle, above_zero, by_name, positive, unit_fraction};
 use super::reporter;
 use crate::loss::AlphaSchedule;
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use crate::pretrain::config::Smoothing;
-use crate::pretrain::{Framework, PretrainConfig, Trainer, TrajectoryConfig, TrajectoryUnit};
+use crate::pretrain::{
+    Framework, Placement, PretrainConfig, Trainer, TrajectoryConfig, TrajectoryUnit,
+};
 
 #[derive(Debug, Args)]
 pub struct PretrainArgs {
@@ -108,11 +113,13 @@ pub struct PretrainArgs {
     /// MoCo v2's queue of keys.
     #[arg(long, default_value_t = 4096, value_parser = positive)]
     pub moco_queue: usize,
-    /// MoCo v2 on one device: BatchNorm statistics over this many groups of the batch,
-    /// the key batch shuffled across them (MoCo's shuffling BN; its one-GPU demo uses 8).
-    /// 1 turns it off. The batch must split into groups of two or more.
-    #[arg(long, default_value_t = 8, value_parser = positive)]
-    pub moco_bn_splits: usize,
+    /// BatchNorm's training statistics over this many groups of the batch (sample i in
+    /// group i mod N), as N devices with per-device BatchNorm compute them; MoCo v2 also
+    /// shuffles its key batch across them (MoCo's shuffling BN). Default per framework:
+    /// MoCo v2 8 (its one-GPU demo), others 1 (off). The batch must split into groups of
+    /// two or more.
+    #[arg(long, alias = "moco-bn-splits", value_parser = positive)]
+    pub bn_splits: Option<usize>,
     /// Key-encoder momentum (MoCo v3: the first step's, rising to 1 along a cosine).
     #[arg(long, default_value_t = 0.99)]
     pub moco_momentum: f64,
@@ -151,11 +158,24 @@ pub struct PretrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Data-parallel runs (launched by `slim-train launch` or torchrun, which set RANK,
+    /// WORLD_SIZE, MASTER_ADDR, MASTER_PORT): seconds a rank waits for the others, to
+    /// join and in each collective, before it stops with an error.
+    #[arg(long, default_value_t = 1800, value_parser = positive)]
+    pub dist_timeout: usize,
 }
 
 /// The model config for `ds`: channels and size from its first decodable image, classes
 /// from its folder names, mean/std measured on up to 2000 of its images.
 impl PretrainArgs {
+    /// `--bn-splits`, or the framework's default (MoCo v2 8, others 1).
+    pub fn bn_splits(&self) -> usize {
+        self.bn_splits.unwrap_or(match self.framework {
+            Framework::MocoV2 => 8,
+            _ => 1,
+        })
+    }
+
     /// `--temperature`, or the framework's default.
     pub fn temperature(&self) -> f64 {
         self.temperature
@@ -241,17 +261,26 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
             );
         }
     }
-    let splits = args.moco_bn_splits;
-    if args.framework == Framework::MocoV2
-        && splits > 1
-        && (!args.batch_size.is_multiple_of(splits) || args.batch_size / splits < 2)
-    {
+    let splits = args.bn_splits();
+    if splits > 1 && (!args.batch_size.is_multiple_of(splits) || args.batch_size / splits < 2) {
         bail!(
-            "--batch-size {} does not split into {splits} BatchNorm groups of two or more images (--moco-bn-splits): choose a batch size divisible by it, or fewer splits",
+            "--batch-size {} does not split into {splits} BatchNorm groups of two or more images (--bn-splits): choose a batch size divisible by it, or fewer splits",
             args.batch_size
         );
     }
-    let device = args.device.device()?;
+    let rendezvous = Rendezvous::from_vars(
+        |name| std::env::var(name).ok(),
+        Duration::from_secs(args.dist_timeout as u64),
+    )?;
+    let ranks = rendezvous.as_ref().map_or(1, |r| r.world);
+    let lead = rendezvous.as_ref().is_none_or(|r| r.rank == 0);
+    let device = match (args.device.device()?, &rendezvous) {
+        // One GPU per process, as torchrun places them.
+        (Device::Cuda(_), Some(r)) => Device::Cuda(r.local_rank),
+        (d, _) => d,
+    };
+    // The learning rate follows the global batch.
+    let global_batch = (args.batch_size * ranks) as f64;
     let smoothed = args.smoothed_alpha.map(|alpha| Smoothing {
         alpha,
         top_k: args.smoothed_top_k,
@@ -268,7 +297,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         framework: args.framework,
         epochs: args.epochs,
         batch_size: args.batch_size,
-        lr: args.lr * args.batch_size as f64 / 256.0,
+        lr: args.lr * global_batch / 256.0,
         warmup_epochs: args.warmup_epochs,
         optimizer: OptimizerConfig::new(args.optimizer, args.momentum, args.weight_decay),
         temperature: args.temperature(),
@@ -277,9 +306,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         } else {
             args.slow_start_epoch.unwrap_or(args.epochs / 2)
         },
-        slim_start_lr: args
-            .slim_start_lr
-            .map(|lr| lr * args.batch_size as f64 / 256.0),
+        slim_start_lr: args.slim_start_lr.map(|lr| lr * global_batch / 256.0),
         distill: !args.no_distill,
         distill_t_student,
         distill_t_teacher,
@@ -298,7 +325,8 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         head_layout: crate::pretrain::config::HEAD_LAYOUT,
         predictor_hidden: args.predictor_hidden.unwrap_or(16 * args.head_dim),
         moco_queue: args.moco_queue,
-        moco_bn_splits: args.moco_bn_splits,
+        bn_splits: args.bn_splits(),
+        ranks,
         moco_momentum: args.moco_momentum,
         crop_scale: (args.crop_min_scale() as f32, 1.0),
         seed: args.seed,
@@ -313,15 +341,20 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         channels_last: args.channels_last.on(device),
         augment_on_device: args.augment_on_device.on(device),
     };
-    let mut trainer = Trainer::new(
-        &model,
-        config,
-        ds,
-        &args.out,
-        args.resume,
+    let group = match &rendezvous {
+        Some(r) => Some(Group::join(r)?),
+        None => None,
+    };
+    let placement = Placement {
         device,
-        args.data.workers,
-    )?;
+        workers: args.data.workers,
+        group,
+    };
+    let mut trainer = Trainer::placed(&model, config, ds, &args.out, args.resume, placement)?;
+    if !lead {
+        trainer.run(args.max_steps, &mut reporter(true))?;
+        return Ok(());
+    }
     if let Some(plan) = trainer.trajectory_plan() {
         eprintln!(
             "trajectory: {} more checkpoints of {:.2} MiB each, {:.1} MiB in all, in {}",
@@ -333,11 +366,15 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
     }
     let s = trainer.state();
     eprintln!(
-        "{} {} widths {:?} on {:?}{}{}: {} epochs from step {} (epoch {}, batch {})",
+        "{} {} widths {:?} on {:?}{}{}{}: {} epochs from step {} (epoch {}, batch {})",
         s.config.framework.name(),
         model.backbone.name(),
         model.widths,
         device,
+        match ranks {
+            1 => String::new(),
+            n => format!(" x {n} ranks"),
+        },
         if s.config.bf16 { ", bf16 convs" } else { "" },
         if s.config.channels_last {
             ", channels-last"

@@ -170,7 +170,9 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
             n => format!("; {n} (checkpoint, block) pairs were linearly dependent and dropped"),
         }
     );
-    let swa_objective = (!a.resume).then(|| trainer.objective(a.objective_batches));
+    let swa_objective = (!a.resume)
+        .then(|| trainer.objective(a.objective_batches))
+        .transpose()?;
     trainer.run(a.max_steps, &mut reporter(a.quiet))?;
     if !trainer.finished() {
         println!(
@@ -179,7 +181,7 @@ pub fn twa(a: &TwaArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let twa_objective = trainer.objective(a.objective_batches);
+    let twa_objective = trainer.objective(a.objective_batches)?;
     let subspace = trainer.subspace().expect("a TWA run has a subspace");
     let off_span = subspace.off_span();
     let twa_net = trainer.net();

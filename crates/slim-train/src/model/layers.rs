@@ -107,7 +107,9 @@ impl SlimConv {
         let bn = &self.bn[at.index];
         let y = match p.bn {
             BnMode::Batch { momentum, splits } if splits_into_groups(&y, splits) => {
-                split_batch_norm(&y, bn, momentum, p.eps, splits)
+                let affine = (Some(&bn.weight), Some(&bn.bias));
+                let running = (&bn.running_mean, &bn.running_var);
+                split_batch_norm(&y, affine, running, (momentum, p.eps), splits)
             }
             BnMode::Measure => {
                 if let Some(moments) = p.moments {
@@ -230,23 +232,34 @@ pub(super) struct Probe {
 
 /// Whether the batch of `y` splits into `splits > 1` groups of two or more samples; a
 /// batch that does not is normalized whole.
-fn splits_into_groups(y: &Tensor, splits: usize) -> bool {
+pub(crate) fn splits_into_groups(y: &Tensor, splits: usize) -> bool {
     let n = y.size()[0] as usize;
     splits > 1 && n.is_multiple_of(splits) && n / splits >= 2
 }
 
-/// Training BatchNorm of `y` `[N, C, H, W]` with statistics per group of samples
-/// (`i % splits`): the batch seen as `[N / splits, splits * C, H, W]`, so each (group,
-/// channel) pair is one channel; the running statistics take the groups' mean.
-fn split_batch_norm(y: &Tensor, bn: &BatchNorm, momentum: f64, eps: f64, splits: usize) -> Tensor {
+/// Training BatchNorm of `y` `[N, C, ...]` with statistics per group of samples
+/// (`i % splits`): the batch seen as `[N / splits, splits * C, ...]`, so each (group,
+/// channel) pair is one channel; the running statistics take the groups' mean. `affine`
+/// is (weight, bias), `running` (mean, var), `(momentum, eps)` as in `batch_norm`.
+pub(crate) fn split_batch_norm(
+    y: &Tensor,
+    (weight, bias): (Option<&Tensor>, Option<&Tensor>),
+    (running_mean, running_var): (&Tensor, &Tensor),
+    (momentum, eps): (f64, f64),
+    splits: usize,
+) -> Tensor {
     let size = y.size();
     let (n, c) = (size[0], size[1]);
     let g = splits as i64;
-    let grouped = y.contiguous().reshape([n / g, g * c, size[2], size[3]]);
-    let (mean, var) = (bn.running_mean.repeat([g]), bn.running_var.repeat([g]));
+    let grouped_size: Vec<i64> = [n / g, g * c]
+        .into_iter()
+        .chain(size[2..].iter().copied())
+        .collect();
+    let grouped = y.contiguous().reshape(grouped_size);
+    let (mean, var) = (running_mean.repeat([g]), running_var.repeat([g]));
     let out = grouped.batch_norm(
-        Some(&bn.weight.repeat([g])),
-        Some(&bn.bias.repeat([g])),
+        weight.map(|w| w.repeat([g])).as_ref(),
+        bias.map(|b| b.repeat([g])).as_ref(),
         Some(&mean),
         Some(&var),
         true,
@@ -255,14 +268,14 @@ fn split_batch_norm(y: &Tensor, bn: &BatchNorm, momentum: f64, eps: f64, splits:
         true,
     );
     tch::no_grad(|| {
-        bn.running_mean
+        running_mean
             .shallow_clone()
             .copy_(&mean.view([g, c]).mean_dim(0, false, None));
-        bn.running_var
+        running_var
             .shallow_clone()
             .copy_(&var.view([g, c]).mean_dim(0, false, None));
     });
-    out.reshape([n, c, size[2], size[3]])
+    out.reshape(size)
 }
 
 /// `x` `[N, C, H, W]` with channels-last (NHWC) strides; same shape and values.
@@ -336,4 +349,52 @@ impl Moments {
 pub(super) struct At {
     pub(super) width: Width,
     pub(super) index: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn split_batch_norm_is_batch_norm_of_each_group_with_its_gradients() {
+        tch::manual_seed(1);
+        let opts = (Kind::Double, Device::Cpu);
+        let x = Tensor::randn([8, 3, 2, 2], opts).set_requires_grad(true);
+        let gamma = (Tensor::rand([3], opts) + 0.5).set_requires_grad(true);
+        let beta = Tensor::randn([3], opts).set_requires_grad(true);
+        let upstream = Tensor::randn([8, 3, 2, 2], opts);
+        let (m, v) = (Tensor::zeros([3], opts), Tensor::ones([3], opts));
+        let split = split_batch_norm(&x, (Some(&gamma), Some(&beta)), (&m, &v), (0.1, 1e-5), 2);
+        let grads = |y: &Tensor| {
+            Tensor::run_backward(
+                &[(y * &upstream).sum(Kind::Double)],
+                &[&x, &gamma, &beta],
+                false,
+                false,
+            )
+        };
+        let got = grads(&split);
+        // Group g: samples g, g + 2, ...; each normalized as a batch of its own.
+        let mut want_y = Tensor::zeros([8, 3, 2, 2], opts);
+        for g in 0..2 {
+            let idx = Tensor::arange_start_step(g, 8, 2, (Kind::Int64, Device::Cpu));
+            let y = x.index_select(0, &idx).batch_norm(
+                Some(&gamma),
+                Some(&beta),
+                None,
+                None,
+                true,
+                0.1,
+                1e-5,
+                false,
+            );
+            want_y = want_y.index_add(0, &idx, &y);
+        }
+        let want = grads(&want_y);
+        assert!(split.allclose(&want_y, 1e-9, 1e-9, false));
+        for (a, b) in got.iter().zip(&want) {
+            assert!(a.allclose(b, 1e-9, 1e-9, false), "{a} {b}");
+        }
+    }
 }

@@ -22,6 +22,7 @@ mod layers;
 
 pub use layers::channels_last;
 use layers::{At, BnMode, Moments, Pass, Probe, SlimConv, SlimLayer};
+pub(crate) use layers::{split_batch_norm, splits_into_groups};
 
 /// PyTorch's BatchNorm momentum (weight of the new batch statistic).
 pub const BN_MOMENTUM: f64 = 0.1;

@@ -123,11 +123,17 @@ pub struct PretrainConfig {
     #[serde(default)]
     pub predictor_hidden: usize,
     pub moco_queue: usize,
-    /// MoCo v2 on one device: the groups its BatchNorm statistics are computed over, the
-    /// key batch shuffled across them (see [`crate::SlimNet::set_bn_splits`]); 1 turns
-    /// that off.
+    /// The groups of each batch that BatchNorm's training statistics are computed over
+    /// (see [`crate::SlimNet::set_bn_splits`]): what as many devices with per-device
+    /// BatchNorm compute. MoCo v2 also shuffles its key batch across them (its one-device
+    /// shuffling BN). 1 turns that off. (Named `moco_bn_splits` in checkpoints of earlier
+    /// versions, where only MoCo v2 used it.)
+    #[serde(default = "one", alias = "moco_bn_splits")]
+    pub bn_splits: usize,
+    /// Data-parallel ranks the run trains on, each with `batch_size` images of every
+    /// global batch (1: one process).
     #[serde(default = "one")]
-    pub moco_bn_splits: usize,
+    pub ranks: usize,
     /// The key encoder's momentum (MoCo v3: its start, raised to 1 along a cosine).
     pub moco_momentum: f64,
     /// Random-resized-crop scale range.
@@ -205,6 +211,15 @@ impl TrainState {
                 "its heads have layout generation {layout} (an older slim-train: one Linear-BN-ReLU-Linear head for every framework); this version builds each framework's reference head (generation {HEAD_LAYOUT}) and cannot train them on. Its model weights still export and evaluate; pretrain again to train on"
             ));
         }
-        serde_json::from_str(text).map_err(|e| format!("its training state does not parse: {e}"))
+        let mut state: TrainState = serde_json::from_str(text)
+            .map_err(|e| format!("its training state does not parse: {e}"))?;
+        // Earlier versions stored MoCo v2's split (default 8) for every framework and
+        // applied it to MoCo v2 only.
+        let old_name = serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v["config"].get("moco_bn_splits").is_some());
+        if old_name && state.config.framework != Framework::MocoV2 {
+            state.config.bn_splits = 1;
+        }
+        Ok(state)
     }
 }

@@ -18,10 +18,11 @@
 //!
 //! The parts: [`config`] (what defines a run and where it stands), `resume`, `moco` (the
 //! key encoder and queue), `objective` (the slimmable loss and one step), `trajectory`
-//! (checkpoints for TWA), `run` (the loop and the checkpoint); the weight update is an
-//! [`Update`](crate::optim::Update).
+//! (checkpoints for TWA), `run` (the loop and the checkpoint), [`data_parallel`] (ranks
+//! of one run); the weight update is an [`Update`](crate::optim::Update).
 
 pub mod config;
+pub mod data_parallel;
 mod moco;
 mod objective;
 mod resume;
@@ -39,6 +40,8 @@ use tch::{Device, Kind, nn};
 pub use config::{
     Framework, PretrainConfig, TrainState, TrajectoryConfig, TrajectoryPlan, TrajectoryUnit,
 };
+use data_parallel::DataParallel;
+pub use data_parallel::Placement;
 use moco::Moco;
 
 use crate::head::{HeadLayout, SlimHead};
@@ -61,6 +64,8 @@ pub struct Trainer {
     state: TrainState,
     out: PathBuf,
     device: Device,
+    /// The other ranks of a data-parallel run.
+    dp: Option<DataParallel>,
 }
 
 /// The checkpoint a run in `out` writes and resumes from.
@@ -70,9 +75,7 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 
 /// Mixed precision and memory order as `config` asks.
 fn tune(net: &mut SlimNet, config: &PretrainConfig) {
-    if config.framework == Framework::MocoV2 {
-        net.set_bn_splits(config.moco_bn_splits);
-    }
+    net.set_bn_splits(config.bn_splits);
     if config.bf16 {
         net.set_compute_kind(Kind::BFloat16);
     }
@@ -88,6 +91,7 @@ fn loader(
     model: &slim_core::ModelConfig,
     config: &PretrainConfig,
     workers: usize,
+    (rank, ranks): (usize, usize),
 ) -> Loader {
     let augment = match config.framework.has_key_encoder() {
         true => Augment::moco_v2(model.input.image_size),
@@ -111,6 +115,7 @@ fn loader(
             color_on_device: config.augment_on_device,
         },
     )
+    .shard(rank, ranks)
 }
 
 fn head_of(net: &SlimNet, vs: &nn::Path, c: &PretrainConfig) -> SlimHead {
@@ -120,15 +125,17 @@ fn head_of(net: &SlimNet, vs: &nn::Path, c: &PretrainConfig) -> SlimHead {
         Framework::MocoV3 => HeadLayout::MocoV3Projector,
     };
     let sizes = (net.network().features, c.head_hidden.max(1), c.head_out);
-    SlimHead::new(vs, layout, sizes, net.widths(), net.config().bn_eps)
+    let mut head = SlimHead::new(vs, layout, sizes, net.widths(), net.config().bn_eps);
+    head.set_bn_splits(c.bn_splits);
+    head
 }
 
 impl Trainer {
-    /// A new run, or (with `resume`) the run whose checkpoint is in `out`. A resumed run
-    /// keeps its stored [`PretrainConfig`]; a checkpoint of another architecture is
-    /// refused. Initialisation draws from libtorch's process-wide generator, seeded here
-    /// with the config's seed: runs are reproducible when no other thread draws from it
-    /// meanwhile.
+    /// A new run, or (with `resume`) the run whose checkpoint is in `out`, in one process
+    /// on `device`. A resumed run keeps its stored [`PretrainConfig`]; a checkpoint of
+    /// another architecture is refused. Initialisation draws from libtorch's process-wide
+    /// generator, seeded here with the config's seed: runs are reproducible when no other
+    /// thread draws from it meanwhile.
     pub fn new(
         model: &slim_core::ModelConfig,
         config: PretrainConfig,
@@ -138,19 +145,43 @@ impl Trainer {
         device: Device,
         workers: usize,
     ) -> Result<Trainer, Error> {
+        let placement = Placement::local(device, workers);
+        Trainer::placed(model, config, dataset, out, resume, placement)
+    }
+
+    /// As [`Trainer::new`], as one rank of `placement.group` when it has one: every rank
+    /// gives the same arguments (checked: the start fails naming what differs), the run's
+    /// `config.ranks` equals the group's size, and every rank shares `out` (rank 0 writes,
+    /// all read it on `resume`).
+    pub fn placed(
+        model: &slim_core::ModelConfig,
+        config: PretrainConfig,
+        dataset: Arc<dyn Dataset>,
+        out: &Path,
+        resume: bool,
+        placement: Placement,
+    ) -> Result<Trainer, Error> {
+        let Placement {
+            device,
+            workers,
+            group,
+        } = placement;
+        let dp = group.map(DataParallel::new);
+        let (rank, ranks) = dp.as_ref().map_or((0, 1), |d| (d.rank(), d.ranks()));
         std::fs::create_dir_all(out).map_err(|e| Error::Io {
             path: out.to_path_buf(),
             io: e,
         })?;
         let resumed = resume::read(out, model, resume)?;
         let config = resumed.as_ref().map_or(config, |(_, s)| s.config.clone());
+        data_parallel::check(&config, ranks, resumed.is_some())?;
         tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
         let mut net = SlimNet::new(&vs.root(), model)?;
         tune(&mut net, &config);
         let head = head_of(&net, &(vs.root() / "train" / "head"), &config);
         let predictor = (config.framework == Framework::MocoV3).then(|| {
-            SlimHead::new(
+            let mut predictor = SlimHead::new(
                 &(vs.root() / "train" / "predictor"),
                 HeadLayout::MocoV3Predictor,
                 (
@@ -160,7 +191,9 @@ impl Trainer {
                 ),
                 net.widths(),
                 net.config().bn_eps,
-            )
+            );
+            predictor.set_bn_splits(config.bn_splits);
+            predictor
         });
         let params = crate::optim::trainable_named(&vs);
         let (update, basis): (Box<dyn Update>, _) = match &config.twa {
@@ -190,7 +223,7 @@ impl Trainer {
             m.load(&c, device)
                 .map_err(|msg| Error::Twa(format!("{}: {msg}", last.display())))?;
         }
-        let loader = loader(dataset, model, &config, workers);
+        let loader = loader(dataset, model, &config, workers, (rank, ranks));
         let spe = loader.batches_per_epoch();
         if spe == 0 {
             return Err(Error::Data(slim_data::Error::at(
@@ -233,11 +266,21 @@ impl Trainer {
             state,
             out: out.to_path_buf(),
             device,
+            dp,
         };
         if let Some((c, s)) = resumed {
             trainer.restore(&c, s)?;
         }
+        if let Some(dp) = &trainer.dp {
+            dp.agree(&serde_json::json!({ "model": model, "state": &trainer.state }))?;
+            dp.broadcast_from_lead(&trainer.vs)?;
+        }
         Ok(trainer)
+    }
+
+    /// Whether this process writes the run's files: rank 0, or the only process.
+    pub fn lead(&self) -> bool {
+        self.dp.as_ref().is_none_or(|d| d.rank() == 0)
     }
     pub fn state(&self) -> &TrainState {
         &self.state

@@ -37,6 +37,10 @@ fn distillation_of(
     }
 }
 
+/// A batch's slimmable objective: (total, MoCo keys, per-width contrastive, per-width
+/// distillation).
+type Objective = (Tensor, Option<Keys>, Vec<f64>, Vec<f64>);
+
 impl Trainer {
     pub(super) fn sub_widths_active(&self) -> bool {
         self.state.epoch >= self.state.config.slow_start_epoch
@@ -80,44 +84,67 @@ impl Trainer {
         }
     }
 
-    /// Similarity logits (positive in column 0) of width `w` for the two views.
-    fn logits(&self, x1: &Tensor, x2: &Tensor, keys: Option<&Keys>, w: Width) -> Tensor {
+    /// Similarity logits (positive in column 0) of width `w` for the two views; SimCLR's
+    /// over the global batch of a data-parallel run.
+    fn logits(
+        &self,
+        x1: &Tensor,
+        x2: &Tensor,
+        keys: Option<&Keys>,
+        w: Width,
+    ) -> Result<Tensor, Error> {
         let t = self.state.config.temperature;
         let project = |x: &Tensor| self.head.forward(&self.net.forward(x, w, true), w, true);
-        match (keys, self.moco.as_ref().and_then(|m| m.queue.as_ref())) {
-            (Some(Keys::Queued(k)), Some(queue)) => loss::moco_logits(&project(x1), k, queue, t),
-            (Some(Keys::Batch([k1, k2])), _) => {
-                let p = self.predictor.as_ref().expect("MoCo v3 has a predictor");
-                let q1 = p.forward(&project(x1), w, true);
-                let q2 = p.forward(&project(x2), w, true);
-                Tensor::cat(
-                    &[
-                        loss::in_batch_logits(&q1, k2, t),
-                        loss::in_batch_logits(&q2, k1, t),
-                    ],
-                    0,
-                )
-            }
-            _ => loss::nt_xent_logits(&project(x1), &project(x2), t).0,
-        }
+        Ok(
+            match (keys, self.moco.as_ref().and_then(|m| m.queue.as_ref())) {
+                (Some(Keys::Queued(k)), Some(queue)) => {
+                    loss::moco_logits(&project(x1), k, queue, t)
+                }
+                (Some(Keys::Batch([k1, k2])), _) => {
+                    let p = self.predictor.as_ref().expect("MoCo v3 has a predictor");
+                    let q1 = p.forward(&project(x1), w, true);
+                    let q2 = p.forward(&project(x2), w, true);
+                    Tensor::cat(
+                        &[
+                            loss::in_batch_logits(&q1, k2, t),
+                            loss::in_batch_logits(&q2, k1, t),
+                        ],
+                        0,
+                    )
+                }
+                _ => {
+                    let (z1, z2) = (project(x1), project(x2));
+                    match &self.dp {
+                        Some(dp) => {
+                            loss::nt_xent_logits(&dp.global_rows(&z1)?, &dp.global_rows(&z2)?, t).0
+                        }
+                        None => loss::nt_xent_logits(&z1, &z2, t).0,
+                    }
+                }
+            },
+        )
     }
 
     /// The slimmable objective on `batch`: (total, MoCo keys, per-width contrastive,
     /// per-width distillation).
-    fn objective_of(&self, batch: &Batch) -> (Tensor, Option<Keys>, Vec<f64>, Vec<f64>) {
-        self.objective_on(&self.view(batch, 0), &self.view(batch, 1))
+    fn objective_of(&self, batch: &Batch) -> Result<Objective, Error> {
+        self.objective_on(&self.view(batch, 0), &self.view(batch, 1), batch.position)
     }
 
-    /// The slimmable objective on two views already on the device.
-    fn objective_on(&self, x1: &Tensor, x2: &Tensor) -> (Tensor, Option<Keys>, Vec<f64>, Vec<f64>) {
+    /// The slimmable objective on two views already on the device, of the batch at
+    /// `position` (which every rank of a data-parallel run must be at).
+    fn objective_on(&self, x1: &Tensor, x2: &Tensor, position: usize) -> Result<Objective, Error> {
+        if let Some(dp) = &self.dp {
+            dp.begin_step(position, x1.size()[0] as usize)?;
+        }
         let c = self.state.config.clone();
         // A shuffle of the keys that a resumed run draws again: from the seed and step.
         let shuffle = self.state.config.seed ^ (self.state.step as u64).rotate_left(32);
         let keys = self.moco.as_ref().map(|m| m.keys(x1, x2, shuffle));
         if let Some(w) = c.alone {
-            let l = self.contrastive(&self.logits(x1, x2, keys.as_ref(), w));
+            let l = self.contrastive(&self.logits(x1, x2, keys.as_ref(), w)?);
             let value = l.double_value(&[]);
-            return (l, keys, vec![value], vec![0.0]);
+            return Ok((l, keys, vec![value], vec![0.0]));
         }
         let widths = self.net.widths().to_vec();
         let active = if self.sub_widths_active() {
@@ -132,14 +159,14 @@ impl Trainer {
         } else {
             LossWeights::uniform(c.distill)
         };
-        let full = self.logits(x1, x2, keys.as_ref(), Width::FULL);
+        let full = self.logits(x1, x2, keys.as_ref(), Width::FULL)?;
         let l_full = self.contrastive(&full);
         let mut total = &l_full * weights.full;
         let mut contrastive = vec![l_full.double_value(&[])];
         let mut distillation = vec![0.0];
         let teacher = full.detach();
         for &w in &active[1..] {
-            let logits = self.logits(x1, x2, keys.as_ref(), w);
+            let logits = self.logits(x1, x2, keys.as_ref(), w)?;
             let l_c = self.contrastive(&logits);
             total += &l_c * weights.sub_contrastive;
             contrastive.push(l_c.double_value(&[]));
@@ -151,28 +178,28 @@ impl Trainer {
                 distillation.push(0.0);
             }
         }
-        (total, keys, contrastive, distillation)
+        Ok((total, keys, contrastive, distillation))
     }
 
     /// The mean objective over the first `batches` batches of epoch 0 (the same images
     /// and augmentations every call), without updating anything but BatchNorm's running
     /// statistics.
-    pub fn objective(&self, batches: usize) -> f64 {
+    pub fn objective(&self, batches: usize) -> Result<f64, Error> {
         let values: Vec<f64> = tch::no_grad(|| {
             self.loader
                 .epoch(0)
                 .take(batches)
-                .map(|b| self.objective_of(&b).0.double_value(&[]))
-                .collect()
-        });
-        values.iter().sum::<f64>() / values.len().max(1) as f64
+                .map(|b| Ok(self.objective_of(&b)?.0.double_value(&[])))
+                .collect::<Result<_, Error>>()
+        })?;
+        Ok(values.iter().sum::<f64>() / values.len().max(1) as f64)
     }
 
     /// One slimmable step on `batch`; returns (total, per-width contrastive, per-width
     /// distillation).
     pub(super) fn step(&mut self, batch: &Batch) -> Result<(f64, Vec<f64>, Vec<f64>), Error> {
         let (x1, x2) = (self.view(batch, 0), self.view(batch, 1));
-        self.step_on(&x1, &x2)
+        self.step_on(&x1, &x2, batch.position)
     }
 
     /// One training step on two views of a batch, already augmented, normalized and on
@@ -181,11 +208,16 @@ impl Trainer {
     /// key encoder and queue), without counting it as a step of the run. Returns the
     /// total loss. `bench-step` times this.
     pub fn train_step(&mut self, x1: &Tensor, x2: &Tensor) -> Result<f64, Error> {
-        Ok(self.step_on(x1, x2)?.0)
+        Ok(self.step_on(x1, x2, self.state.position)?.0)
     }
 
-    fn step_on(&mut self, x1: &Tensor, x2: &Tensor) -> Result<(f64, Vec<f64>, Vec<f64>), Error> {
-        let (total, keys, contrastive, distillation) = self.objective_on(x1, x2);
+    fn step_on(
+        &mut self,
+        x1: &Tensor,
+        x2: &Tensor,
+        position: usize,
+    ) -> Result<(f64, Vec<f64>, Vec<f64>), Error> {
+        let (total, keys, contrastive, distillation) = self.objective_on(x1, x2, position)?;
         let value = total.double_value(&[]);
         if !value.is_finite() {
             return Err(Error::NonFinite {
@@ -195,6 +227,9 @@ impl Trainer {
         }
         self.update.zero_grad();
         total.backward();
+        if let Some(dp) = &self.dp {
+            dp.sum_gradients(self.update.params_mut())?;
+        }
         self.update.step(self.schedule.lr(self.state.step));
         let momentum = momentum_at(
             &self.state.config,

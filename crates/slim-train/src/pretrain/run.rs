@@ -1,5 +1,6 @@
 //! The run loop: epochs of batches from the loader, a step each, `metrics.jsonl`,
-//! progress, trajectory and periodic checkpoints, and the checkpoint itself.
+//! progress, trajectory and periodic checkpoints, and the checkpoint itself. Of a
+//! data-parallel run's ranks only rank 0 writes files and reports progress.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,9 +29,13 @@ struct Metrics<'a> {
 }
 
 impl Trainer {
-    /// Writes the checkpoint atomically with everything needed to resume.
+    /// Writes the checkpoint atomically with everything needed to resume (rank 0 of a
+    /// data-parallel run; the other ranks only return its path).
     pub fn save(&self) -> Result<PathBuf, Error> {
         let path = checkpoint_path(&self.out);
+        if !self.lead() {
+            return Ok(path);
+        }
         let mut extra = self.trajectory_tensors();
         extra.extend(
             self.update
@@ -56,16 +61,26 @@ impl Trainer {
     ) -> Result<PathBuf, Error> {
         let spe = self.loader.batches_per_epoch();
         let total = self.schedule.total_steps;
+        let mut silent = slim_core::progress::Silent;
+        let progress = match self.lead() {
+            true => progress,
+            false => &mut silent,
+        };
         progress.begin("pretrain", total as u64, "steps", self.state.step as u64);
         let metrics_path = self.out.join("metrics.jsonl");
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| Error::Io {
-                path: metrics_path.clone(),
-                io: e,
-            })?;
+        let mut metrics = match self.lead() {
+            true => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&metrics_path)
+                    .map_err(|e| Error::Io {
+                        path: metrics_path.clone(),
+                        io: e,
+                    })?,
+            ),
+            false => None,
+        };
         let stop_at = max_steps.map_or(total, |m| (self.state.step + m).min(total));
         let every = self.state.config.checkpoint_every.max(1);
         while self.state.step < stop_at {
@@ -94,15 +109,17 @@ impl Trainer {
                     images_per_s: ips,
                     sub_widths_active: self.sub_widths_active(),
                 };
-                writeln!(
-                    metrics,
-                    "{}",
-                    serde_json::to_string(&line).expect("plain data")
-                )
-                .map_err(|e| Error::Io {
-                    path: metrics_path.clone(),
-                    io: e,
-                })?;
+                if let Some(metrics) = &mut metrics {
+                    writeln!(
+                        metrics,
+                        "{}",
+                        serde_json::to_string(&line).expect("plain data")
+                    )
+                    .map_err(|e| Error::Io {
+                        path: metrics_path.clone(),
+                        io: e,
+                    })?;
+                }
                 progress.update(
                     self.state.step as u64,
                     &format!(

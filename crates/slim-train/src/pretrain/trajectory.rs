@@ -55,9 +55,15 @@ impl Trainer {
     }
 
     /// Writes a trajectory checkpoint of the model and head now, if one is due after
-    /// `epoch_done` (an epoch just ended) or this step.
+    /// `epoch_done` (an epoch just ended) or this step (rank 0 of a data-parallel run).
     pub(super) fn keep_trajectory(&self, epoch_done: bool) -> Result<(), Error> {
-        let Some(t) = &self.state.config.trajectory else {
+        let Some(t) = self
+            .state
+            .config
+            .trajectory
+            .as_ref()
+            .filter(|_| self.lead())
+        else {
             return Ok(());
         };
         let every = t.every.max(1);

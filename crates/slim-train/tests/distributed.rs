@@ -1,0 +1,303 @@
+//! Data-parallel pretraining with real processes: `slim-train launch` starting two ranks
+//! that meet over loopback (c10d's TCPStore and Gloo), against one process on their
+//! global batch, resumed, killed, and started with configurations that disagree.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn slim_train() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_slim-train"))
+}
+
+/// A small SimCLR run: 64 Fashion-MNIST images at 16 px, ResNet-20 at widths 1.0 and
+/// 0.5, `epochs` epochs (the sub-width joins halfway), global batch 16.
+fn pretrain_args(out: &Path, epochs: usize) -> Vec<String> {
+    let epochs = epochs.to_string();
+    let mut a: Vec<String> = [
+        "pretrain",
+        "--data",
+        common::FASHION,
+        "--limit",
+        "64",
+        "--widths",
+        "1.0,0.5",
+        "--image-size",
+        "16",
+        "--epochs",
+        &epochs,
+        "--warmup-epochs",
+        "0",
+        "--lr",
+        "0.05",
+        "--workers",
+        "1",
+        "--quiet",
+        "--checkpoint-every",
+        "100",
+        "--dist-timeout",
+        "60",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push("--out".into());
+    a.push(out.display().to_string());
+    a
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// `launch --nproc 2 -- pretrain ... extra`.
+fn two_ranks(out: &Path, extra: &[&str]) -> Output {
+    slim_train()
+        .args(["launch", "--nproc", "2", "--"])
+        .args(pretrain_args(out, 2))
+        .args(["--batch-size", "8"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn one_process(out: &Path, extra: &[&str]) -> Output {
+    slim_train()
+        .args(pretrain_args(out, 2))
+        .args(extra)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap()
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The largest difference between the trained tensors (weights, BatchNorm's affine, the
+/// head) of two checkpoints, relative to each tensor's largest value, and where. Left
+/// out: BatchNorm's running statistics (rank 0 keeps its own, a split BatchNorm the
+/// groups' mean), the reference outputs made with them, and the momentum buffers (the
+/// head's first bias, followed by BatchNorm, has a true gradient of 0: its buffer is
+/// rounding noise).
+fn weight_difference(a: &Path, b: &Path) -> (f64, String) {
+    let a = slim_core::checkpoint::load(&a.join("checkpoint.safetensors")).unwrap();
+    let b = slim_core::checkpoint::load(&b.join("checkpoint.safetensors")).unwrap();
+    let mut worst = (0.0f64, String::new());
+    for (name, x) in &a.tensors {
+        if name.contains("running_")
+            || name.starts_with("reference")
+            || name.starts_with("train.opt")
+        {
+            continue;
+        }
+        let y = &b.tensors[name];
+        let scale = y.data.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        for (p, q) in x.data.iter().zip(&y.data) {
+            let d = ((p - q).abs() / scale) as f64;
+            if d > worst.0 {
+                worst = (d, name.clone());
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn two_ranks_train_what_one_process_trains_on_their_global_batch() {
+    let _serial = common::serial();
+    if common::data(1).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (two, one, whole) = (
+        dir.path().join("two"),
+        dir.path().join("one"),
+        dir.path().join("whole"),
+    );
+    // Two steps: float rounding differs between the runs (the gradient is summed across
+    // ranks in another order), and on batches this small a few more steps amplify that
+    // as much as changing the thread count does.
+    ok(two_ranks(&two, &["--max-steps", "2"]));
+    // One process, the global batch, BatchNorm statistics per half as each rank has them
+    // (rank r takes every second image from r on; group r of the split does too).
+    ok(one_process(
+        &one,
+        &["--batch-size", "16", "--bn-splits", "2", "--max-steps", "2"],
+    ));
+    let (l2, l1) = (losses(&two), losses(&one));
+    assert_eq!(l2.len(), 2);
+    for (a, b) in l2.iter().zip(&l1) {
+        assert!((a - b).abs() < 1e-5, "losses {l2:?} vs {l1:?}");
+    }
+    let (difference, at) = weight_difference(&two, &one);
+    assert!(difference < 1e-4, "weights differ by {difference:e} ({at})");
+    // The comparison can tell: whole-batch BatchNorm is another computation.
+    ok(one_process(
+        &whole,
+        &["--batch-size", "16", "--max-steps", "2"],
+    ));
+    let (other, _) = weight_difference(&two, &whole);
+    assert!(
+        other > 100.0 * difference,
+        "whole-batch BatchNorm differs by only {other:e}"
+    );
+}
+
+#[test]
+fn a_stopped_two_rank_run_resumes_to_the_same_end_and_only_with_two_ranks() {
+    let _serial = common::serial();
+    if common::data(1).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, resumed) = (dir.path().join("straight"), dir.path().join("resumed"));
+    ok(two_ranks(&straight, &["--max-steps", "6"]));
+    ok(two_ranks(&resumed, &["--max-steps", "3"]));
+    // One process cannot continue it: its global batch and data order need two ranks.
+    let o = one_process(
+        &resumed,
+        &["--batch-size", "8", "--resume", "--max-steps", "3"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("written by a run of 2 ranks"),
+        "{stderr}"
+    );
+    ok(two_ranks(&resumed, &["--resume", "--max-steps", "3"]));
+    assert_eq!(losses(&straight), losses(&resumed));
+    assert_eq!(weight_difference(&straight, &resumed).0, 0.0);
+}
+
+/// Rank `rank` of 2 started by hand, as torchrun would, meeting at `port`.
+fn rank(rank: usize, port: u16, out: &Path, epochs: usize, extra: &[&str]) -> Child {
+    slim_train()
+        .args(pretrain_args(out, epochs))
+        .args(["--batch-size", "8"])
+        .args(extra)
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", "2")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn ranks_started_with_different_flags_are_refused_naming_the_difference() {
+    let _serial = common::serial();
+    if common::data(1).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let a = rank(0, port, &dir.path().join("o"), 2, &[]);
+    let b = rank(1, port, &dir.path().join("o"), 2, &["--temperature", "0.2"]);
+    for child in [a, b] {
+        let o = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("different configurations")
+                && stderr.contains("state.config.temperature: rank 0 has 0.5, rank 1 has 0.2"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_rank_that_dies_stops_the_other_with_an_error() {
+    let _serial = common::serial();
+    if common::data(1).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let port = free_port();
+    // Long enough to be killed while training.
+    let mut survivor = rank(0, port, &out, 500, &[]);
+    let mut victim = rank(1, port, &out, 500, &[]);
+    let metrics = out.join("metrics.jsonl");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&metrics).is_ok_and(|m| m.lines().count() >= 2) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no training step within 2 minutes"
+        );
+        assert!(
+            survivor.try_wait().unwrap().is_none(),
+            "rank 0 stopped before training"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let killed_at = Instant::now();
+    let o = survivor.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("data-parallel: rank 0 of 2:") && stderr.contains("failed"),
+        "{stderr}"
+    );
+    // Within the 60 s timeout (Gloo notices the closed connection sooner).
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(70),
+        "{:?}",
+        killed_at.elapsed()
+    );
+}
+
+#[test]
+fn what_is_not_data_parallel_yet_is_refused_by_name() {
+    let _serial = common::serial();
+    if common::data(1).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = two_ranks(
+        &dir.path().join("moco"),
+        &["--framework", "moco-v2", "--bn-splits", "1"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("MoCo v2 does not train data-parallel yet"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("failed (exit status: 1); the other ranks were stopped"),
+        "{stderr}"
+    );
+    let o = slim_train()
+        .args(["launch", "--nproc", "2", "--", "knn"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("launch runs `pretrain`"),
+        "{stderr}"
+    );
+}
