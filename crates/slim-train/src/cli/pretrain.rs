@@ -115,9 +115,9 @@ pub struct PretrainArgs {
     pub moco_queue: usize,
     /// BatchNorm's training statistics over this many groups of the batch (sample i in
     /// group i mod N), as N devices with per-device BatchNorm compute them; MoCo v2 also
-    /// shuffles its key batch across them (MoCo's shuffling BN). Default per framework:
-    /// MoCo v2 8 (its one-GPU demo), others 1 (off). The batch must split into groups of
-    /// two or more.
+    /// shuffles its key batch across them (MoCo's shuffling BN). Default: MoCo v2 in one
+    /// process 8 (its one-GPU demo), otherwise 1 (off). The batch must split into groups
+    /// of two or more.
     #[arg(long, alias = "moco-bn-splits", value_parser = positive)]
     pub bn_splits: Option<usize>,
     /// Key-encoder momentum (MoCo v3: the first step's, rising to 1 along a cosine).
@@ -168,10 +168,11 @@ pub struct PretrainArgs {
 /// The model config for `ds`: channels and size from its first decodable image, classes
 /// from its folder names, mean/std measured on up to 2000 of its images.
 impl PretrainArgs {
-    /// `--bn-splits`, or the framework's default (MoCo v2 8, others 1).
-    pub fn bn_splits(&self) -> usize {
+    /// `--bn-splits`, or the framework's default on `ranks` ranks: 8 for MoCo v2 on one
+    /// (its one-GPU demo), else 1 (several ranks shuffle MoCo v2's keys across them).
+    pub fn bn_splits(&self, ranks: usize) -> usize {
         self.bn_splits.unwrap_or(match self.framework {
-            Framework::MocoV2 => 8,
+            Framework::MocoV2 if ranks == 1 => 8,
             _ => 1,
         })
     }
@@ -261,19 +262,19 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
             );
         }
     }
-    let splits = args.bn_splits();
-    if splits > 1 && (!args.batch_size.is_multiple_of(splits) || args.batch_size / splits < 2) {
-        bail!(
-            "--batch-size {} does not split into {splits} BatchNorm groups of two or more images (--bn-splits): choose a batch size divisible by it, or fewer splits",
-            args.batch_size
-        );
-    }
     let rendezvous = Rendezvous::from_vars(
         |name| std::env::var(name).ok(),
         Duration::from_secs(args.dist_timeout as u64),
     )?;
     let ranks = rendezvous.as_ref().map_or(1, |r| r.world);
     let lead = rendezvous.as_ref().is_none_or(|r| r.rank == 0);
+    let splits = args.bn_splits(ranks);
+    if splits > 1 && (!args.batch_size.is_multiple_of(splits) || args.batch_size / splits < 2) {
+        bail!(
+            "--batch-size {} does not split into {splits} BatchNorm groups of two or more images (--bn-splits): choose a batch size divisible by it, or fewer splits",
+            args.batch_size
+        );
+    }
     let device = match (args.device.device()?, &rendezvous) {
         // One GPU per process, as torchrun places them.
         (Device::Cuda(_), Some(r)) => Device::Cuda(r.local_rank),
@@ -325,7 +326,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         head_layout: crate::pretrain::config::HEAD_LAYOUT,
         predictor_hidden: args.predictor_hidden.unwrap_or(16 * args.head_dim),
         moco_queue: args.moco_queue,
-        bn_splits: args.bn_splits(),
+        bn_splits: splits,
         ranks,
         moco_momentum: args.moco_momentum,
         crop_scale: (args.crop_min_scale() as f32, 1.0),

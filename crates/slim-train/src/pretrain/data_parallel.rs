@@ -2,9 +2,11 @@
 //! whole model and trains on its part of each global batch ([`Loader::shard`]); the
 //! ranks start from rank 0's weights, check they run the same configuration, and sum
 //! their gradients before each (identical) update. SimCLR gathers every rank's
-//! projections so that each rank computes the loss of the global batch, with gradient
-//! through its own part (SlimCLR's `all_gather`); the sum of the ranks' gradients is then
-//! the gradient of one device with the global batch. BatchNorm statistics are per rank.
+//! projections (MoCo its queries and keys) so that each rank computes the loss of the
+//! global batch, with gradient through its own part (SlimCLR's `all_gather`); the sum of
+//! the ranks' gradients is then the gradient of one device with the global batch.
+//! BatchNorm statistics are per rank; MoCo v2's key encoder sees a slice of the global
+//! batch shuffled across the ranks, and every rank queues the global batch's keys.
 //!
 //! [`Loader::shard`]: slim_data::loader::Loader::shard
 
@@ -13,7 +15,7 @@ use std::cell::RefCell;
 use slim_dist::Group;
 use tch::{Device, Kind, Tensor, nn};
 
-use super::{Framework, PretrainConfig};
+use super::PretrainConfig;
 use crate::Error;
 
 /// Where a trainer runs: its device, its loader's decoding threads, and the group of
@@ -56,12 +58,6 @@ pub(super) fn check(config: &PretrainConfig, ranks: usize, resumed: bool) -> Res
                 config.ranks
             ),
         }));
-    }
-    if ranks > 1 && config.framework != Framework::Simclr {
-        return Err(Error::DataParallel(format!(
-            "{} does not train data-parallel yet (its keys would have to be shuffled and gathered across ranks); SimCLR does, or run one process",
-            config.framework.name()
-        )));
     }
     if ranks > 1 && config.twa.is_some() {
         return Err(Error::DataParallel(
@@ -171,6 +167,12 @@ impl DataParallel {
         }
         *self.rows.borrow_mut() = all.into_iter().map(|(_, r)| r).collect();
         Ok(())
+    }
+
+    /// This rank's part of the current step's global rows: (first row, rows).
+    pub(super) fn own_rows(&self) -> (i64, i64) {
+        let rows = self.rows.borrow();
+        (rows[..self.rank()].iter().sum(), rows[self.rank()])
     }
 
     /// Every rank's rows of `local` (`[n, D]`, this rank's part of the batch), in rank

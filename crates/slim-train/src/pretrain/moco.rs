@@ -5,6 +5,7 @@ use slim_core::Width;
 use slim_core::checkpoint::{Checkpoint, names};
 use tch::{Device, Kind, Tensor, nn};
 
+use super::data_parallel::DataParallel;
 use super::{Framework, PretrainConfig, head_of, tune};
 use crate::head::SlimHead;
 use crate::{SlimNet, loss};
@@ -105,9 +106,17 @@ impl Moco {
 
     /// The keys of the two views: view 2's for MoCo v2 (queued after the step), both for
     /// MoCo v3. MoCo v2's key batch goes through the key encoder shuffled by `shuffle`
-    /// (then put back in order), so that its split BatchNorm groups other images than the
-    /// query's: MoCo's shuffling BN on one device.
-    pub(super) fn keys(&self, x1: &Tensor, x2: &Tensor, shuffle: u64) -> Keys {
+    /// (then put back in order), so that its BatchNorm groups other images than the
+    /// query's: MoCo's shuffling BN, over the split groups of one device or, with `dp`,
+    /// over the ranks (each encodes a slice of the shuffled global batch, as MoCo's
+    /// `_batch_shuffle_ddp`). With `dp` the keys are every rank's (the global batch).
+    pub(super) fn keys(
+        &self,
+        x1: &Tensor,
+        x2: &Tensor,
+        shuffle: u64,
+        dp: Option<&DataParallel>,
+    ) -> Result<Keys, crate::Error> {
         let key = |x: &Tensor| {
             tch::no_grad(|| {
                 loss::l2_normalize(&self.head.forward(
@@ -117,8 +126,13 @@ impl Moco {
                 ))
             })
         };
-        match self.queue {
+        let global = |t: Tensor| match dp {
+            Some(dp) => dp.global_rows(&t),
+            None => Ok(t),
+        };
+        Ok(match self.queue {
             Some(_) => {
+                let x2 = global(x2.shallow_clone())?;
                 let n = x2.size()[0] as usize;
                 let order: Vec<i64> = slim_core::rng::SplitMix64(shuffle)
                     .permutation(n)
@@ -126,11 +140,13 @@ impl Moco {
                     .map(|i| i as i64)
                     .collect();
                 let order = Tensor::from_slice(&order).to_device(x2.device());
-                let shuffled = key(&x2.index_select(0, &order));
+                let (start, rows) = dp.map_or((0, n as i64), DataParallel::own_rows);
+                let mine = order.narrow(0, start, rows);
+                let shuffled = global(key(&x2.index_select(0, &mine)))?;
                 Keys::Queued(shuffled.index_select(0, &order.argsort(0, false)))
             }
-            None => Keys::Batch([key(x1), key(x2)]),
-        }
+            None => Keys::Batch([global(key(x1))?, global(key(x2))?]),
+        })
     }
 
     /// After a step: the key encoder moves toward the query network by `1 - momentum`,

@@ -84,8 +84,18 @@ impl Trainer {
         }
     }
 
+    /// Every rank's rows of `local` in a data-parallel run (see
+    /// [`DataParallel::global_rows`](super::data_parallel::DataParallel)), `local` itself
+    /// in one process.
+    fn global(&self, local: Tensor) -> Result<Tensor, Error> {
+        match &self.dp {
+            Some(dp) => dp.global_rows(&local),
+            None => Ok(local),
+        }
+    }
+
     /// Similarity logits (positive in column 0) of width `w` for the two views; SimCLR's
-    /// over the global batch of a data-parallel run.
+    /// and MoCo v3's over the global batch of a data-parallel run.
     fn logits(
         &self,
         x1: &Tensor,
@@ -98,12 +108,12 @@ impl Trainer {
         Ok(
             match (keys, self.moco.as_ref().and_then(|m| m.queue.as_ref())) {
                 (Some(Keys::Queued(k)), Some(queue)) => {
-                    loss::moco_logits(&project(x1), k, queue, t)
+                    loss::moco_logits(&self.global(project(x1))?, k, queue, t)
                 }
                 (Some(Keys::Batch([k1, k2])), _) => {
                     let p = self.predictor.as_ref().expect("MoCo v3 has a predictor");
-                    let q1 = p.forward(&project(x1), w, true);
-                    let q2 = p.forward(&project(x2), w, true);
+                    let q1 = self.global(p.forward(&project(x1), w, true))?;
+                    let q2 = self.global(p.forward(&project(x2), w, true))?;
                     Tensor::cat(
                         &[
                             loss::in_batch_logits(&q1, k2, t),
@@ -113,13 +123,8 @@ impl Trainer {
                     )
                 }
                 _ => {
-                    let (z1, z2) = (project(x1), project(x2));
-                    match &self.dp {
-                        Some(dp) => {
-                            loss::nt_xent_logits(&dp.global_rows(&z1)?, &dp.global_rows(&z2)?, t).0
-                        }
-                        None => loss::nt_xent_logits(&z1, &z2, t).0,
-                    }
+                    let (z1, z2) = (self.global(project(x1))?, self.global(project(x2))?);
+                    loss::nt_xent_logits(&z1, &z2, t).0
                 }
             },
         )
@@ -140,7 +145,10 @@ impl Trainer {
         let c = self.state.config.clone();
         // A shuffle of the keys that a resumed run draws again: from the seed and step.
         let shuffle = self.state.config.seed ^ (self.state.step as u64).rotate_left(32);
-        let keys = self.moco.as_ref().map(|m| m.keys(x1, x2, shuffle));
+        let keys = match &self.moco {
+            Some(m) => Some(m.keys(x1, x2, shuffle, self.dp.as_ref())?),
+            None => None,
+        };
         if let Some(w) = c.alone {
             let l = self.contrastive(&self.logits(x1, x2, keys.as_ref(), w)?);
             let value = l.double_value(&[]);
