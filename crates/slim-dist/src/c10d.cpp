@@ -3,6 +3,7 @@
 // (`at::Tensor*`). Every call catches what c10d throws and hands its message back as a
 // malloc'd string (freed by slim_dist_free_error); nothing here aborts the process.
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -40,6 +41,30 @@ char* guarded(F&& f) {
     return copy("unknown C++ exception");
   }
 }
+
+void all_reduce_sum(Group* g, at::Tensor& t) {
+  std::vector<at::Tensor> ts{t};
+  g->gloo->allreduce(ts)->wait();
+}
+
+// The sum over the ranks, differentiable: each rank's gradient is the sum of every rank's
+// gradient of the result (what SyncBatchNorm's backward does with its statistics).
+struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            int64_t group) {
+    ctx->saved_data["group"] = group;
+    at::Tensor out = x.detach().contiguous().clone();
+    all_reduce_sum(reinterpret_cast<Group*>(group), out);
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto g = reinterpret_cast<Group*>(ctx->saved_data["group"].toInt());
+    at::Tensor out = grads[0].contiguous().clone();
+    all_reduce_sum(g, out);
+    return {out, at::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -80,9 +105,15 @@ void slim_dist_drop(void* g) { delete static_cast<Group*>(g); }
 
 // Sums `t` (contiguous) over the ranks, in place.
 char* slim_dist_all_reduce_sum(void* g, at::Tensor* t) {
+  return guarded([&] { all_reduce_sum(static_cast<Group*>(g), *t); });
+}
+
+// The sum of `t` over the ranks as a new tensor in `out`, through which the gradient
+// flows: each rank's gradient of `t` is the sum of every rank's gradient of the result.
+// Every rank must run the backward pass too (it all-reduces).
+char* slim_dist_all_reduce_sum_grad(void* g, at::Tensor* t, at::Tensor** out) {
   return guarded([&] {
-    std::vector<at::Tensor> ts{*t};
-    static_cast<Group*>(g)->gloo->allreduce(ts)->wait();
+    *out = new at::Tensor(AllReduceSum::apply(*t, reinterpret_cast<int64_t>(g)));
   });
 }
 

@@ -48,6 +48,11 @@ unsafe extern "C" {
     ) -> *mut c_char;
     fn slim_dist_drop(g: *mut c_void);
     fn slim_dist_all_reduce_sum(g: *mut c_void, t: *mut c_void) -> *mut c_char;
+    fn slim_dist_all_reduce_sum_grad(
+        g: *mut c_void,
+        t: *mut c_void,
+        out: *mut *mut torch_sys::C_tensor,
+    ) -> *mut c_char;
     fn slim_dist_all_gather(
         g: *mut c_void,
         t: *mut c_void,
@@ -80,9 +85,10 @@ pub struct Group {
     world: usize,
 }
 
-// SAFETY: the c10d objects behind `raw` are thread-safe for one caller at a time, which
-// `&mut`/ownership of the `Group` gives.
+// SAFETY: a c10d process group may be used from any thread, and by several at once (its
+// collectives are queued in call order); `raw` is only freed on drop.
 unsafe impl Send for Group {}
+unsafe impl Sync for Group {}
 
 impl Drop for Group {
     fn drop(&mut self) {
@@ -158,6 +164,19 @@ impl Group {
         // SAFETY: `raw` is live; `t` is a live tensor handle.
         checked(unsafe { slim_dist_all_reduce_sum(self.raw, handle(t)) })
             .map_err(self.fail("all-reduce"))
+    }
+
+    /// The sum of `t` over the ranks, as a new tensor the gradient flows through: in the
+    /// backward pass each rank's gradient of `t` becomes the sum of every rank's gradient
+    /// of the result (synchronised BatchNorm's statistics). Every rank must then run its
+    /// backward pass, which all-reduces too.
+    pub fn all_reduce_sum_differentiable(&self, t: &Tensor) -> Result<Tensor, Error> {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: `raw` is live; `out` receives a new tensor we own, on success.
+        checked(unsafe { slim_dist_all_reduce_sum_grad(self.raw, handle(t), &mut out) })
+            .map_err(self.fail("differentiable all-reduce"))?;
+        // SAFETY: a new tensor handle the C side allocated for us.
+        Ok(unsafe { Tensor::from_ptr(out) })
     }
 
     /// Sums every tensor of `tensors` (float32, each contiguous or not) over the ranks, in

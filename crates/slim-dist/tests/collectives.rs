@@ -123,3 +123,24 @@ fn nobody_at_the_address_is_an_error_after_the_timeout() {
         "{e}"
     );
 }
+
+#[test]
+fn the_differentiable_sum_sends_every_rank_the_sum_of_the_gradients() {
+    let out = ranks(2, Duration::from_secs(60), |g| {
+        let r = g.rank() as f64;
+        let x = Tensor::from_slice(&[1.0 + r, 2.0]).set_requires_grad(true);
+        let sum = g.all_reduce_sum_differentiable(&x).unwrap();
+        // Rank r's loss: (r + 1) * sum[0] + sum[1]^2.
+        let loss = sum.get(0) * (r + 1.0) + sum.get(1) * sum.get(1);
+        loss.backward();
+        (
+            Vec::<f64>::try_from(&sum).unwrap(),
+            Vec::<f64>::try_from(x.grad()).unwrap(),
+        )
+    });
+    for (sum, grad) in out {
+        assert_eq!(sum, vec![3.0, 4.0]);
+        // d/dx of the two ranks' losses added: (1 + 2, 2 * 4 + 2 * 4).
+        assert_eq!(grad, vec![3.0, 16.0]);
+    }
+}

@@ -183,6 +183,7 @@ fn trainer(
         moco_queue: 4096,
         bn_splits: 1,
         ranks: 1,
+        sync_bn: false,
         moco_momentum: 0.99,
         crop_scale: (0.08, 1.0),
         seed: c.seed,

@@ -21,7 +21,9 @@ use slim_core::Width;
 use slim_core::width::scaled;
 use tch::Tensor;
 
-use crate::model::{split_batch_norm, splits_into_groups};
+use std::sync::Arc;
+
+use crate::model::{SyncBatchNorm, split_batch_norm, splits_into_groups};
 use tch::nn::{self, Init};
 
 /// Which of the reference's heads (see the module table).
@@ -75,11 +77,15 @@ impl Norm {
         }
     }
 
-    fn apply(&self, x: &Tensor, train: bool, eps: f64, splits: usize) -> Tensor {
+    fn apply(&self, x: &Tensor, train: bool, eps: f64, stats: &BatchStats) -> Tensor {
         let (g, b) = match &self.affine {
             Some((g, b)) => (Some(g), Some(b)),
             None => (None, None),
         };
+        if let (true, Some(sync)) = (train, &stats.sync) {
+            return sync.normalize(x, (g, b), (&self.mean, &self.var), (0.1, eps));
+        }
+        let splits = stats.splits;
         if train && splits_into_groups(x, splits) {
             let running = (&self.mean, &self.var);
             return split_batch_norm(x, (g, b), running, (0.1, eps), splits);
@@ -113,9 +119,15 @@ pub struct SlimHead {
     slim_input: bool,
     hidden: usize,
     eps: f64,
-    /// Groups of the batch its BatchNorms' training statistics are computed over (see
-    /// [`crate::SlimNet::set_bn_splits`]).
-    bn_splits: usize,
+    /// Where its BatchNorms' training statistics come from.
+    stats: BatchStats,
+}
+
+/// Where a head's BatchNorms take their training statistics: `splits` groups of the batch
+/// (see [`crate::SlimNet::set_bn_splits`]), or every rank's batch.
+struct BatchStats {
+    splits: usize,
+    sync: Option<Arc<SyncBatchNorm>>,
 }
 
 impl SlimHead {
@@ -169,13 +181,21 @@ impl SlimHead {
             slim_input,
             hidden,
             eps,
-            bn_splits: 1,
+            stats: BatchStats {
+                splits: 1,
+                sync: None,
+            },
         }
     }
 
     /// As [`crate::SlimNet::set_bn_splits`], for the head's BatchNorms.
     pub fn set_bn_splits(&mut self, splits: usize) {
-        self.bn_splits = splits.max(1);
+        self.stats.splits = splits.max(1);
+    }
+
+    /// As [`crate::SlimNet::set_bn_sync`], for the head's BatchNorms.
+    pub fn set_bn_sync(&mut self, sync: Option<Arc<SyncBatchNorm>>) {
+        self.stats.sync = sync;
     }
 
     /// Projects `[N, features_at(w)]` embeddings of width `w` (`[N, dim]` for a
@@ -196,14 +216,14 @@ impl SlimHead {
             x += b.narrow(0, 0, h);
         }
         if let Some(bn) = self.bn.get(i) {
-            x = bn.apply(&x, train, self.eps, self.bn_splits);
+            x = bn.apply(&x, train, self.eps, &self.stats);
         }
         let mut y = x.relu().matmul(&self.fc2.narrow(1, 0, h).transpose(0, 1));
         if let Some(b) = &self.bias2 {
             y += b;
         }
         match self.out_bn.get(i) {
-            Some(bn) => bn.apply(&y, train, self.eps, self.bn_splits),
+            Some(bn) => bn.apply(&y, train, self.eps, &self.stats),
             None => y,
         }
     }

@@ -158,6 +158,11 @@ pub struct PretrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Data-parallel runs: BatchNorm's training statistics over every rank's batch
+    /// (PyTorch's SyncBatchNorm; SlimCLR's --sync_bn), instead of each rank's own. No
+    /// effect in one process.
+    #[arg(long)]
+    pub sync_bn: bool,
     /// Data-parallel runs (launched by `slim-train launch` or torchrun, which set RANK,
     /// WORLD_SIZE, MASTER_ADDR, MASTER_PORT): seconds a rank waits for the others, to
     /// join and in each collective, before it stops with an error.
@@ -328,6 +333,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         moco_queue: args.moco_queue,
         bn_splits: splits,
         ranks,
+        sync_bn: args.sync_bn,
         moco_momentum: args.moco_momentum,
         crop_scale: (args.crop_min_scale() as f32, 1.0),
         seed: args.seed,

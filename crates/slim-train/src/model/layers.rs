@@ -10,6 +10,8 @@ use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
 
+use super::SyncBatchNorm;
+
 /// torchvision's conv initialisation: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
 pub(super) const CONV_INIT: Init = Init::Kaiming {
     dist: NormalOrUniform::Normal,
@@ -106,6 +108,12 @@ impl SlimConv {
         };
         let bn = &self.bn[at.index];
         let y = match p.bn {
+            BnMode::Batch { momentum, .. } if p.sync.is_some() => {
+                let sync = p.sync.expect("checked");
+                let affine = (Some(&bn.weight), Some(&bn.bias));
+                let running = (&bn.running_mean, &bn.running_var);
+                sync.normalize(&y, affine, running, (momentum, p.eps))
+            }
             BnMode::Batch { momentum, splits } if splits_into_groups(&y, splits) => {
                 let affine = (Some(&bn.weight), Some(&bn.bias));
                 let running = (&bn.running_mean, &bn.running_var);
@@ -303,6 +311,8 @@ pub(super) struct Pass<'a> {
     pub(super) compute: Kind,
     /// With [`BnMode::Measure`]: the moments of each BatchNorm's input, by conv name.
     pub(super) moments: Option<&'a RefCell<BTreeMap<String, Moments>>>,
+    /// With [`BnMode::Batch`]: statistics over every rank's batch instead.
+    pub(super) sync: Option<&'a SyncBatchNorm>,
 }
 
 /// Per-channel moments of the values a BatchNorm has seen, in float64: their count, mean

@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use slim_core::Width;
 use slim_core::{Layer, ModelConfig, Network};
@@ -19,10 +20,12 @@ use tch::{Device, Kind, Tensor};
 use crate::Error;
 
 mod layers;
+mod sync_bn;
 
 pub use layers::channels_last;
 use layers::{At, BnMode, Moments, Pass, Probe, SlimConv, SlimLayer};
 pub(crate) use layers::{split_batch_norm, splits_into_groups};
+pub use sync_bn::SyncBatchNorm;
 
 /// PyTorch's BatchNorm momentum (weight of the new batch statistic).
 pub const BN_MOMENTUM: f64 = 0.1;
@@ -57,6 +60,8 @@ pub struct SlimNet {
     compute: Kind,
     /// Groups a training batch's BatchNorm statistics are computed over (1: the batch).
     bn_splits: usize,
+    /// Statistics over every rank's batch instead (data-parallel training).
+    bn_sync: Option<Arc<SyncBatchNorm>>,
 }
 
 impl SlimNet {
@@ -116,6 +121,7 @@ impl SlimNet {
             probes,
             compute: Kind::Float,
             bn_splits: 1,
+            bn_sync: None,
         })
     }
 
@@ -133,6 +139,12 @@ impl SlimNet {
     /// batch that does not divide into groups of two or more uses its whole statistics.
     pub fn set_bn_splits(&mut self, splits: usize) {
         self.bn_splits = splits.max(1);
+    }
+
+    /// Computes BatchNorm's training statistics over every rank's batch (`Some`), or
+    /// this process's (`None`, the default).
+    pub fn set_bn_sync(&mut self, sync: Option<Arc<SyncBatchNorm>>) {
+        self.bn_sync = sync;
     }
 
     /// Stores every conv weight in channels-last (NHWC) memory order, in place: the
@@ -216,6 +228,7 @@ impl SlimNet {
             eps: self.config.bn_eps,
             compute: self.compute,
             moments,
+            sync: self.bn_sync.as_deref(),
         };
         let mut h = x.shallow_clone();
         for layer in &self.layers {

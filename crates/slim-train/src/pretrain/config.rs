@@ -134,6 +134,10 @@ pub struct PretrainConfig {
     /// global batch (1: one process).
     #[serde(default = "one")]
     pub ranks: usize,
+    /// Data-parallel: BatchNorm's training statistics over every rank's batch (PyTorch's
+    /// SyncBatchNorm) instead of each rank's own.
+    #[serde(default)]
+    pub sync_bn: bool,
     /// The key encoder's momentum (MoCo v3: its start, raised to 1 along a cosine).
     pub moco_momentum: f64,
     /// Random-resized-crop scale range.

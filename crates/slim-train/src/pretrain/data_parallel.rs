@@ -11,12 +11,14 @@
 //! [`Loader::shard`]: slim_data::loader::Loader::shard
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use slim_dist::Group;
 use tch::{Device, Kind, Tensor, nn};
 
 use super::PretrainConfig;
 use crate::Error;
+use crate::model::SyncBatchNorm;
 
 /// Where a trainer runs: its device, its loader's decoding threads, and the group of
 /// data-parallel ranks it belongs to (none: one process).
@@ -38,7 +40,9 @@ impl Placement {
 }
 
 pub(super) struct DataParallel {
-    group: Group,
+    group: Arc<Group>,
+    /// Synchronised BatchNorm, when the config asks for it.
+    sync: std::cell::OnceCell<Arc<SyncBatchNorm>>,
     /// Each rank's rows in the current step's batch (ranks may skip corrupt images).
     rows: RefCell<Vec<i64>>,
 }
@@ -59,6 +63,12 @@ pub(super) fn check(config: &PretrainConfig, ranks: usize, resumed: bool) -> Res
             ),
         }));
     }
+    if ranks > 1 && config.sync_bn && config.bn_splits > 1 {
+        return Err(Error::DataParallel(format!(
+            "synchronised BatchNorm takes the statistics of every rank's whole batch; a split in {} groups contradicts it: choose one",
+            config.bn_splits
+        )));
+    }
     if ranks > 1 && config.twa.is_some() {
         return Err(Error::DataParallel(
             "TWA does not train data-parallel yet; run it in one process".into(),
@@ -74,8 +84,30 @@ fn collective(e: slim_dist::Error) -> Error {
 impl DataParallel {
     pub(super) fn new(group: Group) -> DataParallel {
         DataParallel {
-            group,
+            group: Arc::new(group),
+            sync: std::cell::OnceCell::new(),
             rows: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The synchronised BatchNorm every network of the run shares, if `config` asks for
+    /// it.
+    pub(super) fn sync_batch_norm(&self, config: &PretrainConfig) -> Option<Arc<SyncBatchNorm>> {
+        config.sync_bn.then(|| {
+            let group = &self.group;
+            Arc::clone(
+                self.sync
+                    .get_or_init(|| Arc::new(SyncBatchNorm::new(Arc::clone(group)))),
+            )
+        })
+    }
+
+    /// Fails with the first collective error a synchronised BatchNorm met since the last
+    /// check (a forward pass cannot return one).
+    pub(super) fn check_sync(&self) -> Result<(), Error> {
+        match self.sync.get().and_then(|s| s.take_error()) {
+            Some(e) => Err(Error::DataParallel(e)),
+            None => Ok(()),
         }
     }
 

@@ -7,7 +7,10 @@ use tch::{Device, Kind, Tensor, nn};
 
 use super::data_parallel::DataParallel;
 use super::{Framework, PretrainConfig, head_of, tune};
+use std::sync::Arc;
+
 use crate::head::SlimHead;
+use crate::model::SyncBatchNorm;
 use crate::{SlimNet, loss};
 
 /// The full-width momentum key encoder, and its queue for MoCo v2.
@@ -37,11 +40,12 @@ impl Moco {
         model: &slim_core::ModelConfig,
         config: &PretrainConfig,
         device: Device,
+        sync: Option<&Arc<SyncBatchNorm>>,
     ) -> Result<Moco, crate::Error> {
         let kvs = nn::VarStore::new(device);
         let mut net = SlimNet::new(&kvs.root(), model)?;
-        tune(&mut net, config);
-        let head = head_of(&net, &(kvs.root() / "train" / "head"), config);
+        tune(&mut net, config, sync);
+        let head = head_of(&net, &(kvs.root() / "train" / "head"), config, sync);
         let (q, k) = (query.variables(), kvs.variables());
         let mut pairs: Vec<(String, Tensor, Tensor)> = k
             .into_iter()

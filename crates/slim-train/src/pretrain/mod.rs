@@ -45,6 +45,7 @@ pub use data_parallel::Placement;
 use moco::Moco;
 
 use crate::head::{HeadLayout, SlimHead};
+use crate::model::SyncBatchNorm;
 use crate::optim::{Optimizer, Schedule, Update};
 use crate::twa::{BasisReport, Subspace};
 use crate::{Error, SlimNet};
@@ -73,9 +74,11 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join("checkpoint.safetensors")
 }
 
-/// Mixed precision and memory order as `config` asks.
-fn tune(net: &mut SlimNet, config: &PretrainConfig) {
+/// Mixed precision, memory order and BatchNorm's statistics (split groups, or `sync`:
+/// every rank's batch) as `config` asks.
+fn tune(net: &mut SlimNet, config: &PretrainConfig, sync: Option<&Arc<SyncBatchNorm>>) {
     net.set_bn_splits(config.bn_splits);
+    net.set_bn_sync(sync.cloned());
     if config.bf16 {
         net.set_compute_kind(Kind::BFloat16);
     }
@@ -118,7 +121,12 @@ fn loader(
     .shard(rank, ranks)
 }
 
-fn head_of(net: &SlimNet, vs: &nn::Path, c: &PretrainConfig) -> SlimHead {
+fn head_of(
+    net: &SlimNet,
+    vs: &nn::Path,
+    c: &PretrainConfig,
+    sync: Option<&Arc<SyncBatchNorm>>,
+) -> SlimHead {
     let layout = match c.framework {
         Framework::Simclr => HeadLayout::Simclr,
         Framework::MocoV2 => HeadLayout::MocoV2,
@@ -127,6 +135,7 @@ fn head_of(net: &SlimNet, vs: &nn::Path, c: &PretrainConfig) -> SlimHead {
     let sizes = (net.network().features, c.head_hidden.max(1), c.head_out);
     let mut head = SlimHead::new(vs, layout, sizes, net.widths(), net.config().bn_eps);
     head.set_bn_splits(c.bn_splits);
+    head.set_bn_sync(sync.cloned());
     head
 }
 
@@ -178,8 +187,14 @@ impl Trainer {
         tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
         let mut net = SlimNet::new(&vs.root(), model)?;
-        tune(&mut net, &config);
-        let head = head_of(&net, &(vs.root() / "train" / "head"), &config);
+        let sync = dp.as_ref().and_then(|d| d.sync_batch_norm(&config));
+        tune(&mut net, &config, sync.as_ref());
+        let head = head_of(
+            &net,
+            &(vs.root() / "train" / "head"),
+            &config,
+            sync.as_ref(),
+        );
         let predictor = (config.framework == Framework::MocoV3).then(|| {
             let mut predictor = SlimHead::new(
                 &(vs.root() / "train" / "predictor"),
@@ -193,6 +208,7 @@ impl Trainer {
                 net.config().bn_eps,
             );
             predictor.set_bn_splits(config.bn_splits);
+            predictor.set_bn_sync(sync.clone());
             predictor
         });
         let params = crate::optim::trainable_named(&vs);
@@ -210,7 +226,7 @@ impl Trainer {
             ),
         };
         let mut moco = match config.framework.has_key_encoder() {
-            true => Some(Moco::new(&vs, model, &config, device)?),
+            true => Some(Moco::new(&vs, model, &config, device, sync.as_ref())?),
             false => None,
         };
         // TWA of a MoCo run: the objective's keys come from the run's own key encoder and

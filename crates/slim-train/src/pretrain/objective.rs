@@ -152,6 +152,9 @@ impl Trainer {
         if let Some(w) = c.alone {
             let l = self.contrastive(&self.logits(x1, x2, keys.as_ref(), w)?);
             let value = l.double_value(&[]);
+            if let Some(dp) = &self.dp {
+                dp.check_sync()?;
+            }
             return Ok((l, keys, vec![value], vec![0.0]));
         }
         let widths = self.net.widths().to_vec();
@@ -185,6 +188,9 @@ impl Trainer {
             } else {
                 distillation.push(0.0);
             }
+        }
+        if let Some(dp) = &self.dp {
+            dp.check_sync()?;
         }
         Ok((total, keys, contrastive, distillation))
     }
@@ -234,8 +240,10 @@ impl Trainer {
             });
         }
         self.update.zero_grad();
-        total.backward();
+        // Fallible: a synchronised BatchNorm all-reduces in the backward pass too.
+        total.f_backward()?;
         if let Some(dp) = &self.dp {
+            dp.check_sync()?;
             dp.sum_gradients(self.update.params_mut())?;
         }
         self.update.step(self.schedule.lr(self.state.step));

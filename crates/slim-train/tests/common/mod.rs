@@ -69,6 +69,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         moco_queue: 32,
         bn_splits: if framework == Framework::MocoV2 { 2 } else { 1 },
         ranks: 1,
+        sync_bn: false,
         moco_momentum: 0.9,
         crop_scale: (0.2, 1.0),
         seed: 5,
