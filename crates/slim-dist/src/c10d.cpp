@@ -7,6 +7,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -19,7 +20,17 @@ namespace {
 struct Group {
   c10::intrusive_ptr<c10d::TCPStore> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  // Nanoseconds spent waiting for collectives since the last slim_dist_take_busy_ns.
+  std::atomic<int64_t> busy_ns{0};
 };
+
+// Waits for `work`, adding the time since `start` to the group's busy time.
+void finish(Group* g, const c10::intrusive_ptr<c10d::Work>& work,
+            std::chrono::steady_clock::time_point start) {
+  work->wait();
+  auto spent = std::chrono::steady_clock::now() - start;
+  g->busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count();
+}
 
 char* copy(const std::string& s) {
   char* out = static_cast<char*>(std::malloc(s.size() + 1));
@@ -43,8 +54,9 @@ char* guarded(F&& f) {
 }
 
 void all_reduce_sum(Group* g, at::Tensor& t) {
+  auto start = std::chrono::steady_clock::now();
   std::vector<at::Tensor> ts{t};
-  g->gloo->allreduce(ts)->wait();
+  finish(g, g->gloo->allreduce(ts), start);
 }
 
 // The sum over the ranks, differentiable: each rank's gradient is the sum of every rank's
@@ -121,10 +133,12 @@ char* slim_dist_all_reduce_sum_grad(void* g, at::Tensor* t, at::Tensor** out) {
 // tensors (the caller owns them).
 char* slim_dist_all_gather(void* g, at::Tensor* t, int world, at::Tensor** out) {
   return guarded([&] {
+    auto start = std::chrono::steady_clock::now();
+    auto group = static_cast<Group*>(g);
     std::vector<at::Tensor> in{t->contiguous()};
     std::vector<std::vector<at::Tensor>> gathered(1);
     for (int r = 0; r < world; ++r) gathered[0].push_back(at::empty_like(in[0]));
-    static_cast<Group*>(g)->gloo->allgather(gathered, in)->wait();
+    finish(group, group->gloo->allgather(gathered, in), start);
     for (int r = 0; r < world; ++r) out[r] = new at::Tensor(gathered[0][r]);
   });
 }
@@ -132,12 +146,16 @@ char* slim_dist_all_gather(void* g, at::Tensor* t, int world, at::Tensor** out) 
 // Rank `root`'s `t` into every rank's `t` (contiguous), in place.
 char* slim_dist_broadcast(void* g, at::Tensor* t, int root) {
   return guarded([&] {
+    auto start = std::chrono::steady_clock::now();
+    auto group = static_cast<Group*>(g);
     std::vector<at::Tensor> ts{*t};
     c10d::BroadcastOptions o;
     o.rootRank = root;
-    static_cast<Group*>(g)->gloo->broadcast(ts, o)->wait();
+    finish(group, group->gloo->broadcast(ts, o), start);
   });
 }
+
+int64_t slim_dist_take_busy_ns(void* g) { return static_cast<Group*>(g)->busy_ns.exchange(0); }
 
 char* slim_dist_barrier(void* g) {
   return guarded([&] { static_cast<Group*>(g)->gloo->barrier()->wait(); });

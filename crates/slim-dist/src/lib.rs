@@ -61,6 +61,7 @@ unsafe extern "C" {
     ) -> *mut c_char;
     fn slim_dist_broadcast(g: *mut c_void, t: *mut c_void, root: c_int) -> *mut c_char;
     fn slim_dist_barrier(g: *mut c_void) -> *mut c_char;
+    fn slim_dist_take_busy_ns(g: *mut c_void) -> i64;
 }
 
 /// Takes the C side's error string, if any.
@@ -236,6 +237,14 @@ impl Group {
         // SAFETY: as in all_reduce_sum.
         checked(unsafe { slim_dist_broadcast(self.raw, handle(t), root as c_int) })
             .map_err(self.fail("broadcast"))
+    }
+
+    /// The time spent in this group's collectives (all-reduce, all-gather, broadcast,
+    /// including those a backward pass runs) since the last call.
+    pub fn take_busy(&self) -> Duration {
+        // SAFETY: `raw` is live.
+        let ns = unsafe { slim_dist_take_busy_ns(self.raw) };
+        Duration::from_nanos(ns.max(0) as u64)
     }
 
     /// Waits until every rank has come here.

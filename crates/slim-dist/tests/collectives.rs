@@ -67,6 +67,7 @@ fn collectives_give_every_rank_the_same_values() {
         ];
         g.all_reduce_sum_each(&mut each).unwrap();
         g.barrier().unwrap();
+        assert!(g.take_busy() > Duration::ZERO && g.take_busy() == Duration::ZERO);
         (
             values(&sum),
             gathered.iter().map(values).collect::<Vec<_>>(),

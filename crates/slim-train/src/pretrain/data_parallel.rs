@@ -111,6 +111,11 @@ impl DataParallel {
         }
     }
 
+    /// The time this rank spent in collectives since the last call.
+    pub(super) fn take_collective_time(&self) -> std::time::Duration {
+        self.group.take_busy()
+    }
+
     pub(super) fn rank(&self) -> usize {
         self.group.rank()
     }

@@ -24,8 +24,12 @@ struct Metrics<'a> {
     /// Per width (widest first): contrastive term, and distillation term for sub-widths.
     contrastive: &'a [f64],
     distillation: &'a [f64],
+    /// Images of both views per second, over all ranks.
     images_per_s: f64,
     sub_widths_active: bool,
+    /// Data-parallel: seconds this step waited in collectives (rank 0's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collective_s: Option<f64>,
 }
 
 impl Trainer {
@@ -95,7 +99,12 @@ impl Trainer {
                 self.state.skipped += batch.skipped.len();
                 let lr = self.schedule.lr(self.state.step);
                 let (loss, contrastive, distillation) = self.step(&batch)?;
-                let ips = (2 * batch.len()) as f64 / t.elapsed().as_secs_f64();
+                let ranks = self.dp.as_ref().map_or(1, |d| d.ranks());
+                let ips = (2 * batch.len() * ranks) as f64 / t.elapsed().as_secs_f64();
+                let collective_s = self
+                    .dp
+                    .as_ref()
+                    .map(|d| d.take_collective_time().as_secs_f64());
                 t = Instant::now();
                 self.state.step += 1;
                 self.state.position = batch.position + 1;
@@ -108,6 +117,7 @@ impl Trainer {
                     distillation: &distillation,
                     images_per_s: ips,
                     sub_widths_active: self.sub_widths_active(),
+                    collective_s,
                 };
                 if let Some(metrics) = &mut metrics {
                     writeln!(
