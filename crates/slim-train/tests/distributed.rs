@@ -35,8 +35,6 @@ fn pretrain_args(out: &Path, epochs: usize) -> Vec<String> {
         "--workers",
         "1",
         "--quiet",
-        "--checkpoint-every",
-        "100",
         "--dist-timeout",
         "60",
     ]
@@ -227,6 +225,41 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+#[test]
+fn two_ranks_killed_after_a_checkpoint_resume_to_the_end_of_an_unbroken_run() {
+    let _serial = common::serial();
+    if common::data(1).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, killed) = (dir.path().join("straight"), dir.path().join("killed"));
+    let every = ["--checkpoint-every", "3"];
+    ok(two_ranks(&straight, &every));
+    // Both ranks killed (as a machine loses power) once a checkpoint is written.
+    let port = free_port();
+    let mut ranks = [
+        rank(0, port, &killed, 2, &every),
+        rank(1, port, &killed, 2, &every),
+    ];
+    let checkpoint = killed.join("checkpoint.safetensors");
+    let start = Instant::now();
+    while !checkpoint.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint within 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for r in &mut ranks {
+        r.kill().unwrap();
+        r.wait().unwrap();
+    }
+    ok(two_ranks(&killed, &[&every[..], &["--resume"]].concat()));
+    assert_eq!(weight_difference(&straight, &killed).0, 0.0);
+    let (a, b) = (losses(&straight), losses(&killed));
+    assert_eq!(a.last(), b.last(), "the last step's loss");
 }
 
 #[test]
