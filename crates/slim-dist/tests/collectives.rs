@@ -7,14 +7,6 @@ use std::time::{Duration, Instant};
 use slim_dist::{Group, Rendezvous};
 use tch::Tensor;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn rendezvous(rank: usize, world: usize, port: u16, timeout: Duration) -> Rendezvous {
     Rendezvous {
         rank,
@@ -33,7 +25,7 @@ fn ranks<T: Send + 'static>(
     timeout: Duration,
     f: impl Fn(Group) -> T + Send + Sync + Clone + 'static,
 ) -> Vec<T> {
-    let port = free_port();
+    let port = slim_test_utils::free_port();
     let handles: Vec<_> = (0..world)
         .map(|rank| {
             let f = f.clone();
@@ -113,7 +105,7 @@ fn a_rank_that_leaves_fails_the_others_instead_of_hanging() {
 fn nobody_at_the_address_is_an_error_after_the_timeout() {
     let r = Rendezvous {
         rank: 1,
-        ..rendezvous(1, 2, free_port(), Duration::from_secs(2))
+        ..rendezvous(1, 2, slim_test_utils::free_port(), Duration::from_secs(2))
     };
     let e = Group::join(&r)
         .err()

@@ -7,6 +7,7 @@
 //! - [`width`] / [`widths`]: widths from literals;
 //! - [`kill_at_random_points`]: SIGKILL a command at many points of its run;
 //! - [`bench_args`]: the `[MODEL_DIR [ROUNDS]]` arguments of the overhead benchmarks;
+//! - [`free_port`]: a loopback TCP port nothing listens on, for a test's rendezvous;
 //! - [`alone`]: keeps a timing-sensitive test and a CPU-heavy one of a binary apart;
 //! - `variant_model` (feature `variants`): a model exported with f16 and int8 variants.
 
@@ -175,4 +176,13 @@ pub fn variant_model(dir: &Path, precisions: &[slim_core::Precision]) -> Option<
     let out = dir.join("model");
     slim_onnx::export_with(&checkpoint, &options, &out).expect("the export");
     Some(out)
+}
+
+/// A loopback TCP port that nothing listens on now (the OS's pick), for a test's
+/// rendezvous or server.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a loopback port")
+        .port()
 }

@@ -219,14 +219,6 @@ fn rank(rank: usize, port: u16, out: &Path, epochs: usize, extra: &[&str]) -> Ch
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn two_ranks_killed_after_a_checkpoint_resume_to_the_end_of_an_unbroken_run() {
     let _serial = common::serial();
@@ -238,7 +230,7 @@ fn two_ranks_killed_after_a_checkpoint_resume_to_the_end_of_an_unbroken_run() {
     let every = ["--checkpoint-every", "3"];
     ok(two_ranks(&straight, &every));
     // Both ranks killed (as a machine loses power) once a checkpoint is written.
-    let port = free_port();
+    let port = slim_test_utils::free_port();
     let mut ranks = [
         rank(0, port, &killed, 2, &every),
         rank(1, port, &killed, 2, &every),
@@ -269,7 +261,7 @@ fn ranks_started_with_different_flags_are_refused_naming_the_difference() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = slim_test_utils::free_port();
     let a = rank(0, port, &dir.path().join("o"), 2, &[]);
     let b = rank(1, port, &dir.path().join("o"), 2, &["--temperature", "0.2"]);
     for child in [a, b] {
@@ -292,7 +284,7 @@ fn a_rank_that_dies_stops_the_other_with_an_error() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o");
-    let port = free_port();
+    let port = slim_test_utils::free_port();
     // Long enough to be killed while training.
     let mut survivor = rank(0, port, &out, 500, &[]);
     let mut victim = rank(1, port, &out, 500, &[]);

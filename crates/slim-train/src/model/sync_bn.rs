@@ -100,17 +100,12 @@ mod tests {
 
     #[test]
     fn on_one_rank_it_is_batch_norm_with_its_gradients_and_running_statistics() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let r = slim_dist::Rendezvous {
             rank: 0,
             world: 1,
             local_rank: 0,
             addr: "127.0.0.1".into(),
-            port,
+            port: slim_test_utils::free_port(),
             timeout: Duration::from_secs(30),
             ifname: Some("lo".into()),
         };
