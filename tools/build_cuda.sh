@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds slim-train for a CUDA machine: the `cuda` feature links libtorch_cuda, with
 # torch's nvidia-* libraries (installed once by tools/full_torch.sh) resolved at link
-# time. The binary goes to target/cuda/release/slim-train (a separate target folder, so
+# time, and compiles slim-dist's NCCL backend against their headers. The binary goes to target/cuda/release/slim-train (a separate target folder, so
 # the CPU build stays warm). On the GPU machine run it with LD_LIBRARY_PATH on that
 # machine's torch 2.11.0 lib folder (and its nvidia-* libraries).
 set -euo pipefail
@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 source .deps/env.sh
 # shellcheck source=tools/full_torch.sh
 source tools/full_torch.sh
-SLIM_CUDA_LIBS="$FULL_TORCH_LIBS" cargo build --release -p slim-train --features cuda --target-dir target/cuda "$@"
+full_torch_headers
+SLIM_CUDA_LIBS="$FULL_TORCH_LIBS" SLIM_CUDA_INCLUDE="$FULL_TORCH_INCLUDES" \
+  cargo build --release -p slim-train --features cuda --target-dir target/cuda "$@"
 bin=target/cuda/release/slim-train
 if readelf -d "$bin" | grep -q 'NEEDED.*libtorch_cuda.so'; then
   echo "built $bin (links libtorch_cuda.so)"

@@ -3,7 +3,11 @@
 # reference of tools/bench_step.sh) and linking libtorch_cuda (tools/build_cuda.sh).
 # torch's own pinned requirements (Linux, no extras; the nvidia-* wheels, about 2.5 GB),
 # less triton, are installed once with pip into the ignored folder .deps/torch-full.
-# Defines FULL_TORCH_PYTHONPATH and FULL_TORCH_LIBS (the nvidia-* lib folders, ':'-joined).
+# Defines FULL_TORCH_PYTHONPATH and FULL_TORCH_LIBS (the nvidia-* lib folders, ':'-joined),
+# and full_torch_headers, which adds the CUDA headers that compiling against c10d's NCCL
+# backend needs and the wheels above leave out (the toolkit's `crt` and `cccl` parts, at
+# the versions its cuda_toolkit metadata pins) and defines FULL_TORCH_INCLUDES (the
+# nvidia-* include folders, ':'-joined).
 # Needs .deps/env.sh sourced first (SLIM_PYTHON).
 
 FULL_TORCH_PYTHONPATH="$PWD/.deps/torch-full"
@@ -32,3 +36,22 @@ PY
   full_torch_libs
   full_torch_imports || { echo "full_torch.sh: torch still does not import" >&2; return 1; }
 fi
+
+full_torch_headers() {
+  local inc="$FULL_TORCH_PYTHONPATH/nvidia/cu13/include"
+  if [ ! -e "$inc/crt/host_config.h" ] || [ ! -e "$inc/nv/target" ]; then
+    local meta pins tmp
+    meta=$(ls -d "$FULL_TORCH_PYTHONPATH"/cuda_toolkit-*.dist-info | head -1)/METADATA
+    mapfile -t pins < <(grep -oE 'nvidia-cuda-(crt|cccl)==[0-9.*]+' "$meta" | sort -u)
+    echo "== installing CUDA's crt and cccl headers into .deps/torch-full (${pins[*]})" >&2
+    # Into a folder of their own, then merged: pip --target would replace the whole
+    # nvidia/ folder the other wheels share.
+    tmp=$(mktemp -d)
+    "$SLIM_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps \
+      --target "$tmp" "${pins[@]}"
+    cp -a "$tmp/nvidia/." "$FULL_TORCH_PYTHONPATH/nvidia/"
+    cp -a "$tmp"/*.dist-info "$FULL_TORCH_PYTHONPATH/"
+    rm -rf "$tmp"
+  fi
+  FULL_TORCH_INCLUDES=$(find "$FULL_TORCH_PYTHONPATH/nvidia" -mindepth 2 -maxdepth 3 -type d -name include 2>/dev/null | sort | paste -sd: - || true)
+}

@@ -1,17 +1,22 @@
 // The C side of slim-dist: a c10d process group (a TCPStore rendezvous and the Gloo
-// backend, both from libtorch) behind a few extern "C" calls on tch's tensors
+// backend, or with USE_C10D_NCCL the NCCL one, all from libtorch) behind a few extern "C"
+// calls on tch's tensors
 // (`at::Tensor*`). Every call catches what c10d throws and hands its message back as a
 // malloc'd string (freed by slim_dist_free_error); nothing here aborts the process.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -19,7 +24,7 @@ namespace {
 
 struct Group {
   c10::intrusive_ptr<c10d::TCPStore> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  c10::intrusive_ptr<c10d::Backend> backend;
   // Nanoseconds spent waiting for collectives since the last slim_dist_take_busy_ns.
   std::atomic<int64_t> busy_ns{0};
 };
@@ -56,7 +61,7 @@ char* guarded(F&& f) {
 void all_reduce_sum(Group* g, at::Tensor& t) {
   auto start = std::chrono::steady_clock::now();
   std::vector<at::Tensor> ts{t};
-  finish(g, g->gloo->allreduce(ts), start);
+  finish(g, g->backend->allreduce(ts), start);
 }
 
 // The sum over the ranks, differentiable: each rank's gradient is the sum of every rank's
@@ -84,10 +89,11 @@ extern "C" {
 
 void slim_dist_free_error(char* e) { std::free(e); }
 
-// Joins the group of `world` ranks whose rank 0 serves the store at addr:port. `ifname`
-// (may be null or empty) picks the network interface Gloo uses, else the hostname's.
+// Joins the group of `world` ranks whose rank 0 serves the store at addr:port, through
+// Gloo (`nccl` 0) or NCCL (1; CUDA tensors only). `ifname` (may be null or empty) picks
+// the network interface Gloo uses, else the hostname's.
 char* slim_dist_new(const char* addr, int port, int rank, int world, long timeout_ms,
-                    const char* ifname, void** out) {
+                    const char* ifname, int nccl, void** out) {
   return guarded([&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions o;
@@ -98,13 +104,26 @@ char* slim_dist_new(const char* addr, int port, int rank, int world, long timeou
     auto group = new Group();
     try {
       group->store = c10::make_intrusive<c10d::TCPStore>(addr, o);
+      if (nccl) {
+#ifdef USE_C10D_NCCL
+        auto nopts = c10d::ProcessGroupNCCL::Options::create();
+        nopts->timeout = timeout;
+        group->backend =
+            c10::make_intrusive<c10d::ProcessGroupNCCL>(group->store, rank, world, nopts);
+        *out = group;
+        return;
+#else
+        throw std::runtime_error("this build has no NCCL backend (build with the cuda feature)");
+#endif
+      }
       auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
       if (ifname != nullptr && ifname[0] != '\0') {
         opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
       } else {
         opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       }
-      group->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, rank, world, opts);
+      group->backend =
+          c10::make_intrusive<c10d::ProcessGroupGloo>(group->store, rank, world, opts);
     } catch (...) {
       delete group;
       throw;
@@ -138,7 +157,7 @@ char* slim_dist_all_gather(void* g, at::Tensor* t, int world, at::Tensor** out) 
     std::vector<at::Tensor> in{t->contiguous()};
     std::vector<std::vector<at::Tensor>> gathered(1);
     for (int r = 0; r < world; ++r) gathered[0].push_back(at::empty_like(in[0]));
-    finish(group, group->gloo->allgather(gathered, in), start);
+    finish(group, group->backend->allgather(gathered, in), start);
     for (int r = 0; r < world; ++r) out[r] = new at::Tensor(gathered[0][r]);
   });
 }
@@ -151,14 +170,14 @@ char* slim_dist_broadcast(void* g, at::Tensor* t, int root) {
     std::vector<at::Tensor> ts{*t};
     c10d::BroadcastOptions o;
     o.rootRank = root;
-    finish(group, group->gloo->broadcast(ts, o), start);
+    finish(group, group->backend->broadcast(ts, o), start);
   });
 }
 
 int64_t slim_dist_take_busy_ns(void* g) { return static_cast<Group*>(g)->busy_ns.exchange(0); }
 
 char* slim_dist_barrier(void* g) {
-  return guarded([&] { static_cast<Group*>(g)->gloo->barrier()->wait(); });
+  return guarded([&] { static_cast<Group*>(g)->backend->barrier()->wait(); });
 }
 
 }  // extern "C"

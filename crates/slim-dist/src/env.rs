@@ -18,11 +18,26 @@ pub struct Rendezvous {
     /// The network interface Gloo binds (`GLOO_SOCKET_IFNAME`, as torch.distributed
     /// reads it); `None`: the one this machine's hostname resolves to.
     pub ifname: Option<String>,
+    pub backend: Backend,
+}
+
+/// The collective library under the group: Gloo (CPU tensors, and CUDA ones through the
+/// host), or NCCL (CUDA tensors; built with the `nccl` feature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Gloo,
+    Nccl,
+}
+
+impl Backend {
+    /// Whether this build has the NCCL backend.
+    pub const NCCL_BUILT: bool = cfg!(feature = "nccl");
 }
 
 impl Rendezvous {
     /// The variables torchrun sets: `WORLD_SIZE`, `RANK`, `LOCAL_RANK` (default: `RANK`),
-    /// `MASTER_ADDR`, `MASTER_PORT`, and `GLOO_SOCKET_IFNAME` if set. `Ok(None)` when
+    /// `MASTER_ADDR`, `MASTER_PORT`, and `GLOO_SOCKET_IFNAME` if set; the backend is Gloo
+    /// (the caller picks NCCL for GPU ranks). `Ok(None)` when
     /// `WORLD_SIZE` is unset: not a distributed launch. `get` reads one variable
     /// (`std::env::var(..).ok()` in a process).
     pub fn from_vars(
@@ -96,6 +111,7 @@ impl Rendezvous {
             port,
             timeout,
             ifname: get("GLOO_SOCKET_IFNAME").filter(|s| !s.is_empty()),
+            backend: Backend::Gloo,
         }))
     }
 }

@@ -1,5 +1,6 @@
 //! Data-parallel collectives on libtorch's own c10d, the engine PyTorch's DDP uses: ranks
-//! meet at a `TCPStore` served by rank 0 and talk through the Gloo backend (CPU tensors).
+//! meet at a `TCPStore` served by rank 0 and talk through the Gloo backend (CPU tensors)
+//! or, built with the `nccl` feature, NCCL (CUDA tensors).
 //!
 //! [`Rendezvous`] is where and who: read from the variables torchrun sets (`RANK`,
 //! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`) or given directly.
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use tch::{Kind, Tensor};
 
-pub use env::Rendezvous;
+pub use env::{Backend, Rendezvous};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,6 +45,7 @@ unsafe extern "C" {
         world: c_int,
         timeout_ms: c_long,
         ifname: *const c_char,
+        nccl: c_int,
         out: *mut *mut c_void,
     ) -> *mut c_char;
     fn slim_dist_drop(g: *mut c_void);
@@ -124,6 +126,7 @@ impl Group {
                 r.world as c_int,
                 r.timeout.as_millis().min(c_long::MAX as u128) as c_long,
                 ifname.as_ptr(),
+                c_int::from(r.backend == Backend::Nccl),
                 &mut raw,
             )
         };

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use slim_dist::{Group, Rendezvous};
+use slim_dist::{Backend, Group, Rendezvous};
 use tch::Tensor;
 
 fn rendezvous(rank: usize, world: usize, port: u16, timeout: Duration) -> Rendezvous {
@@ -16,6 +16,7 @@ fn rendezvous(rank: usize, world: usize, port: u16, timeout: Duration) -> Rendez
         port,
         timeout,
         ifname: Some("lo".into()),
+        backend: Backend::Gloo,
     }
 }
 
@@ -136,4 +137,20 @@ fn the_differentiable_sum_sends_every_rank_the_sum_of_the_gradients() {
         // d/dx of the two ranks' losses added: (1 + 2, 2 * 4 + 2 * 4).
         assert_eq!(grad, vec![3.0, 16.0]);
     }
+}
+
+#[test]
+fn nccl_is_refused_by_a_build_without_it() {
+    if Backend::NCCL_BUILT {
+        return;
+    }
+    let r = Rendezvous {
+        backend: Backend::Nccl,
+        ..rendezvous(0, 1, slim_test_utils::free_port(), Duration::from_secs(10))
+    };
+    let e = Group::join(&r)
+        .err()
+        .expect("no NCCL in this build")
+        .to_string();
+    assert!(e.contains("this build has no NCCL backend"), "{e}");
 }

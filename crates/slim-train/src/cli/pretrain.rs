@@ -9,7 +9,7 @@ use clap::Args;
 use slim_core::checkpoint::Precision;
 use slim_core::{Backbone, ModelConfig};
 use slim_data::{Dataset, Split};
-use slim_dist::{Group, Rendezvous};
+use slim_dist::{Backend, Group, Rendezvous};
 use tch::Device;
 
 use super::args::{DataArgs, DeviceArgs, Toggle, above_zero, by_name, positive, unit_fraction};
@@ -348,8 +348,14 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         channels_last: args.channels_last.on(device),
         augment_on_device: args.augment_on_device.on(device),
     };
-    let group = match &rendezvous {
-        Some(r) => Some(Group::join(r)?),
+    let group = match rendezvous {
+        Some(mut r) => {
+            // GPU ranks talk through NCCL where this build has it, as DDP's do.
+            if matches!(device, Device::Cuda(_)) && Backend::NCCL_BUILT {
+                r.backend = Backend::Nccl;
+            }
+            Some(Group::join(&r)?)
+        }
         None => None,
     };
     let placement = Placement {

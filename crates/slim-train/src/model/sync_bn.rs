@@ -108,6 +108,7 @@ mod tests {
             port: slim_test_utils::free_port(),
             timeout: Duration::from_secs(30),
             ifname: Some("lo".into()),
+            backend: slim_dist::Backend::Gloo,
         };
         let sync = SyncBatchNorm::new(Arc::new(Group::join(&r).unwrap()));
         tch::manual_seed(3);

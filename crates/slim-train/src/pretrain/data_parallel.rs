@@ -41,6 +41,9 @@ impl Placement {
 
 pub(super) struct DataParallel {
     group: Arc<Group>,
+    /// Where this rank trains: its collectives' tensors live there (NCCL takes CUDA
+    /// tensors only).
+    device: Device,
     /// Synchronised BatchNorm, when the config asks for it.
     sync: std::cell::OnceCell<Arc<SyncBatchNorm>>,
     /// Each rank's rows in the current step's batch (ranks may skip corrupt images).
@@ -82,9 +85,10 @@ fn collective(e: slim_dist::Error) -> Error {
 }
 
 impl DataParallel {
-    pub(super) fn new(group: Group) -> DataParallel {
+    pub(super) fn new(group: Group, device: Device) -> DataParallel {
         DataParallel {
             group: Arc::new(group),
+            device,
             sync: std::cell::OnceCell::new(),
             rows: RefCell::new(Vec::new()),
         }
@@ -124,20 +128,24 @@ impl DataParallel {
         self.group.world()
     }
 
+    /// Every rank's copy of the small CPU tensor `t`, in rank order, on the CPU (gathered
+    /// on this rank's device).
+    fn gather(&self, t: &Tensor) -> Result<Vec<Tensor>, Error> {
+        let parts = self
+            .group
+            .all_gather(&t.to_device(self.device))
+            .map_err(collective)?;
+        Ok(parts.iter().map(|p| p.to_device(Device::Cpu)).collect())
+    }
+
     /// Every rank's `bytes`, in rank order.
     fn gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
-        let lens = self
-            .group
-            .all_gather(&Tensor::from_slice(&[bytes.len() as i64]))
-            .map_err(collective)?;
+        let lens = self.gather(&Tensor::from_slice(&[bytes.len() as i64]))?;
         let lens: Vec<usize> = lens.iter().map(|t| t.int64_value(&[0]) as usize).collect();
         let longest = lens.iter().copied().max().unwrap_or(0);
         let mut padded = bytes.to_vec();
         padded.resize(longest, 0);
-        let parts = self
-            .group
-            .all_gather(&Tensor::from_slice(&padded))
-            .map_err(collective)?;
+        let parts = self.gather(&Tensor::from_slice(&padded))?;
         Ok(parts
             .iter()
             .zip(lens)
@@ -188,10 +196,7 @@ impl DataParallel {
     /// The start of a step on batch `position` with `rows` images here: checks that every
     /// rank is at the same position and keeps their row counts for [`Self::global_rows`].
     pub(super) fn begin_step(&self, position: usize, rows: usize) -> Result<(), Error> {
-        let all = self
-            .group
-            .all_gather(&Tensor::from_slice(&[position as i64, rows as i64]))
-            .map_err(collective)?;
+        let all = self.gather(&Tensor::from_slice(&[position as i64, rows as i64]))?;
         let all: Vec<(i64, i64)> = all
             .iter()
             .map(|t| (t.int64_value(&[0]), t.int64_value(&[1])))

@@ -175,7 +175,7 @@ impl Trainer {
             workers,
             group,
         } = placement;
-        let dp = group.map(DataParallel::new);
+        let dp = group.map(|g| DataParallel::new(g, device));
         let (rank, ranks) = dp.as_ref().map_or((0, 1), |d| (d.rank(), d.ranks()));
         std::fs::create_dir_all(out).map_err(|e| Error::Io {
             path: out.to_path_buf(),
