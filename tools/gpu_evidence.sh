@@ -8,6 +8,8 @@
 #   (b) SlimCLR pretraining of ResNet-18 on CIFAR-10 for as many epochs as the bench says
 #       fit in --train-s seconds, then per-width kNN (and random init) and the fast
 #       switchable linear probe on the test split;
+#   (a') a data-parallel group of one rank (`slim-train launch --nproc 1`, NCCL on the
+#       GPU) trains 4 steps, to show the backend initialises (issue 17);
 #   (c) OUT/summary.json and OUT/summary.md (tools/gpu_evidence_report.py), OUT/run.log,
 #       OUT/metrics.jsonl and the model (`slim-train strip`: no training state) split into
 #       pieces under 16 MiB, OUT/model.safetensors.part-NN, with their sha256.
@@ -128,6 +130,13 @@ for r in $(seq 1 "$rounds"); do
       --json "$work/bench-ref-$r.json"
   fi
 done
+
+# (a') Issue 17: a data-parallel group of one rank initialises (NCCL on a GPU when the
+# binary has it, Gloo on the CPU) and trains a few steps; its line goes to the log.
+step "one-rank group" "$bin" launch --nproc 1 -- pretrain --data "$data" --limit $((8 * batch)) \
+  --backbone "$backbone" --device "$device" --batch-size "$batch" --epochs 1 --warmup-epochs 0 \
+  --max-steps 4 --workers "$workers" --quiet --out "$work/one-rank-group"
+say "one-rank group: $(tail -n 1 "$work/one-rank-group/metrics.jsonl")"
 
 # (b) As many epochs as fit: an epoch is 2n view-images, at the full-width-only rate
 # before the slow start (half the run) and the slimmable rate after it; 75% of the
