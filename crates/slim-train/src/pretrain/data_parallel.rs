@@ -5,12 +5,13 @@
 //! projections (MoCo its queries and keys) so that each rank computes the loss of the
 //! global batch, with gradient through its own part (SlimCLR's `all_gather`); the sum of
 //! the ranks' gradients is then the gradient of one device with the global batch.
-//! BatchNorm statistics are per rank; MoCo v2's key encoder sees a slice of the global
-//! batch shuffled across the ranks, and every rank queues the global batch's keys.
+//! BatchNorm statistics are per rank, or every rank's with `sync_bn`
+//! ([`SyncBatchNorm`]); MoCo v2's key encoder sees a slice of the global batch shuffled
+//! across the ranks, and every rank queues the global batch's keys.
 //!
 //! [`Loader::shard`]: slim_data::loader::Loader::shard
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 
 use slim_dist::Group;
@@ -45,7 +46,7 @@ pub(super) struct DataParallel {
     /// tensors only).
     device: Device,
     /// Synchronised BatchNorm, when the config asks for it.
-    sync: std::cell::OnceCell<Arc<SyncBatchNorm>>,
+    sync: OnceCell<Arc<SyncBatchNorm>>,
     /// Each rank's rows in the current step's batch (ranks may skip corrupt images).
     rows: RefCell<Vec<i64>>,
 }
@@ -89,7 +90,7 @@ impl DataParallel {
         DataParallel {
             group: Arc::new(group),
             device,
-            sync: std::cell::OnceCell::new(),
+            sync: OnceCell::new(),
             rows: RefCell::new(Vec::new()),
         }
     }
