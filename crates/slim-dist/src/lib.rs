@@ -255,7 +255,4 @@ impl Group {
         // SAFETY: `raw` is live.
         checked(unsafe { slim_dist_barrier(self.raw) }).map_err(self.fail("barrier"))
     }
-
-    /// The default timeout of a group's collectives, as torch.distributed's (30 minutes).
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 }

@@ -331,3 +331,25 @@ fn a_width_trained_alone_leaves_every_other_width_untouched() {
     assert_eq!(last["contrastive"].as_array().unwrap().len(), 1, "{last}");
     assert_eq!(last["distillation"][0], 0.0);
 }
+
+#[test]
+fn an_older_state_keeps_its_batchnorm_split_only_for_moco_v2() {
+    // Earlier versions stored `moco_bn_splits` (default 8) for every framework and
+    // applied it to MoCo v2 alone; it is read as `bn_splits`, now applied to all.
+    for (framework, kept) in [(Framework::Simclr, 1), (Framework::MocoV2, 8)] {
+        let state = slim_train::pretrain::TrainState {
+            config: config(framework),
+            step: 3,
+            epoch: 0,
+            position: 3,
+            queue_ptr: 0,
+            skipped: 0,
+        };
+        let mut json = serde_json::to_value(&state).unwrap();
+        let c = json["config"].as_object_mut().unwrap();
+        c.remove("bn_splits");
+        c.insert("moco_bn_splits".into(), 8.into());
+        let parsed = slim_train::pretrain::TrainState::parse(&json.to_string()).unwrap();
+        assert_eq!(parsed.config.bn_splits, kept, "{framework:?}");
+    }
+}

@@ -206,8 +206,9 @@ impl TrainState {
     /// first, so that a run of an older slim-train is named as such even when its state
     /// no longer parses; the error says what is wrong, for the caller to prefix.
     pub fn parse(text: &str) -> Result<TrainState, String> {
-        let layout = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
+        let value = serde_json::from_str::<serde_json::Value>(text).ok();
+        let layout = value
+            .as_ref()
             .and_then(|v| v["config"]["head_layout"].as_u64())
             .unwrap_or(0);
         if layout != u64::from(HEAD_LAYOUT) {
@@ -219,8 +220,7 @@ impl TrainState {
             .map_err(|e| format!("its training state does not parse: {e}"))?;
         // Earlier versions stored MoCo v2's split (default 8) for every framework and
         // applied it to MoCo v2 only.
-        let old_name = serde_json::from_str::<serde_json::Value>(text)
-            .is_ok_and(|v| v["config"].get("moco_bn_splits").is_some());
+        let old_name = value.is_some_and(|v| v["config"].get("moco_bn_splits").is_some());
         if old_name && state.config.framework != Framework::MocoV2 {
             state.config.bn_splits = 1;
         }

@@ -81,6 +81,15 @@ pub(super) fn check(config: &PretrainConfig, ranks: usize, resumed: bool) -> Res
     Ok(())
 }
 
+/// Every rank's rows of `local` with `dp` (see [`DataParallel::global_rows`]), `local`
+/// itself in one process.
+pub(super) fn global(dp: Option<&DataParallel>, local: Tensor) -> Result<Tensor, Error> {
+    match dp {
+        Some(dp) => dp.global_rows(&local),
+        None => Ok(local),
+    }
+}
+
 fn collective(e: slim_dist::Error) -> Error {
     Error::DataParallel(e.to_string())
 }

@@ -1,14 +1,14 @@
 //! MoCo's full-width momentum key encoder: its construction, its keys for a batch, its
 //! momentum update (constant for MoCo v2, MoCo v3's cosine rise to 1) and MoCo v2's queue.
 
+use std::sync::Arc;
+
 use slim_core::Width;
 use slim_core::checkpoint::{Checkpoint, names};
 use tch::{Device, Kind, Tensor, nn};
 
-use super::data_parallel::DataParallel;
+use super::data_parallel::{self, DataParallel};
 use super::{Framework, PretrainConfig, head_of, tune};
-use std::sync::Arc;
-
 use crate::head::SlimHead;
 use crate::model::SyncBatchNorm;
 use crate::{SlimNet, loss};
@@ -130,10 +130,7 @@ impl Moco {
                 ))
             })
         };
-        let global = |t: Tensor| match dp {
-            Some(dp) => dp.global_rows(&t),
-            None => Ok(t),
-        };
+        let global = |t: Tensor| data_parallel::global(dp, t);
         Ok(match self.queue {
             Some(_) => {
                 let x2 = global(x2.shallow_clone())?;

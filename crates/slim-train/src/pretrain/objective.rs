@@ -84,14 +84,9 @@ impl Trainer {
         }
     }
 
-    /// Every rank's rows of `local` in a data-parallel run (see
-    /// [`DataParallel::global_rows`](super::data_parallel::DataParallel)), `local` itself
-    /// in one process.
+    /// Every rank's rows of `local` in a data-parallel run, `local` itself in one process.
     fn global(&self, local: Tensor) -> Result<Tensor, Error> {
-        match &self.dp {
-            Some(dp) => dp.global_rows(&local),
-            None => Ok(local),
-        }
+        super::data_parallel::global(self.dp.as_ref(), local)
     }
 
     /// Similarity logits (positive in column 0) of width `w` for the two views; SimCLR's
