@@ -29,12 +29,13 @@ use crate::transform::Normalize;
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
     pub batch_size: usize,
-    /// Views per sample: 1, or 2 for contrastive pairs (each an independent draw of
-    /// `augment`).
+    /// Views per sample: 1, or 2 for contrastive pairs (each an independent draw of its
+    /// augmentation).
     pub views: usize,
-    /// Training augmentation; `None` applies the evaluation preprocessing
+    /// Training augmentation of each view: one per view (MoCo v3's views differ), or one
+    /// that every view draws from; empty applies the evaluation preprocessing
     /// ([`Normalize::apply`]: resize, centre crop) instead.
-    pub augment: Option<Augment>,
+    pub augment: Vec<Augment>,
     /// Output channels, side, mean and std (after `augment`, whose `size` must match).
     pub normalize: Normalize,
     /// Decoding threads (at least 1).
@@ -93,8 +94,9 @@ pub struct Loader {
 impl Loader {
     /// # Panics
     /// On a configuration that cannot work: zero `batch_size`, `views` or `workers`,
-    /// channels other than 1 or 3, `mean` / `std` not one per channel, an augmentation
-    /// [`Augment::validate`] rejects or whose `size` differs from `normalize.size`.
+    /// channels other than 1 or 3, `mean` / `std` not one per channel, augmentations
+    /// neither one nor one per view, or one [`Augment::validate`] rejects or whose `size`
+    /// differs from `normalize.size`.
     pub fn new(dataset: Arc<dyn Dataset>, config: LoaderConfig) -> Loader {
         assert!(config.batch_size > 0, "batch_size must be positive");
         assert!(config.views > 0, "views must be positive");
@@ -110,7 +112,13 @@ impl Loader {
             n.mean.len() == n.channels && n.std.len() == n.channels,
             "normalize: mean and std need one value per channel"
         );
-        if let Some(aug) = &config.augment {
+        assert!(
+            config.augment.len() <= 1 || config.augment.len() == config.views,
+            "{} augmentations for {} views",
+            config.augment.len(),
+            config.views
+        );
+        for aug in &config.augment {
             if let Err(e) = aug.validate() {
                 panic!("augment: {e}");
             }
@@ -337,30 +345,29 @@ impl Job {
                     continue;
                 }
             };
-            match &cfg.augment {
-                Some(aug) => {
-                    let seed = mix(&[SAMPLE_STREAM, cfg.seed, self.epoch, i as u64]);
-                    let mut rng = StdRng::seed_from_u64(seed);
-                    if cfg.color_on_device {
-                        let img = img.to_channels(cfg.normalize.channels);
-                        for (view, color) in batch.images.iter_mut().zip(&mut batch.color) {
-                            let (out, drawn) = aug.sample(&img, &mut rng);
-                            cfg.normalize.apply_unit(out, view);
-                            color.push(drawn);
-                        }
-                    } else {
-                        for view in &mut batch.images {
-                            let out = aug.apply(&img, &mut rng);
-                            cfg.normalize.apply(out, view);
-                        }
-                    }
+            if cfg.augment.is_empty() {
+                let (last, rest) = batch.images.split_last_mut().expect("views > 0");
+                for view in rest {
+                    cfg.normalize.apply(img.clone(), view);
                 }
-                None => {
-                    let (last, rest) = batch.images.split_last_mut().expect("views > 0");
-                    for view in rest {
-                        cfg.normalize.apply(img.clone(), view);
+                cfg.normalize.apply(img, last);
+            } else {
+                let seed = mix(&[SAMPLE_STREAM, cfg.seed, self.epoch, i as u64]);
+                let mut rng = StdRng::seed_from_u64(seed);
+                let augs = cfg.augment.iter().cycle();
+                if cfg.color_on_device {
+                    let img = img.to_channels(cfg.normalize.channels);
+                    let views = batch.images.iter_mut().zip(&mut batch.color);
+                    for ((view, color), aug) in views.zip(augs) {
+                        let (out, drawn) = aug.sample(&img, &mut rng);
+                        cfg.normalize.apply_unit(out, view);
+                        color.push(drawn);
                     }
-                    cfg.normalize.apply(img, last);
+                } else {
+                    for (view, aug) in batch.images.iter_mut().zip(augs) {
+                        let out = aug.apply(&img, &mut rng);
+                        cfg.normalize.apply(out, view);
+                    }
                 }
             }
             batch.labels.push(self.dataset.label(i));
@@ -437,7 +444,7 @@ mod tests {
         LoaderConfig {
             batch_size: 4,
             views: 2,
-            augment: Some(Augment::simclr(size)),
+            augment: vec![Augment::simclr(size)],
             normalize: Normalize {
                 size,
                 channels: 3,
@@ -508,7 +515,7 @@ mod tests {
         };
         let run = |augment: &Augment, on_device: bool| {
             let cfg = LoaderConfig {
-                augment: Some(augment.clone()),
+                augment: vec![augment.clone()],
                 color_on_device: on_device,
                 ..config(8)
             };
@@ -533,6 +540,57 @@ mod tests {
         let drawn: Vec<&Color> = dev.iter().flat_map(|b| b.color.iter().flatten()).collect();
         assert_eq!(drawn.len(), 2 * 8);
         assert!(drawn.iter().any(|c| c.jitter.is_some()));
+    }
+
+    #[test]
+    fn each_view_draws_from_its_own_augmentation() {
+        let ds = Synth::arc(8, 3, &[]);
+        let plain = Augment {
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            blur_p: 0.0,
+            ..Augment::simclr(8)
+        };
+        let solarized = Augment {
+            solarize_p: 1.0,
+            ..plain.clone()
+        };
+        let run = |augment: Vec<Augment>, on_device: bool| {
+            let cfg = LoaderConfig {
+                augment,
+                color_on_device: on_device,
+                ..config(8)
+            };
+            Loader::new(ds.clone(), cfg).epoch(0).collect::<Vec<_>>()
+        };
+        let both = run(vec![plain.clone(), solarized.clone()], true);
+        for b in &both {
+            assert!(b.color[0].iter().all(|c| !c.solarize));
+            assert!(b.color[1].iter().all(|c| c.solarize));
+        }
+        // One augmentation serves every view, as a copy per view does.
+        assert_eq!(
+            run(vec![plain.clone()], false),
+            run(vec![plain.clone(), plain.clone()], false)
+        );
+        // On the CPU the first view is the plain one's; the second is solarized (its
+        // geometry is drawn after the first view's, from the same sample stream).
+        let cpu = run(vec![plain.clone(), solarized], false);
+        let same = run(vec![plain], false);
+        for (a, b) in cpu.iter().zip(&same) {
+            assert_eq!(a.images[0], b.images[0]);
+            assert_ne!(a.images[1], b.images[1]);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "3 augmentations for 2 views")]
+    fn augmentations_are_one_or_one_per_view() {
+        let cfg = LoaderConfig {
+            augment: vec![Augment::simclr(8); 3],
+            ..config(8)
+        };
+        Loader::new(Synth::arc(4, 3, &[]), cfg);
     }
 
     #[test]
@@ -582,7 +640,7 @@ mod tests {
     fn evaluation_preprocessing_without_augmentation() {
         let cfg = LoaderConfig {
             views: 1,
-            augment: None,
+            augment: Vec::new(),
             shuffle: false,
             normalize: Normalize {
                 size: 6,

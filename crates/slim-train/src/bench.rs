@@ -185,6 +185,7 @@ fn trainer(
         ranks: 1,
         sync_bn: false,
         moco_momentum: 0.99,
+        augmentation: Some(crate::pretrain::Augmentation::Simclr),
         crop_scale: (0.08, 1.0),
         seed: c.seed,
         checkpoint_every: usize::MAX,

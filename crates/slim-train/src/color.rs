@@ -1,10 +1,10 @@
-//! SimCLR's color augmentations (jitter in its drawn order, grayscale, Gaussian blur)
-//! applied batched on the training device, from the adjustments the loader drew on the
+//! The contrastive color augmentations (jitter in its drawn order, grayscale, Gaussian
+//! blur, solarization) applied batched on the training device, from the adjustments the loader drew on the
 //! CPU ([`slim_data::augment::Color`]); the same arithmetic as the CPU path
 //! ([`Color::apply`]), without its rounding to 8 bits. Each adjustment runs once per
 //! batch on the samples that drew it.
 
-use slim_data::augment::{Color, Jitter};
+use slim_data::augment::{Color, Jitter, SOLARIZE_THRESHOLD};
 use tch::{Device, Kind, Tensor};
 
 /// `x` `[N, C, H, W]` (pixels in `[0, 1]`) with `color[i]` applied to sample `i`, then
@@ -86,6 +86,11 @@ pub fn apply(x: &Tensor, color: &[Color], mean: &[f32], std: &[f32]) -> Tensor {
             .unzip();
         x = on_subset(&x, &idx, device, |sub| blur(sub, radius, &sigma));
     }
+    let (idx, _) = pick(&|col| col.solarize.then_some(0.0));
+    x = on_subset(&x, &idx, device, |sub| {
+        let inverted: Tensor = 1.0 - sub;
+        inverted.where_self(&sub.ge(f64::from(SOLARIZE_THRESHOLD)), sub)
+    });
     let m = Tensor::from_slice(mean)
         .to_device(device)
         .view([1, -1, 1, 1]);

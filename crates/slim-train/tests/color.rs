@@ -1,6 +1,6 @@
 //! The color augmentations batched on the device (run here on the CPU device) against
 //! the loader's CPU implementation, on the same drawn adjustments: RGB views with every
-//! adjustment forced on, SimCLR's own probabilities, and gray images.
+//! adjustment forced on, SimCLR's own probabilities, MoCo v3's two views, and gray images.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -91,12 +91,31 @@ fn simclr_probabilities_and_gray_images_match_the_cpu_path() {
 }
 
 #[test]
+fn moco_v3_views_and_forced_solarization_match_the_cpu_path() {
+    let solarized = Augment {
+        solarize_p: 1.0,
+        ..Augment::simclr(64)
+    };
+    let (worst, changed) = compare(&solarized, 3, 12);
+    assert_eq!(changed, 12);
+    assert!(worst < 0.003, "solarized: {worst}");
+    for (v, view) in Augment::moco_v3(64).iter().enumerate() {
+        let (worst, changed) = compare(view, 3, 24);
+        assert!(changed > 12, "view {v}: {changed} of 24 adjusted");
+        assert!(worst < 0.003, "view {v}: {worst}");
+    }
+    let (worst, _) = compare(&solarized, 1, 8);
+    assert!(worst < 0.003, "gray, solarized: {worst}");
+}
+
+#[test]
 fn normalization_follows_the_color() {
     let x = Tensor::full([2, 3, 4, 4], 0.5, (Kind::Float, Device::Cpu));
     let none = Color {
         jitter: None,
         grayscale: false,
         blur: None,
+        solarize: false,
     };
     let y = slim_train::color::apply(
         &x,

@@ -1,13 +1,13 @@
 //! Pretraining mechanics on a few real Fashion-MNIST images (skipped when the Debian
 //! package is absent): exact resume, slow start, the NaN stop, refusing a checkpoint of
-//! another architecture, MoCo v2's queue and MoCo v3's predictor.
+//! another architecture, MoCo v2's queue and MoCo v3's predictor, each framework's views.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use slim_core::Backbone;
+use slim_core::{Backbone, ModelConfig};
 use slim_data::{Dataset, Split};
-use slim_train::pretrain::{Framework, PretrainConfig, Trainer, checkpoint_path};
+use slim_train::pretrain::{Augmentation, Framework, PretrainConfig, Trainer, checkpoint_path};
 use slim_train::{Error, checkpoint};
 use tch::Device;
 
@@ -352,4 +352,113 @@ fn an_older_state_keeps_its_batchnorm_split_only_for_moco_v2() {
         let parsed = slim_train::pretrain::TrainState::parse(&json.to_string()).unwrap();
         assert_eq!(parsed.config.bn_splits, kept, "{framework:?}");
     }
+}
+
+/// Sixty-four gray-level RGB images of 64 pixels (blur applies from 64).
+struct Levels;
+
+impl slim_data::Dataset for Levels {
+    fn len(&self) -> usize {
+        64
+    }
+    fn class_names(&self) -> &[String] {
+        &[]
+    }
+    fn label(&self, _: usize) -> usize {
+        0
+    }
+    fn image(&self, i: usize) -> Result<slim_data::Image, slim_data::Error> {
+        Ok(slim_data::Image::new(
+            64,
+            64,
+            3,
+            vec![(i * 4) as u8; 64 * 64 * 3],
+        ))
+    }
+    fn describe(&self) -> String {
+        "levels".into()
+    }
+}
+
+/// Per view of a run's loader, the share of views drawn blurred and solarized.
+fn drawn(framework: Framework, augmentation: Option<Augmentation>) -> [(f64, f64); 2] {
+    let model = ModelConfig::new(
+        Backbone::Resnet20,
+        3,
+        64,
+        vec![],
+        vec![0.5; 3],
+        vec![0.25; 3],
+    );
+    let config = PretrainConfig {
+        batch_size: 16,
+        augment_on_device: true,
+        augmentation,
+        ..config(framework)
+    };
+    let batches: Vec<_> =
+        slim_train::pretrain::loader(Arc::new(Levels), &model, &config, 1, (0, 1))
+            .epoch(0)
+            .collect();
+    [0, 1].map(|v| {
+        let colors: Vec<_> = batches.iter().flat_map(|b| &b.color[v]).collect();
+        let share = |f: &dyn Fn(&slim_data::augment::Color) -> bool| {
+            colors.iter().filter(|c| f(c)).count() as f64 / colors.len() as f64
+        };
+        (share(&|c| c.blur.is_some()), share(&|c| c.solarize))
+    })
+}
+
+#[test]
+fn each_framework_draws_its_views_from_its_augmentations() {
+    let [first, second] = drawn(Framework::MocoV3, Some(Augmentation::MocoV3));
+    assert_eq!(
+        first,
+        (1.0, 0.0),
+        "MoCo v3's first view: always blurred, never solarized"
+    );
+    assert!(
+        second.0 < 0.3 && second.1 > 0.0 && second.1 < 0.5,
+        "MoCo v3's second view: {second:?}"
+    );
+    // SimCLR's and MoCo v2's views are alike: blur half the time, no solarization.
+    for framework in [Framework::Simclr, Framework::MocoV2] {
+        for (blur, solarize) in drawn(framework, Some(framework.default_augmentation())) {
+            assert!(blur > 0.2 && blur < 0.8 && solarize == 0.0, "{framework:?}");
+        }
+    }
+    // A MoCo v3 run of a version before its own augmentations goes on with MoCo v2's.
+    for (_, solarize) in drawn(Framework::MocoV3, None) {
+        assert_eq!(solarize, 0.0);
+    }
+}
+
+#[test]
+fn an_older_state_draws_the_augmentations_its_run_started_with() {
+    let old = |framework| {
+        let state = slim_train::pretrain::TrainState {
+            config: PretrainConfig {
+                augmentation: Some(Augmentation::MocoV3),
+                ..config(framework)
+            },
+            step: 3,
+            epoch: 0,
+            position: 3,
+            queue_ptr: 0,
+            skipped: 0,
+        };
+        let mut json = serde_json::to_value(&state).unwrap();
+        let text = json.to_string();
+        let kept = slim_train::pretrain::TrainState::parse(&text).unwrap();
+        assert_eq!(kept.config.augmentation(), Augmentation::MocoV3);
+        json["config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("augmentation");
+        let parsed = slim_train::pretrain::TrainState::parse(&json.to_string()).unwrap();
+        parsed.config.augmentation()
+    };
+    assert_eq!(old(Framework::Simclr), Augmentation::Simclr);
+    assert_eq!(old(Framework::MocoV2), Augmentation::MocoV2);
+    assert_eq!(old(Framework::MocoV3), Augmentation::MocoV2);
 }

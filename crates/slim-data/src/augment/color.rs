@@ -1,5 +1,5 @@
 //! The color stage of an augmentation: torchvision's color jitter (in random order),
-//! random grayscale and Gaussian blur, drawn once per view ([`Color`]) and applied on the
+//! random grayscale, Gaussian blur and solarization, drawn once per view ([`Color`]) and applied on the
 //! CPU here or batched on a GPU by a trainer.
 
 use rand::Rng;
@@ -63,7 +63,7 @@ pub struct Jitter {
 }
 
 /// The color adjustments drawn for one view, in the order they apply: jitter, then
-/// grayscale, then blur. Pixels are floats in `[0, 1]`.
+/// grayscale, then blur, then solarization. Pixels are floats in `[0, 1]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Color {
     pub jitter: Option<Jitter>,
@@ -71,11 +71,16 @@ pub struct Color {
     pub grayscale: bool,
     /// Gaussian blur `(radius, sigma)`: kernel `2 radius + 1`, reflect padding.
     pub blur: Option<(usize, f32)>,
+    /// Invert every value of at least [`SOLARIZE_THRESHOLD`].
+    pub solarize: bool,
 }
+
+/// PIL's `ImageOps.solarize` threshold, 128 of 255, on `[0, 1]` pixels.
+pub const SOLARIZE_THRESHOLD: f32 = 128.0 / 255.0;
 
 impl Color {
     pub fn is_identity(&self) -> bool {
-        self.jitter.is_none() && !self.grayscale && self.blur.is_none()
+        self.jitter.is_none() && !self.grayscale && self.blur.is_none() && !self.solarize
     }
 
     /// Applies the adjustments to `img` on the CPU.
@@ -96,6 +101,11 @@ impl Color {
         }
         if let Some((radius, sigma)) = self.blur {
             gaussian_blur(&mut px, img.height, img.width, c, radius, sigma);
+        }
+        if self.solarize {
+            px.iter_mut()
+                .filter(|v| **v >= SOLARIZE_THRESHOLD)
+                .for_each(|v| *v = 1.0 - *v);
         }
         for (o, v) in img.data.iter_mut().zip(px) {
             *o = (v * 255.0).round().clamp(0.0, 255.0) as u8;

@@ -1,6 +1,7 @@
-//! The SimCLR / MoCo v2 training augmentations, as torchvision implements them:
+//! The SimCLR / MoCo v2 / MoCo v3 training augmentations, as torchvision implements them:
 //! random resized crop (10 attempts, then a centre crop), horizontal flip, color
-//! jitter in random order, random grayscale and Gaussian blur. An [`Augment`] is a plain
+//! jitter in random order, random grayscale, Gaussian blur and (MoCo v3's second view,
+//! from BYOL) solarization. An [`Augment`] is a plain
 //! configuration; [`Augment::apply`] draws everything from the RNG it is given, so a
 //! seeded RNG reproduces the same view. [`Augment::sample`] splits a view into its
 //! geometry (done on the CPU) and its drawn [`Color`] adjustments, which a trainer can
@@ -14,7 +15,7 @@ use rand::Rng;
 
 mod color;
 
-pub use color::{Color, ColorJitter, Jitter};
+pub use color::{Color, ColorJitter, Jitter, SOLARIZE_THRESHOLD};
 
 use crate::Image;
 use crate::transform::resize_to;
@@ -41,6 +42,9 @@ pub struct Augment {
     pub blur_sigma: (f32, f32),
     /// Blur kernel side as a fraction of `size` (rounded to an odd number, at least 3).
     pub blur_kernel: f32,
+    /// Probability of solarization (PIL's `ImageOps.solarize`: every value of at least
+    /// 128 of 255 inverted).
+    pub solarize_p: f32,
 }
 
 impl Augment {
@@ -61,6 +65,7 @@ impl Augment {
             blur_p: if size >= 64 { 0.5 } else { 0.0 },
             blur_sigma: (0.1, 2.0),
             blur_kernel: 0.1,
+            solarize_p: 0.0,
         }
     }
 
@@ -70,6 +75,30 @@ impl Augment {
             scale: (0.2, 1.0),
             ..Augment::simclr(size)
         }
+    }
+
+    /// MoCo v3's two views (BYOL's recipe, as SlimCLR's `dataloader.py` builds it for
+    /// `mocov3`): crop scale `0.2..1` (its `--crop-min` default), flip 0.5,
+    /// jitter `(0.4, 0.4, 0.2, 0.1)` with p 0.8, grayscale 0.2; Gaussian blur on every
+    /// first view and on a tenth of the second views, solarization on a fifth of the
+    /// second views. Blur is left out below 64 pixels, as in [`Augment::simclr`].
+    pub fn moco_v3(size: usize) -> [Augment; 2] {
+        let blur = |p: f32| if size >= 64 { p } else { 0.0 };
+        let first = Augment {
+            scale: (0.2, 1.0),
+            jitter: ColorJitter {
+                saturation: 0.2,
+                ..ColorJitter::strength(0.5)
+            },
+            blur_p: blur(1.0),
+            ..Augment::simclr(size)
+        };
+        let second = Augment {
+            blur_p: blur(0.1),
+            solarize_p: 0.2,
+            ..first.clone()
+        };
+        [first, second]
     }
 
     /// The linear evaluation's training augmentation (MoCo's and SlimCLR's `lincls`:
@@ -111,6 +140,7 @@ impl Augment {
         prob("jitter_p", self.jitter_p)?;
         prob("grayscale_p", self.grayscale_p)?;
         prob("blur_p", self.blur_p)?;
+        prob("solarize_p", self.solarize_p)?;
         let j = &self.jitter;
         for (name, s) in [
             ("brightness", j.brightness),
@@ -163,10 +193,14 @@ impl Augment {
             let k = ((self.blur_kernel * self.size as f32).round() as usize).max(3);
             (k / 2, sigma)
         });
+        // Drawn only when it can happen, so that the views of the augmentations without
+        // it draw as they did before it existed.
+        let solarize = self.solarize_p > 0.0 && rng.random::<f32>() < self.solarize_p;
         let color = Color {
             jitter,
             grayscale,
             blur,
+            solarize,
         };
         (out, color)
     }
@@ -302,6 +336,69 @@ mod tests {
             ..Augment::simclr(32)
         };
         assert!(bad.validate().unwrap_err().contains("flip_p"));
+    }
+
+    #[test]
+    fn moco_v3_blurs_the_first_view_and_solarizes_some_second_views() {
+        let [first, second] = Augment::moco_v3(224);
+        assert!(first.validate().is_ok() && second.validate().is_ok());
+        assert_eq!((first.blur_p, first.solarize_p), (1.0, 0.0));
+        assert_eq!((second.blur_p, second.solarize_p), (0.1, 0.2));
+        assert_eq!(first.jitter.saturation, 0.2);
+        assert_eq!(first.scale, (0.2, 1.0));
+        // Below 64 pixels no blur, as SimCLR on CIFAR; solarization stays.
+        let [small1, small2] = Augment::moco_v3(32);
+        assert_eq!(
+            (small1.blur_p, small2.blur_p, small2.solarize_p),
+            (0.0, 0.0, 0.2)
+        );
+        // The drawn rates, over many views of a small image.
+        let img = noise(40, 40, 3, 11);
+        let mut rng = StdRng::seed_from_u64(12);
+        let n = 4000;
+        let (mut blurred, mut solarized) = ([0usize; 2], [0usize; 2]);
+        for _ in 0..n {
+            for (v, aug) in [&first, &second].into_iter().enumerate() {
+                let (_, color) = Augment {
+                    size: 8,
+                    ..aug.clone()
+                }
+                .sample(&img, &mut rng);
+                blurred[v] += color.blur.is_some() as usize;
+                solarized[v] += color.solarize as usize;
+            }
+        }
+        let rate = |k: usize| k as f64 / n as f64;
+        assert_eq!((blurred[0], solarized[0]), (n, 0));
+        assert!(
+            (rate(blurred[1]) - 0.1).abs() < 0.02,
+            "{}",
+            rate(blurred[1])
+        );
+        assert!(
+            (rate(solarized[1]) - 0.2).abs() < 0.02,
+            "{}",
+            rate(solarized[1])
+        );
+    }
+
+    #[test]
+    fn solarization_inverts_values_from_128_up_as_pil() {
+        let img = Image::new(1, 6, 1, vec![0, 100, 127, 128, 200, 255]);
+        let aug = Augment {
+            solarize_p: 1.0,
+            ..plain(6)
+        };
+        let aug = Augment {
+            size: 6,
+            scale: (1.0, 1.0),
+            ratio: (6.0, 6.0),
+            ..aug
+        };
+        let out = aug.apply(&img, &mut StdRng::seed_from_u64(0));
+        // PIL's ImageOps.solarize(threshold=128): v < 128 ? v : 255 - v.
+        assert_eq!((out.height, out.width), (6, 6));
+        assert_eq!(&out.data[..6], &[0, 100, 127, 127, 55, 0]);
     }
 
     #[test]

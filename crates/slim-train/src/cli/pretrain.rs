@@ -18,7 +18,7 @@ use crate::loss::AlphaSchedule;
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use crate::pretrain::config::Smoothing;
 use crate::pretrain::{
-    Framework, Placement, PretrainConfig, Trainer, TrajectoryConfig, TrajectoryUnit,
+    Augmentation, Framework, Placement, PretrainConfig, Trainer, TrajectoryConfig, TrajectoryUnit,
 };
 
 #[derive(Debug, Args)]
@@ -123,6 +123,11 @@ pub struct PretrainArgs {
     /// Key-encoder momentum (MoCo v3: the first step's, rising to 1 along a cosine).
     #[arg(long, default_value_t = 0.99)]
     pub moco_momentum: f64,
+    /// The views' augmentations: simclr, moco-v2 (both views alike) or moco-v3 (blur on
+    /// the first view, solarization on a fifth of the second; blur only from 64 px).
+    /// Default: the framework's.
+    #[arg(long, value_parser = by_name::<Augmentation>)]
+    pub augmentation: Option<Augmentation>,
     /// Smallest random-resized-crop scale (default per framework: SimCLR 0.08, MoCo v2 and
     /// v3 0.2; 0.2 also suits 28 px images).
     #[arg(long, value_parser = unit_fraction)]
@@ -186,6 +191,12 @@ impl PretrainArgs {
     pub fn temperature(&self) -> f64 {
         self.temperature
             .unwrap_or(self.framework.default_temperature())
+    }
+
+    /// `--augmentation`, or the framework's default.
+    pub fn augmentation(&self) -> Augmentation {
+        self.augmentation
+            .unwrap_or(self.framework.default_augmentation())
     }
 
     /// `--crop-min-scale`, or the framework's default.
@@ -335,6 +346,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         ranks,
         sync_bn: args.sync_bn,
         moco_momentum: args.moco_momentum,
+        augmentation: Some(args.augmentation()),
         crop_scale: (args.crop_min_scale() as f32, 1.0),
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
@@ -442,5 +454,35 @@ mod tests {
         assert_eq!((v2.temperature(), v2.crop_min_scale()), (0.2, 0.2));
         let v3 = parsed(&["--framework", "moco-v3", "--crop-min-scale", "0.5"]);
         assert_eq!((v3.temperature(), v3.crop_min_scale()), (1.0, 0.5));
+        use crate::pretrain::Augmentation;
+        assert_eq!(
+            [&simclr, &v2, &v3].map(|a| a.augmentation()),
+            [
+                Augmentation::Simclr,
+                Augmentation::MocoV2,
+                Augmentation::MocoV3
+            ]
+        );
+        let v3 = parsed(&["--framework", "moco-v3", "--augmentation", "moco-v2"]);
+        assert_eq!(
+            (v3.augmentation(), v3.temperature()),
+            (Augmentation::MocoV2, 1.0)
+        );
+        let err = super::super::Cli::try_parse_from([
+            "slim-train",
+            "pretrain",
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--augmentation",
+            "byol",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--augmentation") && err.contains("byol"),
+            "{err}"
+        );
     }
 }

@@ -101,7 +101,7 @@ pub fn recompute_batchnorm(
         LoaderConfig {
             batch_size,
             views: 1,
-            augment: None,
+            augment: Vec::new(),
             normalize: slim_data::transform::Normalize::from(&c.input),
             workers: data.workers.max(1),
             seed: data.seed,

@@ -92,7 +92,7 @@ pub fn extract_features(
         LoaderConfig {
             batch_size: batch,
             views: 1,
-            augment: None,
+            augment: Vec::new(),
             normalize: normalize.clone(),
             workers,
             seed: 0,

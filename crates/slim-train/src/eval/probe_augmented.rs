@@ -55,7 +55,7 @@ pub fn train_probe_augmented(
         LoaderConfig {
             batch_size: config.batch_size.max(1),
             views: 1,
-            augment: Some(Augment::linear_eval(normalize.size)),
+            augment: vec![Augment::linear_eval(normalize.size)],
             normalize: normalize.clone(),
             workers,
             seed: config.seed,

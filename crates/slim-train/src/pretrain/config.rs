@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use slim_core::Width;
 use slim_core::checkpoint::Precision;
+use slim_data::augment::Augment;
 
 use crate::optim::{Decay, OptimizerConfig};
 use crate::twa::TwaConfig;
@@ -58,8 +59,41 @@ impl Framework {
         }
     }
 
+    /// The views' augmentations of SlimCLR's `dataset/dataloader.py`: SimCLR's, MoCo v2's,
+    /// and MoCo v3's asymmetric pair.
+    pub fn default_augmentation(self) -> Augmentation {
+        match self {
+            Framework::Simclr => Augmentation::Simclr,
+            Framework::MocoV2 => Augmentation::MocoV2,
+            Framework::MocoV3 => Augmentation::MocoV3,
+        }
+    }
+
     pub(super) fn has_key_encoder(self) -> bool {
         self != Framework::Simclr
+    }
+}
+
+/// The augmentations a run draws its two views from (before `crop_scale` sets the crop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augmentation {
+    /// [`Augment::simclr`] for both views.
+    Simclr,
+    /// [`Augment::moco_v2`] for both views.
+    MocoV2,
+    /// [`Augment::moco_v3`]: blur on the first view, solarization on some second views.
+    MocoV3,
+}
+
+impl Augmentation {
+    /// One augmentation per view, at `size` pixels.
+    pub fn views(self, size: usize) -> Vec<Augment> {
+        match self {
+            Augmentation::Simclr => vec![Augment::simclr(size)],
+            Augmentation::MocoV2 => vec![Augment::moco_v2(size)],
+            Augmentation::MocoV3 => Augment::moco_v3(size).to_vec(),
+        }
     }
 }
 
@@ -140,6 +174,10 @@ pub struct PretrainConfig {
     pub sync_bn: bool,
     /// The key encoder's momentum (MoCo v3: its start, raised to 1 along a cosine).
     pub moco_momentum: f64,
+    /// The views' augmentations; `None` in checkpoints of versions before MoCo v3 had its
+    /// own, whose runs go on as they started ([`PretrainConfig::augmentation`]).
+    #[serde(default)]
+    pub augmentation: Option<Augmentation>,
     /// Random-resized-crop scale range.
     pub crop_scale: (f32, f32),
     pub seed: u64,
@@ -156,10 +194,21 @@ pub struct PretrainConfig {
     /// Channels-last (NHWC) weights and inputs.
     #[serde(default)]
     pub channels_last: bool,
-    /// Color augmentations (jitter, grayscale, blur) batched on the training device
+    /// Color augmentations (jitter, grayscale, blur, solarization) batched on the training device
     /// instead of on the loader's CPU threads.
     #[serde(default)]
     pub augment_on_device: bool,
+}
+
+impl PretrainConfig {
+    /// The views' augmentations: as set, or for a checkpoint that predates the field what
+    /// its run started with (SimCLR's for SimCLR, MoCo v2's for both MoCo).
+    pub fn augmentation(&self) -> Augmentation {
+        self.augmentation.unwrap_or(match self.framework {
+            Framework::Simclr => Augmentation::Simclr,
+            Framework::MocoV2 | Framework::MocoV3 => Augmentation::MocoV2,
+        })
+    }
 }
 
 /// When trajectory checkpoints are kept, and at which precision.

@@ -38,7 +38,8 @@ use slim_data::loader::{Loader, LoaderConfig};
 use tch::{Device, Kind, nn};
 
 pub use config::{
-    Framework, PretrainConfig, TrainState, TrajectoryConfig, TrajectoryPlan, TrajectoryUnit,
+    Augmentation, Framework, PretrainConfig, TrainState, TrajectoryConfig, TrajectoryPlan,
+    TrajectoryUnit,
 };
 use data_parallel::DataParallel;
 pub use data_parallel::Placement;
@@ -87,28 +88,29 @@ fn tune(net: &mut SlimNet, config: &PretrainConfig, sync: Option<&Arc<SyncBatchN
     }
 }
 
-/// The two-view loader of a run: the framework's augmentations at the crop scale asked for,
-/// shuffled and seeded by the config.
-fn loader(
+/// The two-view loader of a run (rank `rank` of `ranks`): its augmentations at the crop
+/// scale asked for, shuffled and seeded by the config.
+pub fn loader(
     dataset: Arc<dyn Dataset>,
     model: &slim_core::ModelConfig,
     config: &PretrainConfig,
     workers: usize,
     (rank, ranks): (usize, usize),
 ) -> Loader {
-    let augment = match config.framework.has_key_encoder() {
-        true => Augment::moco_v2(model.input.image_size),
-        false => Augment::simclr(model.input.image_size),
-    };
+    let augment = config.augmentation().views(model.input.image_size);
+    let augment = augment
+        .into_iter()
+        .map(|aug| Augment {
+            scale: config.crop_scale,
+            ..aug
+        })
+        .collect();
     Loader::new(
         dataset,
         LoaderConfig {
             batch_size: config.batch_size,
             views: 2,
-            augment: Some(Augment {
-                scale: config.crop_scale,
-                ..augment
-            }),
+            augment,
             normalize: slim_data::transform::Normalize::from(&model.input),
             workers,
             seed: config.seed,

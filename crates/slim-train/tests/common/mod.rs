@@ -71,6 +71,7 @@ pub fn config(framework: Framework) -> PretrainConfig {
         ranks: 1,
         sync_bn: false,
         moco_momentum: 0.9,
+        augmentation: Some(framework.default_augmentation()),
         crop_scale: (0.2, 1.0),
         seed: 5,
         checkpoint_every: 3,
