@@ -170,7 +170,9 @@ fn bin(v: f32, lo: f32, hi: f32) -> usize {
 
 /// The range of a histogram over `[lo, hi]` with `(100 - percentile) / 2` percent of its
 /// values cut on each side, at bin edges, within `[lo, hi]` (onnxruntime's
-/// `HistogramCalibrater.compute_percentile` for asymmetric ranges).
+/// `HistogramCalibrater.compute_percentile` for asymmetric ranges). onnxruntime's
+/// histogram spans `[-max |v|, max |v|]` instead of the seen range, so its cuts are within
+/// one of its (coarser) bins of these (the integration test `ort_reference`).
 fn cut(hist: &[u64], lo: f32, hi: f32, percentile: f64) -> (f32, f32) {
     let total: u64 = hist.iter().sum();
     if total == 0 || hi <= lo {

@@ -12,7 +12,10 @@
 //!   integer kernels accumulate them.
 //!
 //! These are onnxruntime's `quantize_static` defaults for QDQ (activations QUInt8,
-//! weights QInt8 per channel), which a test compares this with.
+//! weights QInt8 per channel); the integration test `ort_reference` holds these graphs to
+//! its output on the same calibration images. Unlike its graphs, the logits and the
+//! `embedding` output stay float, and `GlobalAveragePool` pools in float, its output
+//! quantised after `Flatten` over the same range (the same values).
 
 use std::collections::HashMap;
 
