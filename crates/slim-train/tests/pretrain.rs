@@ -332,20 +332,25 @@ fn a_width_trained_alone_leaves_every_other_width_untouched() {
     assert_eq!(last["distillation"][0], 0.0);
 }
 
+/// The train state of a run of `config` three steps in, as its checkpoint stores it.
+fn state_json(config: PretrainConfig) -> serde_json::Value {
+    let state = slim_train::pretrain::TrainState {
+        config,
+        step: 3,
+        epoch: 0,
+        position: 3,
+        queue_ptr: 0,
+        skipped: 0,
+    };
+    serde_json::to_value(&state).unwrap()
+}
+
 #[test]
 fn an_older_state_keeps_its_batchnorm_split_only_for_moco_v2() {
     // Earlier versions stored `moco_bn_splits` (default 8) for every framework and
     // applied it to MoCo v2 alone; it is read as `bn_splits`, now applied to all.
     for (framework, kept) in [(Framework::Simclr, 1), (Framework::MocoV2, 8)] {
-        let state = slim_train::pretrain::TrainState {
-            config: config(framework),
-            step: 3,
-            epoch: 0,
-            position: 3,
-            queue_ptr: 0,
-            skipped: 0,
-        };
-        let mut json = serde_json::to_value(&state).unwrap();
+        let mut json = state_json(config(framework));
         let c = json["config"].as_object_mut().unwrap();
         c.remove("bn_splits");
         c.insert("moco_bn_splits".into(), 8.into());
@@ -436,18 +441,10 @@ fn each_framework_draws_its_views_from_its_augmentations() {
 #[test]
 fn an_older_state_draws_the_augmentations_its_run_started_with() {
     let old = |framework| {
-        let state = slim_train::pretrain::TrainState {
-            config: PretrainConfig {
-                augmentation: Some(Augmentation::MocoV3),
-                ..config(framework)
-            },
-            step: 3,
-            epoch: 0,
-            position: 3,
-            queue_ptr: 0,
-            skipped: 0,
-        };
-        let mut json = serde_json::to_value(&state).unwrap();
+        let mut json = state_json(PretrainConfig {
+            augmentation: Some(Augmentation::MocoV3),
+            ..config(framework)
+        });
         let text = json.to_string();
         let kept = slim_train::pretrain::TrainState::parse(&text).unwrap();
         assert_eq!(kept.config.augmentation(), Augmentation::MocoV3);
