@@ -7,7 +7,11 @@
  *   small gets SLIM_STATUS_BUFFER_TOO_SMALL and is left untouched. NULL: not wanted.
  * - Thread safety: a model and a controller may be used from any number of threads at
  *   once, except by their _free, which must be the last call on them.
- * - A panic inside the library is caught and returned as SLIM_STATUS_PANIC. */
+ * - A panic inside the library is caught and returned as SLIM_STATUS_PANIC.
+ * - A graph is a width in a precision: "f32" (the float graph, what calls that take a width
+ *   alone run), or "f16" and "int8" where slim-export --precision wrote them (the
+ *   _variant calls). Precisions are passed and returned as these NUL-terminated names.
+ * - Structs are not versioned: new fields come as new structs and calls, never appended. */
 
 #ifndef SLIM_H
 #define SLIM_H
@@ -32,7 +36,8 @@ typedef enum {
   SLIM_STATUS_MODEL = 2,
   // An image that cannot be read or decoded.
   SLIM_STATUS_IMAGE = 3,
-  // The model holds no such width.
+  // The model holds no such width, or not in the precision asked for (the message lists
+  // the graphs it has).
   SLIM_STATUS_NO_SUCH_WIDTH = 4,
   // No width meets the budget; the message names the nearest and by how much it misses.
   SLIM_STATUS_NO_FIT = 5,
@@ -49,7 +54,7 @@ typedef enum {
   SLIM_STATUS_PANIC = 10,
 } SlimStatus;
 
-// An adaptive controller for one model's widths.
+// An adaptive controller for one model's widths (or graphs: width and precision).
 typedef struct SlimAdaptive SlimAdaptive;
 
 // An exported model folder opened with one backend. Widths load on first use.
@@ -82,6 +87,23 @@ typedef struct {
   // The quantile predicted at `to`, in ms.
   double predicted_ms;
 } SlimSwitch;
+
+// One graph: a width in a precision.
+typedef struct {
+  double width;
+  // "f32", "f16" or "int8" (static storage).
+  const char *precision;
+} SlimVariant;
+
+// A change of graph (width and precision) and why.
+typedef struct {
+  SlimVariant from;
+  SlimVariant to;
+  // The window's quantile at `from` when it switched, in ms.
+  double observed_ms;
+  // The quantile predicted at `to`, in ms.
+  double predicted_ms;
+} SlimVariantSwitch;
 
 // One image's answer from the cascade.
 typedef struct {
@@ -148,6 +170,24 @@ typedef struct {
   const char *name;
 } SlimClass;
 
+// One graph and its costs, from the manifest.
+typedef struct {
+  double width;
+  // "f32", "f16" or "int8" (static storage).
+  const char *precision;
+  // Multiply-accumulates per image (the same in every precision of a width).
+  uint64_t macs;
+  uint64_t params;
+  // Size of the graph's file in bytes, 0 when the manifest does not record it.
+  uint64_t bytes;
+  // Floats in one image's embedding.
+  size_t embedding_dim;
+  // Measured top-1 in [0, 1] from the manifest, NaN when none was measured.
+  double top1;
+  // p50 latency at batch 1 from the manifest, in ms, NaN when none was measured.
+  double p50_ms;
+} SlimVariantInfo;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -172,20 +212,37 @@ SlimStatus slim_adaptive_new(const SlimModel *model,
                              const SlimAdaptiveConfig *config,
                              SlimAdaptive **out);
 
+// A controller for every graph of `model` (each width and, where exported, its f16 and
+// int8 graphs), starting at the most accurate. With this device's cached calibration at
+// batch 1 (e.g. from `slim-run --calibrate`), it steps along the calibrated front: most
+// accurate first, each graph kept only when it measured faster than the one kept before
+// it, so a graph no faster than a more accurate one never serves. Without one, the float
+// widths by MACs, as `slim_adaptive_new`. Report and observe its graphs with
+// `slim_adaptive_variant`, `slim_adaptive_observe_variant` and `slim_adaptive_run_variant`
+// (`slim_adaptive_observe` refuses it: a width alone does not name its graph). Free it
+// with `slim_adaptive_free`; it does not hold on to `model`.
+//
+// Thread-safe.
+SlimStatus slim_adaptive_new_variants(const SlimModel *model,
+                                      const SlimAdaptiveConfig *config,
+                                      SlimAdaptive **out);
+
 // Frees a controller (NULL is ignored). No other call may use it at the same time or
 // after.
 //
 // Not thread-safe: the last call on this controller.
 void slim_adaptive_free(SlimAdaptive *adaptive);
 
-// The width to run now.
+// The width to run now (of a controller from `slim_adaptive_new_variants`, the width of
+// its graph: `slim_adaptive_variant` says the precision too).
 //
 // Thread-safe: any number of threads may call it on one controller at once.
 SlimStatus slim_adaptive_width(const SlimAdaptive *adaptive, double *width);
 
 // Records that a call at `width` took `latency_ms` (timed by the caller, e.g. including
 // its queue). `*switched` (may be NULL) is set to whether the width changed, and then
-// `*change` (may be NULL) to the change.
+// `*change` (may be NULL) to the change. A controller from `slim_adaptive_new_variants`
+// is refused (`SLIM_STATUS_INVALID_ARGUMENT`): use `slim_adaptive_observe_variant`.
 //
 // Thread-safe: any number of threads may call it on one controller at once.
 SlimStatus slim_adaptive_observe(const SlimAdaptive *adaptive,
@@ -195,8 +252,9 @@ SlimStatus slim_adaptive_observe(const SlimAdaptive *adaptive,
                                  SlimSwitch *change);
 
 // Runs `batch` images at the controller's current width, timing the call and observing
-// it; `*width_used` gets the width. Outputs as `slim_model_run`; buffers sized for the
-// widest width always suffice.
+// it; `*width_used` gets the width (of a controller from `slim_adaptive_new_variants`,
+// the width of the graph that ran: `slim_adaptive_run_variant` says its precision too).
+// Outputs as `slim_model_run`; buffers sized for the widest width always suffice.
 //
 // Thread-safe: any number of threads may call it on one controller at once.
 SlimStatus slim_adaptive_run(const SlimAdaptive *adaptive,
@@ -208,6 +266,46 @@ SlimStatus slim_adaptive_run(const SlimAdaptive *adaptive,
                              size_t embedding_capacity,
                              float *logits,
                              size_t logits_capacity);
+
+// The graph (width and precision) to run now.
+//
+// Thread-safe: any number of threads may call it on one controller at once.
+SlimStatus slim_adaptive_variant(const SlimAdaptive *adaptive, SlimVariant *out);
+
+// The graphs the controller switches among, most accurate first, into `out` (`capacity`
+// entries). `*count` is always set to their number; pass `out` NULL to ask for it alone.
+//
+// Thread-safe: any number of threads may call it on one controller at once.
+SlimStatus slim_adaptive_steps(const SlimAdaptive *adaptive,
+                               SlimVariant *out,
+                               size_t capacity,
+                               size_t *count);
+
+// Records that a call of the graph of `width` in `precision` ("f32", "f16", "int8"; NULL
+// means "f32") took `latency_ms`. `*switched` (may be NULL) is set to whether the graph
+// changed, and then `*change` (may be NULL) to the change. Observations of a graph other
+// than the current one (calls that started before a switch) are dropped.
+//
+// Thread-safe: any number of threads may call it on one controller at once.
+SlimStatus slim_adaptive_observe_variant(const SlimAdaptive *adaptive,
+                                         double width,
+                                         const char *precision,
+                                         double latency_ms,
+                                         bool *switched,
+                                         SlimVariantSwitch *change);
+
+// `slim_adaptive_run`, with `*used` set to the graph that ran (width and precision).
+//
+// Thread-safe: any number of threads may call it on one controller at once.
+SlimStatus slim_adaptive_run_variant(const SlimAdaptive *adaptive,
+                                     const SlimModel *model,
+                                     const float *input,
+                                     size_t batch,
+                                     SlimVariant *used,
+                                     float *embedding,
+                                     size_t embedding_capacity,
+                                     float *logits,
+                                     size_t logits_capacity);
 
 // Runs `batch` preprocessed images (`batch * image_len` floats at `input`) through the
 // cascade. `confidence` NULL: the cascade calibrated into the manifest (`slim-bench
@@ -330,6 +428,61 @@ SlimStatus slim_model_classify(const SlimModel *model,
                                size_t k,
                                SlimClass *out,
                                size_t capacity);
+
+// Every graph, most accurate first (widest first, then "f32", "f16", "int8"), into `out`
+// (`capacity` entries). `*count` is always set to the number of graphs; pass `out` NULL
+// to ask for it alone. A model exported in f32 only lists its widths.
+//
+// Thread-safe: any number of threads may call it on one model at once.
+SlimStatus slim_model_variants(const SlimModel *model,
+                               SlimVariantInfo *out,
+                               size_t capacity,
+                               size_t *count);
+
+// The most accurate graph within `budget` among those in `precisions` (a comma-separated
+// list such as "f32" or "f32,int8"; NULL: every precision the model has) into `*chosen`,
+// and why, as text, into `reason` as `slim_model_select` does. A reduced-precision graph
+// that measured no faster than a float graph at least as wide is never chosen (the
+// reason says so). An unknown precision name or an empty list:
+// `SLIM_STATUS_INVALID_ARGUMENT`; no graph fits (or none in those precisions):
+// `SLIM_STATUS_NO_FIT`, the last error naming the nearest and its misses.
+//
+// Thread-safe: any number of threads may call it on one model at once.
+SlimStatus slim_model_select_variant(const SlimModel *model,
+                                     const SlimBudget *budget,
+                                     const char *precisions,
+                                     SlimVariant *chosen,
+                                     char *reason,
+                                     size_t reason_capacity,
+                                     size_t *reason_len);
+
+// `slim_model_run` of the graph of `width` in `precision` ("f32", "f16" or "int8"; NULL
+// means "f32"). A name that is not a precision: `SLIM_STATUS_INVALID_ARGUMENT`; a graph
+// the model lacks: `SLIM_STATUS_NO_SUCH_WIDTH`, the last error listing the graphs it has.
+//
+// Thread-safe: any number of threads may call it on one model at once.
+SlimStatus slim_model_run_variant(const SlimModel *model,
+                                  double width,
+                                  const char *precision,
+                                  const float *input,
+                                  size_t batch,
+                                  float *embedding,
+                                  size_t embedding_capacity,
+                                  float *logits,
+                                  size_t logits_capacity);
+
+// `slim_model_classify` with the graph of `width` in `precision` (as
+// `slim_model_run_variant`).
+//
+// Thread-safe: any number of threads may call it on one model at once.
+SlimStatus slim_model_classify_variant(const SlimModel *model,
+                                       double width,
+                                       const char *precision,
+                                       const float *input,
+                                       size_t batch,
+                                       size_t k,
+                                       SlimClass *out,
+                                       size_t capacity);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,6 +1,10 @@
 //! The adaptive width controller: holds a latency quantile target by switching width from
-//! the latencies it observes (slim-runtime's `Adaptive`, on the system clock).
+//! the latencies it observes (slim-runtime's `Adaptive`, on the system clock). One from
+//! `slim_adaptive_new` switches among the float widths; one from
+//! `slim_adaptive_new_variants` among every graph (width and precision), reported by the
+//! `_variant` calls.
 
+use std::ffi::c_char;
 use std::time::Duration;
 
 use slim_runtime::adaptive::{Config, Switch};
@@ -9,10 +13,13 @@ use slim_runtime::{Adaptive, SlimModel as Model};
 use crate::error::{Failure, SlimStatus, guard};
 use crate::model::SlimModel;
 use crate::ptr;
+use crate::variant::SlimVariant;
 
-/// An adaptive controller for one model's widths.
+/// An adaptive controller for one model's widths (or graphs: width and precision).
 pub struct SlimAdaptive {
     inner: Adaptive,
+    /// Made by `slim_adaptive_new_variants`: its steps may be reduced-precision graphs.
+    variants: bool,
 }
 
 /// The controller's settings; `slim_adaptive_config_p95` gives the defaults.
@@ -41,6 +48,18 @@ pub struct SlimAdaptiveConfig {
 pub struct SlimSwitch {
     pub from: f64,
     pub to: f64,
+    /// The window's quantile at `from` when it switched, in ms.
+    pub observed_ms: f64,
+    /// The quantile predicted at `to`, in ms.
+    pub predicted_ms: f64,
+}
+
+/// A change of graph (width and precision) and why.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SlimVariantSwitch {
+    pub from: SlimVariant,
+    pub to: SlimVariant,
     /// The window's quantile at `from` when it switched, in ms.
     pub observed_ms: f64,
     /// The quantile predicted at `to`, in ms.
@@ -90,8 +109,40 @@ impl From<&Switch> for SlimSwitch {
     }
 }
 
+impl From<&Switch> for SlimVariantSwitch {
+    fn from(s: &Switch) -> SlimVariantSwitch {
+        SlimVariantSwitch {
+            from: s.from.into(),
+            to: s.to.into(),
+            observed_ms: s.observed_ms,
+            predicted_ms: s.predicted_ms,
+        }
+    }
+}
+
 fn get<'a>(p: *const SlimAdaptive) -> Result<&'a Adaptive, Failure> {
     Ok(&ptr::reference(p, "adaptive")?.inner)
+}
+
+/// `*out = NULL`, then a controller for `model` with `config`: among every graph when
+/// `variants`, else among the float widths.
+fn new_controller(
+    model: *const SlimModel,
+    config: *const SlimAdaptiveConfig,
+    out: *mut *mut SlimAdaptive,
+    variants: bool,
+) -> Result<(), Failure> {
+    let out = ptr::out(out, "out")?;
+    *out = std::ptr::null_mut();
+    let model: &Model = &SlimModel::get(model)?.inner;
+    let config = ptr::reference(config, "config")?.to_config()?;
+    let inner = match variants {
+        true => Adaptive::for_model(model, config, Default::default())?,
+        // The width-only calls name a graph by its width alone: float widths only.
+        false => Adaptive::for_model_widths(model, config, Default::default())?,
+    };
+    *out = Box::into_raw(Box::new(SlimAdaptive { inner, variants }));
+    Ok(())
 }
 
 /// The defaults for a p95 target of `target_ms`: a window of 64, 16 observations before
@@ -114,16 +165,27 @@ pub unsafe extern "C" fn slim_adaptive_new(
     config: *const SlimAdaptiveConfig,
     out: *mut *mut SlimAdaptive,
 ) -> SlimStatus {
-    guard(|| {
-        let out = ptr::out(out, "out")?;
-        *out = std::ptr::null_mut();
-        let model: &Model = &SlimModel::get(model)?.inner;
-        let config = ptr::reference(config, "config")?.to_config()?;
-        // The C API names a graph by its width alone: float widths only.
-        let inner = Adaptive::for_model_widths(model, config, Default::default())?;
-        *out = Box::into_raw(Box::new(SlimAdaptive { inner }));
-        Ok(())
-    })
+    guard(|| new_controller(model, config, out, false))
+}
+
+/// A controller for every graph of `model` (each width and, where exported, its f16 and
+/// int8 graphs), starting at the most accurate. With this device's cached calibration at
+/// batch 1 (e.g. from `slim-run --calibrate`), it steps along the calibrated front: most
+/// accurate first, each graph kept only when it measured faster than the one kept before
+/// it, so a graph no faster than a more accurate one never serves. Without one, the float
+/// widths by MACs, as `slim_adaptive_new`. Report and observe its graphs with
+/// `slim_adaptive_variant`, `slim_adaptive_observe_variant` and `slim_adaptive_run_variant`
+/// (`slim_adaptive_observe` refuses it: a width alone does not name its graph). Free it
+/// with `slim_adaptive_free`; it does not hold on to `model`.
+///
+/// Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn slim_adaptive_new_variants(
+    model: *const SlimModel,
+    config: *const SlimAdaptiveConfig,
+    out: *mut *mut SlimAdaptive,
+) -> SlimStatus {
+    guard(|| new_controller(model, config, out, true))
 }
 
 /// Frees a controller (NULL is ignored). No other call may use it at the same time or
@@ -136,7 +198,8 @@ pub unsafe extern "C" fn slim_adaptive_free(adaptive: *mut SlimAdaptive) {
     unsafe { ptr::free(adaptive) }
 }
 
-/// The width to run now.
+/// The width to run now (of a controller from `slim_adaptive_new_variants`, the width of
+/// its graph: `slim_adaptive_variant` says the precision too).
 ///
 /// Thread-safe: any number of threads may call it on one controller at once.
 #[unsafe(no_mangle)]
@@ -152,7 +215,8 @@ pub unsafe extern "C" fn slim_adaptive_width(
 
 /// Records that a call at `width` took `latency_ms` (timed by the caller, e.g. including
 /// its queue). `*switched` (may be NULL) is set to whether the width changed, and then
-/// `*change` (may be NULL) to the change.
+/// `*change` (may be NULL) to the change. A controller from `slim_adaptive_new_variants`
+/// is refused (`SLIM_STATUS_INVALID_ARGUMENT`): use `slim_adaptive_observe_variant`.
 ///
 /// Thread-safe: any number of threads may call it on one controller at once.
 #[unsafe(no_mangle)]
@@ -164,8 +228,15 @@ pub unsafe extern "C" fn slim_adaptive_observe(
     change: *mut SlimSwitch,
 ) -> SlimStatus {
     guard(|| {
-        let a = get(adaptive)?;
-        let s = a.observe(ptr::width(width)?, latency_ms);
+        let handle = ptr::reference(adaptive, "adaptive")?;
+        if handle.variants {
+            return Err(Failure::invalid(
+                "adaptive: this controller switches among precisions too \
+                 (slim_adaptive_new_variants), so a width alone does not name the graph that \
+                 ran: use slim_adaptive_observe_variant",
+            ));
+        }
+        let s = handle.inner.observe(ptr::width(width)?, latency_ms);
         if !switched.is_null() {
             *ptr::out(switched, "switched")? = s.is_some();
         }
@@ -177,8 +248,9 @@ pub unsafe extern "C" fn slim_adaptive_observe(
 }
 
 /// Runs `batch` images at the controller's current width, timing the call and observing
-/// it; `*width_used` gets the width. Outputs as `slim_model_run`; buffers sized for the
-/// widest width always suffice.
+/// it; `*width_used` gets the width (of a controller from `slim_adaptive_new_variants`,
+/// the width of the graph that ran: `slim_adaptive_run_variant` says its precision too).
+/// Outputs as `slim_model_run`; buffers sized for the widest width always suffice.
 ///
 /// Thread-safe: any number of threads may call it on one controller at once.
 #[unsafe(no_mangle)]
@@ -200,6 +272,94 @@ pub unsafe extern "C" fn slim_adaptive_run(
         let input = m.input(input, batch)?;
         let (w, out) = a.run(&m.inner, input)?;
         *width_used = w.width.get();
+        SlimModel::write_outputs(&out, embedding, embedding_capacity, logits, logits_capacity)
+    })
+}
+
+/// The graph (width and precision) to run now.
+///
+/// Thread-safe: any number of threads may call it on one controller at once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn slim_adaptive_variant(
+    adaptive: *const SlimAdaptive,
+    out: *mut SlimVariant,
+) -> SlimStatus {
+    guard(|| {
+        *ptr::out(out, "out")? = get(adaptive)?.variant().into();
+        Ok(())
+    })
+}
+
+/// The graphs the controller switches among, most accurate first, into `out` (`capacity`
+/// entries). `*count` is always set to their number; pass `out` NULL to ask for it alone.
+///
+/// Thread-safe: any number of threads may call it on one controller at once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn slim_adaptive_steps(
+    adaptive: *const SlimAdaptive,
+    out: *mut SlimVariant,
+    capacity: usize,
+    count: *mut usize,
+) -> SlimStatus {
+    guard(|| {
+        let a = get(adaptive)?;
+        let count = ptr::out(count, "count")?;
+        *count = a.steps().len();
+        let steps: Vec<SlimVariant> = a.steps().iter().map(|&v| v.into()).collect();
+        ptr::fill(ptr::buffer(out, capacity), &steps, "steps")
+    })
+}
+
+/// Records that a call of the graph of `width` in `precision` ("f32", "f16", "int8"; NULL
+/// means "f32") took `latency_ms`. `*switched` (may be NULL) is set to whether the graph
+/// changed, and then `*change` (may be NULL) to the change. Observations of a graph other
+/// than the current one (calls that started before a switch) are dropped.
+///
+/// Thread-safe: any number of threads may call it on one controller at once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn slim_adaptive_observe_variant(
+    adaptive: *const SlimAdaptive,
+    width: f64,
+    precision: *const c_char,
+    latency_ms: f64,
+    switched: *mut bool,
+    change: *mut SlimVariantSwitch,
+) -> SlimStatus {
+    guard(|| {
+        let a = get(adaptive)?;
+        let s = a.observe(ptr::variant(width, precision)?, latency_ms);
+        if !switched.is_null() {
+            *ptr::out(switched, "switched")? = s.is_some();
+        }
+        if let (Some(s), false) = (&s, change.is_null()) {
+            *ptr::out(change, "change")? = s.into();
+        }
+        Ok(())
+    })
+}
+
+/// `slim_adaptive_run`, with `*used` set to the graph that ran (width and precision).
+///
+/// Thread-safe: any number of threads may call it on one controller at once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn slim_adaptive_run_variant(
+    adaptive: *const SlimAdaptive,
+    model: *const SlimModel,
+    input: *const f32,
+    batch: usize,
+    used: *mut SlimVariant,
+    embedding: *mut f32,
+    embedding_capacity: usize,
+    logits: *mut f32,
+    logits_capacity: usize,
+) -> SlimStatus {
+    guard(|| {
+        let a = get(adaptive)?;
+        let m = SlimModel::get(model)?;
+        let used = ptr::out(used, "used")?;
+        let input = m.input(input, batch)?;
+        let (v, out) = a.run(&m.inner, input)?;
+        *used = v.into();
         SlimModel::write_outputs(&out, embedding, embedding_capacity, logits, logits_capacity)
     })
 }

@@ -22,7 +22,8 @@ pub enum SlimStatus {
     Model = 2,
     /// An image that cannot be read or decoded.
     Image = 3,
-    /// The model holds no such width.
+    /// The model holds no such width, or not in the precision asked for (the message lists
+    /// the graphs it has).
     NoSuchWidth = 4,
     /// No width meets the budget; the message names the nearest and by how much it misses.
     NoFit = 5,

@@ -6,7 +6,9 @@
 //! - [`model`]: open a model folder, its widths and costs, select by budget, preprocess
 //!   images, run a batch, top-k classes;
 //! - [`adaptive`]: the adaptive width controller;
-//! - [`cascade`]: the width cascade, narrowest first, wider only while unsure.
+//! - [`cascade`]: the width cascade, narrowest first, wider only while unsure;
+//! - [`variant`]: graphs by width and precision (f32, f16, int8): list, select by budget
+//!   kept to some precisions, run and classify.
 //!
 //! Conventions, the same for every function:
 //! - Handles are opaque and freed by their `_free` function (NULL is accepted there).
@@ -27,6 +29,7 @@ pub mod cascade;
 pub mod error;
 pub mod model;
 mod ptr;
+pub mod variant;
 
 pub use adaptive::SlimAdaptive;
 pub use error::SlimStatus;

@@ -4,6 +4,7 @@
 use std::ffi::{CString, c_char};
 use std::path::Path;
 
+use slim_core::Variant;
 use slim_runtime::{Backend, Budget, Outputs, top_k};
 
 use crate::error::{Failure, SlimStatus, guard};
@@ -74,7 +75,7 @@ pub struct SlimClass {
 }
 
 impl SlimBudget {
-    fn to_budget(self) -> Result<Budget, Failure> {
+    pub(crate) fn to_budget(self) -> Result<Budget, Failure> {
         let limit = |v: f64, name: &str, max: f64| match v {
             0.0 => Ok(None),
             v if v > 0.0 && v <= max => Ok(Some(v)),
@@ -128,6 +129,74 @@ impl SlimModel {
         }
         ptr::fill(emb, &out.embedding, "embedding")?;
         ptr::fill(log, &out.logits, "logits")
+    }
+
+    /// Runs `batch` images at `v` into the caller's buffers, both capacities checked
+    /// before the graph runs (`slim_model_run`, `slim_model_run_variant`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_into(
+        &self,
+        v: Variant,
+        input: *const f32,
+        batch: usize,
+        embedding: *mut f32,
+        embedding_capacity: usize,
+        logits: *mut f32,
+        logits_capacity: usize,
+    ) -> Result<(), Failure> {
+        let input = self.input(input, batch)?;
+        let entry = self.inner.entry(v)?;
+        let wanted = [
+            (
+                embedding,
+                embedding_capacity,
+                entry.embedding_dim,
+                "embedding",
+            ),
+            (logits, logits_capacity, self.class_names.len(), "logits"),
+        ];
+        for (buf, capacity, per_image, name) in wanted {
+            let needed = ptr::product(batch, per_image, name)?;
+            if !buf.is_null() && capacity < needed {
+                return Err(Failure::too_small(name, needed, capacity));
+            }
+        }
+        let out = self.inner.run(v, input, batch)?;
+        SlimModel::write_outputs(&out, embedding, embedding_capacity, logits, logits_capacity)
+    }
+
+    /// The top-`k` classes of `batch` images at `v` into `out` (`slim_model_classify`,
+    /// `slim_model_classify_variant`).
+    pub(crate) fn classify_into(
+        &self,
+        v: Variant,
+        input: *const f32,
+        batch: usize,
+        k: usize,
+        out: *mut SlimClass,
+        capacity: usize,
+    ) -> Result<(), Failure> {
+        let input = self.input(input, batch)?;
+        if k == 0 {
+            return Err(Failure::invalid("k is 0"));
+        }
+        let per_image = k.min(self.class_names.len());
+        let needed = ptr::product(batch, per_image, "classes")?;
+        let buf = ptr::buffer(out, capacity).ok_or_else(|| Failure::invalid("out is NULL"))?;
+        if buf.len() < needed {
+            return Err(Failure::too_small("out", needed, buf.len()));
+        }
+        let run = self.inner.run(v, input, batch)?;
+        let names = &self.inner.manifest().class_names;
+        let classes = (0..batch).flat_map(|i| top_k(run.logits_row(i), per_image, names));
+        for (slot, c) in buf.iter_mut().zip(classes) {
+            *slot = SlimClass {
+                index: c.index,
+                prob: c.prob,
+                name: self.class_names[c.index].as_ptr(),
+            };
+        }
+        Ok(())
     }
 }
 
@@ -282,17 +351,28 @@ pub unsafe extern "C" fn slim_model_select(
         let width = ptr::out(width, "width")?;
         let chosen = m.inner.select(&budget)?;
         *width = chosen.width.get();
-        let text = CString::new(chosen.reason.replace('\0', " ")).expect("NULs replaced");
-        let bytes = text.as_bytes_with_nul();
-        if !reason_len.is_null() {
-            *ptr::out(reason_len, "reason_len")? = bytes.len();
-        }
-        ptr::fill(
-            ptr::buffer(reason.cast::<u8>(), reason_capacity),
-            bytes,
-            "reason",
-        )
+        write_reason(&chosen.reason, reason, reason_capacity, reason_len)
     })
+}
+
+/// Writes a selection's reason, NUL-terminated, into the caller's buffer (NULL: not
+/// wanted), and the bytes it needs into `*reason_len` (may be NULL).
+pub(crate) fn write_reason(
+    text: &str,
+    reason: *mut c_char,
+    reason_capacity: usize,
+    reason_len: *mut usize,
+) -> Result<(), Failure> {
+    let text = CString::new(text.replace('\0', " ")).expect("NULs replaced");
+    let bytes = text.as_bytes_with_nul();
+    if !reason_len.is_null() {
+        *ptr::out(reason_len, "reason_len")? = bytes.len();
+    }
+    ptr::fill(
+        ptr::buffer(reason.cast::<u8>(), reason_capacity),
+        bytes,
+        "reason",
+    )
 }
 
 /// Decodes the image file at `path` (JPEG, PNG, WebP, BMP; gray or colour) and writes its
@@ -365,26 +445,16 @@ pub unsafe extern "C" fn slim_model_run(
 ) -> SlimStatus {
     guard(|| {
         let m = SlimModel::get(model)?;
-        let w = ptr::width(width)?;
-        let input = m.input(input, batch)?;
-        let entry = m.inner.entry(w)?;
-        let wanted = [
-            (
-                embedding,
-                embedding_capacity,
-                entry.embedding_dim,
-                "embedding",
-            ),
-            (logits, logits_capacity, m.class_names.len(), "logits"),
-        ];
-        for (buf, capacity, per_image, name) in wanted {
-            let needed = ptr::product(batch, per_image, name)?;
-            if !buf.is_null() && capacity < needed {
-                return Err(Failure::too_small(name, needed, capacity));
-            }
-        }
-        let out = m.inner.run(w, input, batch)?;
-        SlimModel::write_outputs(&out, embedding, embedding_capacity, logits, logits_capacity)
+        let v = Variant::from(ptr::width(width)?);
+        m.run_into(
+            v,
+            input,
+            batch,
+            embedding,
+            embedding_capacity,
+            logits,
+            logits_capacity,
+        )
     })
 }
 
@@ -405,27 +475,7 @@ pub unsafe extern "C" fn slim_model_classify(
 ) -> SlimStatus {
     guard(|| {
         let m = SlimModel::get(model)?;
-        let w = ptr::width(width)?;
-        let input = m.input(input, batch)?;
-        if k == 0 {
-            return Err(Failure::invalid("k is 0"));
-        }
-        let per_image = k.min(m.class_names.len());
-        let needed = ptr::product(batch, per_image, "classes")?;
-        let buf = ptr::buffer(out, capacity).ok_or_else(|| Failure::invalid("out is NULL"))?;
-        if buf.len() < needed {
-            return Err(Failure::too_small("out", needed, buf.len()));
-        }
-        let run = m.inner.run(w, input, batch)?;
-        let names = &m.inner.manifest().class_names;
-        let classes = (0..batch).flat_map(|i| top_k(run.logits_row(i), per_image, names));
-        for (slot, c) in buf.iter_mut().zip(classes) {
-            *slot = SlimClass {
-                index: c.index,
-                prob: c.prob,
-                name: m.class_names[c.index].as_ptr(),
-            };
-        }
-        Ok(())
+        let v = Variant::from(ptr::width(width)?);
+        m.classify_into(v, input, batch, k, out, capacity)
     })
 }

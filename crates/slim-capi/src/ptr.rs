@@ -3,7 +3,7 @@
 
 use std::ffi::{CStr, c_char};
 
-use slim_core::Width;
+use slim_core::{Precision, Variant, Width};
 
 use crate::error::Failure;
 
@@ -66,6 +66,53 @@ pub(crate) fn fill<T: Copy>(
 /// A width argument (e.g. 0.25).
 pub(crate) fn width(w: f64) -> Result<Width, Failure> {
     Width::new(w).map_err(|e| Failure::invalid(format!("width: {e}")))
+}
+
+/// A precision argument: "f32", "f16" or "int8"; NULL means "f32" (the float graph).
+pub(crate) fn precision(p: *const c_char) -> Result<Precision, Failure> {
+    if p.is_null() {
+        return Ok(Precision::F32);
+    }
+    string(p, "precision")?
+        .parse()
+        .map_err(|e| Failure::invalid(format!("precision: {e}")))
+}
+
+/// A graph argument: a width and a precision name (NULL: "f32").
+pub(crate) fn variant(w: f64, p: *const c_char) -> Result<Variant, Failure> {
+    Ok(Variant::new(width(w)?, precision(p)?))
+}
+
+/// A list of precisions such as "f32,int8"; NULL means every precision (`None`).
+pub(crate) fn precisions(p: *const c_char) -> Result<Option<Vec<Precision>>, Failure> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    let text = string(p, "precisions")?;
+    let mut list = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(Failure::invalid(format!(
+                "precisions {text:?}: an empty name; list names such as \"f32,int8\", or pass NULL for every precision"
+            )));
+        }
+        let p: Precision = part
+            .parse()
+            .map_err(|e| Failure::invalid(format!("precisions {text:?}: {e}")))?;
+        if !list.contains(&p) {
+            list.push(p);
+        }
+    }
+    Ok(Some(list))
+}
+
+/// The NUL-terminated name of `p` (static storage).
+pub(crate) fn precision_name(p: Precision) -> *const c_char {
+    match p {
+        Precision::F32 => c"f32".as_ptr(),
+        Precision::F16 => c"f16".as_ptr(),
+        Precision::Int8 => c"int8".as_ptr(),
+    }
 }
 
 /// `a * b` for sizes a caller gave, refused when it overflows.

@@ -1,13 +1,16 @@
-//! The C API tested from C: `tests/c/api_test.c`, the example `examples/c/classify.c` (by
-//! its Makefile) and the README's snippet are compiled with `cc` against
-//! `include/slim.h` and the built `libslim.so`, and run
-//! under valgrind (errors and definite or indirect leaks fail the run) on real
-//! Fashion-MNIST images, checked against the Rust API's answers.
+//! The C API tested from C: `tests/c/api_test.c`, `tests/c/variants_test.c` (a model
+//! exported in f32, f16 and int8), the example `examples/c/classify.c` (by its Makefile)
+//! and the README's snippet are compiled with `cc` against `include/slim.h` and the built
+//! `libslim.so`, and run under valgrind (errors and definite or indirect leaks fail the
+//! run) on real Fashion-MNIST images, checked against the Rust API's answers.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use slim_runtime::{Backend, Budget, SlimModel};
+use slim_core::stats::LatencySummary;
+use slim_core::{Manifest, Precision, Variant};
+use slim_runtime::calibrate::{self, WidthLatency};
+use slim_runtime::{Backend, Budget, Calibration, SlimModel};
 use slim_test_utils::{fashion_mnist_pngs, model};
 
 /// MACs per image that select width 0.5 of the committed model (7.8 MMACs; 0.75 is 17.5).
@@ -46,9 +49,19 @@ fn compile(source: &Path, out: &Path) {
     assert!(status.success(), "cc failed on {}", source.display());
 }
 
-/// Runs `program args` under valgrind; returns its stdout.
+/// `LD_LIBRARY_PATH` with the library of this test first: cargo runs tests with
+/// `target/<profile>` on it, which outranks the programs' rpath, and where a `cargo build`
+/// may have left a `libslim.so` of other sources (seen: a stale one answered for this one).
+fn library_path() -> std::ffi::OsString {
+    let inherited = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
+    let dirs = std::iter::once(library_dir()).chain(std::env::split_paths(&inherited));
+    std::env::join_paths(dirs).expect("library folders without ':'")
+}
+
+/// Runs `program args` under valgrind, with this test's library; returns its stdout.
 fn valgrind(program: &Path, args: &[String]) -> String {
     let out = Command::new("valgrind")
+        .env("LD_LIBRARY_PATH", library_path())
         .args([
             "--error-exitcode=99",
             "--leak-check=full",
@@ -138,6 +151,7 @@ fn the_c_example_classifies_images() {
 
     // A missing model folder: exit status 1 and the message names it.
     let out = Command::new(&program)
+        .env("LD_LIBRARY_PATH", library_path())
         .args(["/nonexistent/model", "10", "x.png"])
         .output()
         .unwrap();
@@ -174,4 +188,92 @@ fn the_readme_c_snippet_compiles_and_classifies() {
     let args = [model().display().to_string(), image.display().to_string()];
     let stdout = valgrind(&program, &args);
     assert_eq!(stdout, format!("width 0.5: {} {:.2}\n", top.name, top.prob));
+}
+
+/// Caches a calibration of `m` at batch 1 with these p50s (ms), as tract measures them in
+/// kind: int8 no faster than float; f16 of width 1.0 faster than float 1.0 but slower
+/// than float 0.25. So a latency budget may choose an f16 graph, never an int8 one.
+fn fake_calibration(m: &SlimModel) {
+    let v = |w, p| Variant::new(slim_test_utils::width(w), p);
+    use Precision::{F16, F32, Int8};
+    let p50 = [
+        (v(1.0, F32), 4.0),
+        (v(1.0, F16), 3.0),
+        (v(1.0, Int8), 4.5),
+        (v(0.25, F32), 1.0),
+        (v(0.25, F16), 0.9),
+        (v(0.25, Int8), 1.2),
+    ];
+    let cal = Calibration {
+        key: m.calibration_key(1).unwrap(),
+        widths: (p50.iter())
+            .map(|&(v, ms)| WidthLatency {
+                width: v.width,
+                precision: v.precision,
+                latency: LatencySummary::new(1, &[ms]),
+            })
+            .collect(),
+    };
+    calibrate::write_cache(&m.calibration_path(), &cal).unwrap();
+}
+
+#[test]
+fn the_c_api_lists_selects_and_runs_every_variant_as_the_rust_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = slim_test_utils::variant_model(&dir.path().join("export"), &Precision::ALL)
+        .expect("Fashion-MNIST is installed (tools/setup.sh)");
+    // The same model without width 0.25's f16 graph: a variant it lacks.
+    let partial = dir.path().join("partial");
+    slim_test_utils::copy_dir(&full, &partial);
+    let mut manifest = Manifest::load(&partial).unwrap();
+    assert_eq!(manifest.widths[1].width.get(), 0.25);
+    manifest.widths[1]
+        .variants
+        .retain(|v| v.precision != Precision::F16);
+    manifest.save(&partial).unwrap();
+
+    // One image: tract computes f16 slowly, and the C program runs under valgrind.
+    let images = fashion_mnist_pngs(dir.path(), 1);
+    let paths: Vec<&Path> = images.iter().map(|(p, _)| p.as_path()).collect();
+    let m = SlimModel::open(&full, Backend::Tract).unwrap();
+    let inputs = m.preprocess_files(&paths).unwrap();
+    // What the Rust API lists and answers for every graph, in its order: a line per graph
+    // (width, precision, MACs, params, bytes, embedding size), and each graph's
+    // embeddings then logits as little-endian f32.
+    let mut expected = String::new();
+    let mut outputs = Vec::new();
+    for &v in m.variants() {
+        let e = m.entry(v).unwrap();
+        expected += &format!(
+            "{} {} {} {} {} {}\n",
+            v.width.get(),
+            v.precision,
+            e.macs,
+            e.params,
+            e.bytes.expect("the export records each graph's size"),
+            e.embedding_dim
+        );
+        let out = m.run(v, &inputs, paths.len()).unwrap();
+        for x in out.embedding.iter().chain(&out.logits) {
+            outputs.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    assert_eq!(m.variants().len(), 6, "{expected}");
+    let expected_file = dir.path().join("expected.txt");
+    std::fs::write(&expected_file, &expected).unwrap();
+    let outputs_file = dir.path().join("outputs.bin");
+    std::fs::write(&outputs_file, &outputs).unwrap();
+    fake_calibration(&m);
+
+    let program = dir.path().join("variants_test");
+    compile(&crate_dir().join("tests/c/variants_test.c"), &program);
+    let mut args = vec![
+        full.display().to_string(),
+        partial.display().to_string(),
+        expected_file.display().to_string(),
+        outputs_file.display().to_string(),
+    ];
+    args.extend(paths.iter().map(|p| p.display().to_string()));
+    let stdout = valgrind(&program, &args);
+    assert!(stdout.contains("checks passed"), "{stdout}");
 }
