@@ -2,7 +2,9 @@
 //! `python/slim_runtime/__init__.py`). A `Model` wraps slim-runtime's `SlimModel` (shared
 //! with its `Adaptive` controllers); graphs run with the GIL released, on NumPy arrays
 //! read in place when they are C-contiguous float32, and results come back as NumPy
-//! arrays that own the Rust buffers (no copy either way).
+//! arrays that own the Rust buffers (no copy either way). A graph is a width in a
+//! precision ("f32", "f16", "int8"): calls that take a width run its float graph unless
+//! told a `precision`.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -17,10 +19,11 @@ use numpy::{
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyIterator, PyTuple};
 
-use slim_core::Width;
 use slim_core::cascade::Confidence;
+use slim_core::manifest::WidthEntry;
+use slim_core::{Precision, Variant, Width};
 use slim_runtime::adaptive::{Config, Switch};
 use slim_runtime::{Adaptive as Controller, Backend, Budget, Error, Outputs, SlimModel};
 
@@ -46,6 +49,37 @@ fn raise(e: Error) -> PyErr {
 
 fn width(w: f64) -> PyResult<Width> {
     Width::new(w).map_err(PyValueError::new_err)
+}
+
+/// A precision's name: "f32", "f16" or "int8".
+fn precision(name: &str) -> PyResult<Precision> {
+    name.parse()
+        .map_err(|e| PyValueError::new_err(format!("precision: {e}")))
+}
+
+/// A list of precision names, `None` for every one the model has; an empty list is refused.
+fn precisions(names: Option<Vec<String>>) -> PyResult<Option<Vec<Precision>>> {
+    let Some(names) = names else { return Ok(None) };
+    if names.is_empty() {
+        return Err(PyValueError::new_err(
+            "precisions: an empty list; name some, e.g. [\"f32\", \"int8\"]",
+        ));
+    }
+    let mut list = Vec::new();
+    for n in &names {
+        let p: Precision = n
+            .parse()
+            .map_err(|e| PyValueError::new_err(format!("precisions {names:?}: {e}")))?;
+        if !list.contains(&p) {
+            list.push(p);
+        }
+    }
+    Ok(Some(list))
+}
+
+/// `(width, precision)` as Python sees a graph.
+fn pair(v: Variant) -> (f64, &'static str) {
+    (v.width.get(), v.precision.name())
 }
 
 /// An exported model folder opened with one backend.
@@ -136,6 +170,70 @@ impl Model {
             None => Ok(self.inner.widths()[0]),
         }
     }
+
+    /// The graph of `w` (default the widest) in `p`.
+    fn graph(&self, w: Option<f64>, p: &str) -> PyResult<Variant> {
+        Ok(Variant::new(self.width_or_widest(w)?, precision(p)?))
+    }
+}
+
+fn cost_dict<'py>(py: Python<'py>, e: &WidthEntry) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("width", e.width.get())?;
+    d.set_item("precision", e.precision.name())?;
+    d.set_item("macs", e.macs)?;
+    d.set_item("params", e.params)?;
+    d.set_item("bytes", e.bytes)?;
+    d.set_item("embedding_dim", e.embedding_dim)?;
+    d.set_item("top1", e.accuracy.as_ref().map(|a| a.top1))?;
+    Ok(d)
+}
+
+/// The graph a budget chose: `width`, `precision` and `reason`. It unpacks as
+/// `(width, reason)`, as `select` answered before graphs had precisions.
+#[pyclass(frozen, module = "slim_runtime")]
+struct Selection {
+    #[pyo3(get)]
+    width: f64,
+    /// "f32", "f16" or "int8".
+    #[pyo3(get)]
+    precision: String,
+    #[pyo3(get)]
+    reason: String,
+}
+
+#[pymethods]
+impl Selection {
+    /// `(width, precision)`.
+    #[getter]
+    fn variant(&self) -> (f64, String) {
+        (self.width, self.precision.clone())
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        (self.width, self.reason.clone())
+            .into_pyobject(py)?
+            .as_any()
+            .try_iter()
+    }
+
+    fn __len__(&self) -> usize {
+        2
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyAny>> {
+        let t: Bound<'py, PyTuple> = (self.width, self.reason.clone()).into_pyobject(py)?;
+        t.as_any().get_item(index)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let width = self.width.into_pyobject(py)?.repr()?;
+        let precision = self.precision.as_str().into_pyobject(py)?.repr()?;
+        let reason = self.reason.as_str().into_pyobject(py)?.repr()?;
+        Ok(format!(
+            "Selection(width={width}, precision={precision}, reason={reason})"
+        ))
+    }
 }
 
 #[pymethods]
@@ -168,21 +266,36 @@ impl Model {
         self.inner.widths().iter().map(|w| w.get()).collect()
     }
 
-    /// Each width's costs, widest first: dicts of width, macs, params, embedding_dim and
-    /// top1 (None when not measured).
-    fn costs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let entries = &self.inner.manifest().widths;
-        entries
-            .iter()
-            .map(|e| {
-                let d = PyDict::new(py);
-                d.set_item("width", e.width.get())?;
-                d.set_item("macs", e.macs)?;
-                d.set_item("params", e.params)?;
-                d.set_item("embedding_dim", e.embedding_dim)?;
-                d.set_item("top1", e.accuracy.as_ref().map(|a| a.top1))?;
-                Ok(d)
-            })
+    /// Every graph, most accurate first (widest first, then "f32", "f16", "int8"), as
+    /// `(width, precision)` pairs. A model exported in f32 only lists its widths.
+    #[getter]
+    fn variants(&self) -> Vec<(f64, &'static str)> {
+        self.inner.variants().iter().map(|&v| pair(v)).collect()
+    }
+
+    /// The precisions the model has graphs in, e.g. ["f32", "f16", "int8"].
+    #[getter]
+    fn precisions(&self) -> Vec<&'static str> {
+        let all = self.inner.variants();
+        (Precision::ALL.into_iter())
+            .filter(|p| all.iter().any(|v| v.precision == *p))
+            .map(Precision::name)
+            .collect()
+    }
+
+    /// Each width's costs, widest first: dicts of width, precision ("f32"), macs, params,
+    /// bytes (the graph file's size; None when the manifest does not record it),
+    /// embedding_dim and top1 (None when not measured). `variants=True`: every graph, as
+    /// `variants` lists them.
+    #[pyo3(signature = (variants = false))]
+    fn costs<'py>(&self, py: Python<'py>, variants: bool) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let graphs: Vec<Variant> = match variants {
+            true => self.inner.variants().to_vec(),
+            false => self.inner.widths().into_iter().map(Variant::f32).collect(),
+        };
+        graphs
+            .into_iter()
+            .map(|v| cost_dict(py, self.inner.entry(v).map_err(raise)?))
             .collect()
     }
 
@@ -198,9 +311,14 @@ impl Model {
         (c, h, w)
     }
 
-    /// The most accurate width within the budget: `(width, reason)`. Raises NoFitError
-    /// naming the nearest width when none fits.
-    #[pyo3(signature = (max_mmacs = None, max_mparams = None, max_ms = None, batch = 1, min_top1 = None))]
+    /// The most accurate graph within the budget, a `Selection` (`width`, `precision`,
+    /// `reason`; it unpacks as `(width, reason)`). `precisions`: the precisions to choose
+    /// among, e.g. `["f32", "int8"]` or `model.precisions`; None (the default) keeps to the
+    /// float graphs, which `run(x, width)` runs. A reduced-precision graph that measured no
+    /// faster than a float graph at least as wide is never chosen. Raises NoFitError
+    /// naming the nearest graph when none fits.
+    #[pyo3(signature = (max_mmacs = None, max_mparams = None, max_ms = None, batch = 1, min_top1 = None, precisions = None))]
+    #[allow(clippy::too_many_arguments)]
     fn select(
         &self,
         max_mmacs: Option<f64>,
@@ -208,7 +326,8 @@ impl Model {
         max_ms: Option<f64>,
         batch: usize,
         min_top1: Option<f64>,
-    ) -> PyResult<(f64, String)> {
+        precisions: Option<Vec<String>>,
+    ) -> PyResult<Selection> {
         let positive = |v: Option<f64>, name: &str| match v {
             Some(x) if !(x > 0.0 && x.is_finite()) => Err(PyValueError::new_err(format!(
                 "{name}: {x} is not a positive number"
@@ -223,6 +342,7 @@ impl Model {
                 "min_top1: {t} is outside [0, 1]"
             )));
         }
+        let precisions = self::precisions(precisions)?;
         let budget = Budget {
             max_macs: count(max_mmacs, "max_mmacs")?,
             max_params: count(max_mparams, "max_mparams")?,
@@ -230,24 +350,36 @@ impl Model {
             latency_batch: batch.max(1),
             min_top1,
             precisions: None,
-        }
-        // This package names a graph by its width alone: its float graph.
-        .floats_of(&self.inner);
+        };
+        let budget = match precisions {
+            Some(list) => Budget {
+                precisions: Some(list),
+                ..budget
+            },
+            // Without a list, the float graphs: what a width alone names.
+            None => budget.floats_of(&self.inner),
+        };
         let s = self.inner.select(&budget).map_err(raise)?;
-        Ok((s.width.get(), s.reason))
+        Ok(Selection {
+            width: s.width.get(),
+            precision: s.precision.name().to_string(),
+            reason: s.reason,
+        })
     }
 
     /// Runs a float32 batch `[N, C, H, W]` (or one `[C, H, W]` image), preprocessed as
-    /// `preprocess` does, at `width` (default the widest): `(embedding, logits)`. The GIL
+    /// `preprocess` does, at `width` (default the widest) in `precision` ("f32", "f16" or
+    /// "int8"; a graph the model lacks raises SlimError): `(embedding, logits)`. The GIL
     /// is released while the graph runs.
-    #[pyo3(signature = (images, width = None))]
+    #[pyo3(signature = (images, width = None, precision = "f32"))]
     fn run<'py>(
         &self,
         py: Python<'py>,
         images: &Bound<'py, PyAny>,
         width: Option<f64>,
+        precision: &str,
     ) -> PyResult<Pair<'py>> {
-        let w = self.width_or_widest(width)?;
+        let w = self.graph(width, precision)?;
         let (batch, n) = Batch::of(&self.inner, images)?;
         let values = batch.values();
         let model = &self.inner;
@@ -272,16 +404,18 @@ impl Model {
     }
 
     /// The `top_k` most probable classes of each image file at `width` (default the
-    /// widest): per image a list of `(name, probability, index)`, most probable first.
-    #[pyo3(signature = (paths, top_k = 5, width = None))]
+    /// widest) in `precision` (as `run`): per image a list of `(name, probability,
+    /// index)`, most probable first.
+    #[pyo3(signature = (paths, top_k = 5, width = None, precision = "f32"))]
     fn classify(
         &self,
         py: Python<'_>,
         paths: Vec<PathBuf>,
         top_k: usize,
         width: Option<f64>,
+        precision: &str,
     ) -> PyResult<Vec<Vec<(String, f32, usize)>>> {
-        let w = self.width_or_widest(width)?;
+        let w = self.graph(width, precision)?;
         if top_k == 0 || paths.is_empty() {
             return Err(PyValueError::new_err(
                 "classify: needs top_k >= 1 and an image",
@@ -366,7 +500,10 @@ impl Model {
 
     /// An adaptive controller that holds the `quantile` of latency under `target_ms` by
     /// switching width (see slim-runtime's `adaptive`); it starts at the widest.
-    #[pyo3(signature = (target_ms, quantile = 0.95, window = 64, min_samples = 16, margin = 0.2, dwell_ms = 500.0, cooldown_ms = 2000.0))]
+    /// `variants=True`: among every graph, width and precision: with this device's cached
+    /// calibration at batch 1 (`slim-run --calibrate`), along its front (each step
+    /// measured faster than the one before); without one, the float widths by MACs.
+    #[pyo3(signature = (target_ms, quantile = 0.95, window = 64, min_samples = 16, margin = 0.2, dwell_ms = 500.0, cooldown_ms = 2000.0, variants = false))]
     #[allow(clippy::too_many_arguments)]
     fn adaptive(
         &self,
@@ -377,6 +514,7 @@ impl Model {
         margin: f64,
         dwell_ms: f64,
         cooldown_ms: f64,
+        variants: bool,
     ) -> PyResult<Adaptive> {
         let duration = |ms: f64, name: &str| {
             Duration::try_from_secs_f64(ms / 1e3)
@@ -391,11 +529,15 @@ impl Model {
             dwell: duration(dwell_ms, "dwell_ms")?,
             cooldown: duration(cooldown_ms, "cooldown_ms")?,
         };
-        let inner =
-            Controller::for_model_widths(&self.inner, cfg, Default::default()).map_err(raise)?;
+        let inner = match variants {
+            true => Controller::for_model(&self.inner, cfg, Default::default()),
+            false => Controller::for_model_widths(&self.inner, cfg, Default::default()),
+        }
+        .map_err(raise)?;
         Ok(Adaptive {
             model: self.inner.clone(),
             inner,
+            variants,
         })
     }
 
@@ -409,18 +551,22 @@ impl Model {
     }
 }
 
-/// Switches a model's width to hold a latency target.
+/// Switches a model's width (or graph: width and precision) to hold a latency target.
 #[pyclass(frozen, module = "slim_runtime")]
 struct Adaptive {
     model: Arc<SlimModel>,
     inner: Controller,
+    /// Made with `variants=True`: its steps may be reduced-precision graphs.
+    variants: bool,
 }
 
 fn switch_dict<'py>(py: Python<'py>, s: &Switch) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("at_s", s.at.as_secs_f64())?;
     d.set_item("from", s.from.width.get())?;
+    d.set_item("from_precision", s.from.precision.name())?;
     d.set_item("to", s.to.width.get())?;
+    d.set_item("to_precision", s.to.precision.name())?;
     d.set_item("observed_ms", s.observed_ms)?;
     d.set_item("predicted_ms", s.predicted_ms)?;
     Ok(d)
@@ -434,23 +580,49 @@ impl Adaptive {
         self.inner.width().get()
     }
 
-    /// Every switch so far, as dicts (at_s, from, to, observed_ms, predicted_ms).
+    /// The graph to run now: `(width, precision)`.
+    #[getter]
+    fn variant(&self) -> (f64, &'static str) {
+        pair(self.inner.variant())
+    }
+
+    /// The graphs it switches among, most accurate first: `(width, precision)` pairs.
+    #[getter]
+    fn steps(&self) -> Vec<(f64, &'static str)> {
+        self.inner.steps().iter().map(|&v| pair(v)).collect()
+    }
+
+    /// Every switch so far, as dicts (at_s, from, from_precision, to, to_precision,
+    /// observed_ms, predicted_ms).
     #[getter]
     fn switches<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let all = self.inner.switches();
         all.iter().map(|s| switch_dict(py, s)).collect()
     }
 
-    /// Records that a call at `width` took `latency_ms` (timed by the caller); returns the
-    /// switch it caused, or None.
+    /// Records that a call at `width` (in `precision`; a controller made with
+    /// `variants=True` needs it named) took `latency_ms` (timed by the caller); returns the
+    /// switch it caused, or None. Calls of another graph than the current one are dropped.
+    #[pyo3(signature = (width, latency_ms, precision = None))]
     fn observe<'py>(
         &self,
         py: Python<'py>,
         width: f64,
         latency_ms: f64,
+        precision: Option<&str>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let w = self::width(width)?;
-        let s = self.inner.observe(w, latency_ms);
+        let p = match precision {
+            Some(p) => self::precision(p)?,
+            None if self.variants => {
+                return Err(PyValueError::new_err(
+                    "observe: this controller switches among precisions too (variants=True), \
+                     so name the graph that ran: observe(width, latency_ms, precision=...)",
+                ));
+            }
+            None => Precision::F32,
+        };
+        let s = self.inner.observe(Variant::new(w, p), latency_ms);
         s.map(|s| switch_dict(py, &s)).transpose()
     }
 
@@ -468,12 +640,27 @@ impl Adaptive {
         let (embedding, logits) = to_numpy(py, out)?;
         Ok((w.width.get(), embedding, logits))
     }
+
+    /// As `run`, naming the graph that ran: `(width, precision, embedding, logits)`.
+    fn run_variant<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+    ) -> PyResult<(f64, &'static str, Array<'py>, Array<'py>)> {
+        let (batch, _) = Batch::of(&self.model, images)?;
+        let values = batch.values();
+        let (model, inner) = (&self.model, &self.inner);
+        let (v, out) = py.detach(|| inner.run(model, values)).map_err(raise)?;
+        let (embedding, logits) = to_numpy(py, out)?;
+        Ok((v.width.get(), v.precision.name(), embedding, logits))
+    }
 }
 
 #[pymodule]
 fn _slim_runtime(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_class::<Adaptive>()?;
+    m.add_class::<Selection>()?;
     m.add("SlimError", m.py().get_type::<SlimError>())?;
     m.add("NoFitError", m.py().get_type::<NoFitError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
