@@ -20,8 +20,9 @@ echo "== maturin build (profile $profile, features: ${features:-none})"
   --profile "$profile" ${features:+--features "$features"} --interpreter "$SLIM_PYTHON" -o "$wheels"
 "$SLIM_PYTHON" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
   "$wheels"/slim_runtime-*.whl
-# With the workspace's features, as tools/test.sh's build: its artifacts are reused.
+# With the workspace's features and the test profile, as tools/test.sh's `cargo test`: its
+# slim-run is reused instead of compiling the workspace's crates again at opt-level 0.
 echo "== cargo build slim-run (the Rust API the tests compare with)"
-cargo build --quiet --workspace --features "$all_features" --bin slim-run
+cargo build --quiet --workspace --features "$all_features" --profile test --bin slim-run
 echo "== pytest"
 SLIM_RUN="$PWD/target/debug/slim-run" "$SLIM_PYTHON" -m pytest -q crates/slim-py/tests "$@"
