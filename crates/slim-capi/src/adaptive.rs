@@ -237,14 +237,27 @@ pub unsafe extern "C" fn slim_adaptive_observe(
             ));
         }
         let s = handle.inner.observe(ptr::width(width)?, latency_ms);
-        if !switched.is_null() {
-            *ptr::out(switched, "switched")? = s.is_some();
-        }
-        if let (Some(s), false) = (&s, change.is_null()) {
-            *ptr::out(change, "change")? = s.into();
-        }
-        Ok(())
+        write_outcome(s.as_ref(), switched, change)
     })
+}
+
+/// An observation's outcome into the caller's optional outputs: whether the controller
+/// switched and, when it did, the switch (`SlimSwitch` or `SlimVariantSwitch`).
+fn write_outcome<C>(
+    switch: Option<&Switch>,
+    switched: *mut bool,
+    change: *mut C,
+) -> Result<(), Failure>
+where
+    for<'a> &'a Switch: Into<C>,
+{
+    if !switched.is_null() {
+        *ptr::out(switched, "switched")? = switch.is_some();
+    }
+    if let (Some(s), false) = (switch, change.is_null()) {
+        *ptr::out(change, "change")? = s.into();
+    }
+    Ok(())
 }
 
 /// Runs `batch` images at the controller's current width, timing the call and observing
@@ -328,13 +341,7 @@ pub unsafe extern "C" fn slim_adaptive_observe_variant(
     guard(|| {
         let a = get(adaptive)?;
         let s = a.observe(ptr::variant(width, precision)?, latency_ms);
-        if !switched.is_null() {
-            *ptr::out(switched, "switched")? = s.is_some();
-        }
-        if let (Some(s), false) = (&s, change.is_null()) {
-            *ptr::out(change, "change")? = s.into();
-        }
-        Ok(())
+        write_outcome(s.as_ref(), switched, change)
     })
 }
 

@@ -4,17 +4,12 @@ inputs, the exported test data (PyTorch at export time), and the Rust API throug
 
 Run by tools/python.sh (which builds and installs the wheel first)."""
 
-import gzip
 import json
-import os
 import shutil
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -24,39 +19,8 @@ import pytest
 
 import slim_runtime
 
-ROOT = Path(__file__).resolve().parents[3]
-MODEL = ROOT / "models" / "fashion-mnist-resnet20"
-WIDTHS = [1.0, 0.75, 0.5, 0.25]
-
-
-def fashion_mnist_images(n):
-    """The first `n` Fashion-MNIST test images as uint8 [n, 28, 28], with their labels."""
-    base = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-
-    def read(name):
-        plain = base / name
-        return plain.read_bytes() if plain.exists() else gzip.open(f"{plain}.gz").read()
-
-    images = read("t10k-images-idx3-ubyte")
-    count, rows, cols = struct.unpack(">III", images[4:16])
-    assert count >= n
-    pixels = np.frombuffer(images, np.uint8, n * rows * cols, 16).reshape(n, rows, cols)
-    labels = np.frombuffer(read("t10k-labels-idx1-ubyte"), np.uint8, n, 8)
-    return pixels, labels
-
-
-def write_png(path, gray):
-    """A grayscale 8-bit PNG of `gray` [h, w] (the format's own chunks, no imaging library)."""
-    h, w = gray.shape
-    raw = b"".join(b"\x00" + gray[y].tobytes() for y in range(h))
-
-    def chunk(kind, data):
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+from support import (MODEL, ROOT, WIDTHS, fashion_mnist_images, fashion_mnist_pngs, slim_run,
+                     write_png)
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +30,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def pngs(tmp_path_factory):
-    pixels, labels = fashion_mnist_images(8)
-    folder = tmp_path_factory.mktemp("pngs")
-    paths = []
-    for i, img in enumerate(pixels):
-        p = folder / f"test-{i}.png"
-        write_png(p, img)
-        paths.append(str(p))
-    return paths, labels
+    return fashion_mnist_pngs(tmp_path_factory.mktemp("pngs"), 8)
 
 
 def exported_test_data(width):
@@ -140,19 +97,11 @@ def test_input_is_read_in_place_and_outputs_own_their_buffers(model):
     np.testing.assert_allclose(single, logits[:1], rtol=0, atol=1e-5)
 
 
-def slim_run(*args):
-    binary = os.environ.get("SLIM_RUN", str(ROOT / "target" / "debug" / "slim-run"))
-    assert Path(binary).is_file(), f"{binary}: build slim-run first (tools/python.sh does)"
-    out = subprocess.run([binary, "--model", str(MODEL), *args], capture_output=True,
-                         text=True, check=True)
-    return out.stdout
-
-
 def test_select_classify_and_embeddings_match_the_rust_api(model, pngs):
     paths, labels = pngs
     width, reason = model.select(max_mmacs=10)
     assert width == 0.5 and "MMACs" in reason
-    rust = slim_run("--budget-mmacs", "10", "--embed", *paths)
+    rust = slim_run(MODEL, "--budget-mmacs", "10", "--embed", *paths)
     assert f"chosen width {width}: {reason}" in rust
 
     batch = model.preprocess(paths)
@@ -164,7 +113,7 @@ def test_select_classify_and_embeddings_match_the_rust_api(model, pngs):
         np.testing.assert_allclose(row, values, rtol=0, atol=1e-5)
 
     classes = model.classify(paths, top_k=3, width=width)
-    rust = slim_run("--budget-mmacs", "10", "--top-k", "3", *paths)
+    rust = slim_run(MODEL, "--budget-mmacs", "10", "--top-k", "3", *paths)
     for path, top, row in zip(paths, classes, logits):
         assert len(top) == 3 and top[0][2] == int(np.argmax(row))
         probs = [p for _, p, _ in top]

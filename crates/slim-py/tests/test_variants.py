@@ -9,17 +9,15 @@ lacks refused with a clear exception.
 Run by tools/python.sh (which builds and installs the wheel first)."""
 
 import json
-import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import slim_runtime
 
-from test_slim_runtime import MODEL, ROOT, WIDTHS, fashion_mnist_images, write_png
+from support import MODEL, ROOT, WIDTHS, fashion_mnist_pngs, slim_run
 
 GRAPHS = [(1.0, "f32"), (1.0, "f16"), (1.0, "int8"), (0.25, "f32"), (0.25, "f16"), (0.25, "int8")]
 # The calibrated copy's p50 latencies at batch 1 (examples/variant_model.rs): int8 is no
@@ -35,8 +33,9 @@ def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("variants")
     features = subprocess.run([str(ROOT / "tools" / "features.sh")], capture_output=True,
                               text=True, check=True).stdout.strip()
+    # The test profile, as tools/test.sh's `cargo test`, which has built it already.
     subprocess.run(["cargo", "build", "--quiet", "--workspace", "--features", features,
-                    "--example", "variant_model"], cwd=ROOT, check=True)
+                    "--profile", "test", "--example", "variant_model"], cwd=ROOT, check=True)
     subprocess.run([str(ROOT / "target" / "debug" / "examples" / "variant_model"), str(out)],
                    check=True, capture_output=True)
     return out / "model", out / "calibrated"
@@ -56,22 +55,7 @@ def calibrated(exported):
 def pngs(tmp_path_factory):
     """Two Fashion-MNIST test images as PNG files (tract computes f16 slowly: 0.5 s an
     image at width 1.0)."""
-    pixels, _ = fashion_mnist_images(2)
-    folder = tmp_path_factory.mktemp("variant-pngs")
-    paths = []
-    for i, img in enumerate(pixels):
-        p = folder / f"test-{i}.png"
-        write_png(p, img)
-        paths.append(str(p))
-    return paths
-
-
-def slim_run(model_dir, *args):
-    binary = os.environ.get("SLIM_RUN", str(ROOT / "target" / "debug" / "slim-run"))
-    assert Path(binary).is_file(), f"{binary}: build slim-run first (tools/python.sh does)"
-    out = subprocess.run([binary, "--model", str(model_dir), *args], capture_output=True,
-                         text=True, check=True)
-    return out.stdout
+    return fashion_mnist_pngs(tmp_path_factory.mktemp("variant-pngs"), 2)[0]
 
 
 def shown(width, precision):

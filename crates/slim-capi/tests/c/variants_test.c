@@ -21,28 +21,8 @@
 
 #include "slim.h"
 
-static int checks = 0;
-
-#define CHECK(cond, ...)                                                             \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "variants_test:%d: check failed: %s: ", __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                            \
-            fprintf(stderr, " (last error: %s)\n", slim_last_error());               \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_FAILS(call, status, needle)                                          \
-    do {                                                                           \
-        SlimStatus got_ = (call);                                                  \
-        CHECK(got_ == (status), "%s returned %d, wanted %d", #call, got_, status); \
-        CHECK(strstr(slim_last_error(), (needle)) != NULL,                         \
-              "the message of %s does not name \"%s\"", #call, needle);            \
-    } while (0)
-
-#define OK(call) CHECK((call) == SLIM_STATUS_OK, "%s failed", #call)
+#define TEST_NAME "variants_test"
+#include "check.h"
 
 #define MAX_GRAPHS 8
 
